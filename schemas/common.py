@@ -1,0 +1,30 @@
+"""Shared pieces of the public contract."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+Identifier = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=128,
+                      pattern=r"^[A-Za-z0-9][A-Za-z0-9._:\-]*$"),
+]
+SampleType = Literal["plasma", "tissue", "normal"]
+GenomeBuild = Literal["GRCh37", "GRCh38"]
+JobStatus = Literal["queued", "running", "succeeded", "failed"]
+
+
+class ApiModel(BaseModel):
+    model_config = ConfigDict(from_attributes=True, extra="forbid")
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details."""
+
+    type: str = Field(default="about:blank")
+    title: str
+    status: int
+    detail: str | None = None
+    instance: str | None = None

@@ -1,0 +1,63 @@
+"""Patients and their clinical events."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Literal
+
+from pydantic import Field
+
+from schemas.common import ApiModel, Identifier
+
+EventType = Literal["surgery", "therapy_start", "therapy_stop", "clinical_relapse", "progression"]
+DrugClass = Literal[
+    "aromatase_inhibitor", "serd", "cdk46_inhibitor", "pi3k_inhibitor", "akt_inhibitor",
+    "mtor_inhibitor", "her2_tki", "her2_antibody", "her2_adc", "chemotherapy", "other",
+]
+
+
+class PatientCreate(ApiModel):
+    patient_id: Identifier
+
+
+class PatientRead(ApiModel):
+    patient_id: str
+    created_at: dt.datetime
+    sample_count: int = 0
+
+
+class PatientList(ApiModel):
+    items: list[PatientRead]
+    next_cursor: str | None = None
+
+
+class EventCreate(ApiModel):
+    type: EventType
+    date: dt.date
+    drug: str | None = Field(default=None, max_length=128)
+    drug_class: DrugClass | None = None
+    note: str | None = Field(default=None, max_length=1000)
+
+
+class EventRead(ApiModel):
+    id: int
+    type: EventType
+    date: dt.date
+    drug: str | None
+    drug_class: DrugClass | None
+    note: str | None
+
+
+class PatientDetail(PatientRead):
+    events: list[EventRead]
+    samples: list[SampleSummary]
+
+
+class SampleSummary(ApiModel):
+    sample_id: str
+    collection_date: dt.date
+    sample_type: str
+    status: str
+
+
+PatientDetail.model_rebuild()

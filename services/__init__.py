@@ -1,0 +1,1 @@
+"""ctDNA monitoring service: API, domain services and the pure scientific core."""

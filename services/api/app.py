@@ -1,0 +1,66 @@
+"""create_app(): the FastAPI application, its routers, error handlers and health routes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import text
+
+import services.models  # noqa: F401  (the whole mapper registry, before any session)
+from services.api import problems
+from services.api.middleware import BodySizeLimit, RequestContext
+from services.config import get_settings
+from services.db import get_engine
+from services.jobs.broker import get_producer
+from services.jobs.router import router as jobs_router
+from services.logging import configure_logging
+from services.patients.router import router as patients_router
+from services.samples.router import router as samples_router
+from services.variants.router import router as variants_router
+
+
+def create_app() -> FastAPI:
+    settings = get_settings()
+    configure_logging(settings.log_level, json=settings.log_json)
+    app = FastAPI(
+        title="ctDNA monitoring service",
+        version="0.1.0",
+        description="Serial plasma VCFs in; MRD status, resistance clones and trends out.",
+    )
+    problems.install(app)
+    for router in (patients_router, samples_router, jobs_router, variants_router):
+        app.include_router(router)
+
+    @app.get("/healthz", tags=["ops"], include_in_schema=True)
+    def healthz() -> Response:
+        return Response(b'{"status":"ok"}', media_type="application/json")
+
+    @app.get("/readyz", tags=["ops"])
+    def readyz() -> JSONResponse:
+        checks: dict[str, Any] = {}
+        try:
+            with get_engine().connect() as conn:
+                conn.execute(text("SELECT 1"))
+            checks["database"] = "ok"
+        except Exception as exc:  # noqa: BLE001  reported, not raised: this IS the probe
+            checks["database"] = f"unavailable: {type(exc).__name__}"
+        try:
+            with get_producer().connection_for_write() as conn:
+                conn.ensure_connection(max_retries=1, timeout=2)
+            checks["broker"] = "ok"
+        except Exception as exc:  # noqa: BLE001
+            checks["broker"] = f"unavailable: {type(exc).__name__}"
+        ready = all(v == "ok" for v in checks.values())
+        return JSONResponse({"status": "ok" if ready else "unavailable", "checks": checks},
+                            status_code=200 if ready else 503)
+
+    @app.get("/metrics", tags=["ops"])
+    def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    app.add_middleware(BodySizeLimit, upload_max=settings.max_upload_bytes)
+    app.add_middleware(RequestContext)
+    return app

@@ -1,0 +1,26 @@
+"""Append-only audit trail of every read and write of patient data."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import Index, Integer, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from services.db import Base, UtcDateTime, utcnow
+
+
+class AuditEntry(Base):
+    __tablename__ = "audit_log"
+    __table_args__ = (Index("ix_audit_log_site_at", "site", "at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    site: Mapped[str] = mapped_column(String(64))
+    key_id: Mapped[str] = mapped_column(String(32))
+    method: Mapped[str] = mapped_column(String(8))
+    route: Mapped[str] = mapped_column(String(256))
+    patient_id: Mapped[str | None] = mapped_column(String(128))
+    sample_id: Mapped[str | None] = mapped_column(String(128))
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    client: Mapped[str | None] = mapped_column(String(64))

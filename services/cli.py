@@ -1,0 +1,212 @@
+"""The `ctdna` command: migrate, serve, worker, beat, keys, submit."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from services.config import get_settings
+
+app = typer.Typer(help="ctDNA monitoring service", no_args_is_help=True)
+keys_app = typer.Typer(help="API keys (only their hash is stored)", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+err = Console(stderr=True)
+
+
+@app.command()
+def migrate() -> None:
+    """Apply the Alembic migrations to the configured database."""
+    from services.migrations import upgrade
+
+    settings = get_settings()
+    if settings.embedded_database:
+        settings.resolved_data_dir.mkdir(parents=True, exist_ok=True)
+    upgrade(settings.sqlalchemy_url)
+    err.print(f"database at head: {_redact(settings.sqlalchemy_url)}")
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to bind")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port")] = 8000,
+    workers: Annotated[int, typer.Option(help="API processes")] = 1,
+    with_worker: Annotated[
+        bool | None,
+        typer.Option("--with-worker/--no-worker",
+                     help="Also start a Celery worker (default: yes on the embedded broker)"),
+    ] = None,
+) -> None:
+    """Run the HTTP API (and, on the embedded default, a worker process beside it)."""
+    import uvicorn
+
+    settings = get_settings()
+    if settings.embedded_database:
+        migrate()
+    start_worker = settings.embedded_broker if with_worker is None else with_worker
+    child = _spawn_worker(beat=True) if start_worker else None
+    try:
+        uvicorn.run("services.api.app:create_app", factory=True, host=host, port=port,
+                    workers=workers, log_level=settings.log_level.lower(), access_log=False)
+    finally:
+        if child is not None:
+            child.send_signal(signal.SIGTERM)
+            try:
+                child.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                child.kill()
+
+
+@app.command()
+def worker(
+    concurrency: Annotated[int | None, typer.Option(help="Worker processes")] = None,
+    beat: Annotated[bool | None, typer.Option("--beat/--no-beat",
+                    help="Embed the periodic sweep (default: yes on the embedded broker)")] = None,
+    loglevel: Annotated[str, typer.Option()] = "INFO",
+) -> None:
+    """Run a Celery worker for the ingest, recompute, webhook and sweep tasks."""
+    from services.jobs.broker import QUEUE
+    from workers.celery_app import app as celery_app
+
+    settings = get_settings()
+    argv = ["worker", f"--loglevel={loglevel}", "-Q", QUEUE,
+            f"--concurrency={concurrency or settings.worker_concurrency}",
+            "--without-gossip", "--without-mingle"]
+    if settings.embedded_broker if beat is None else beat:
+        argv.append("--beat")
+        argv.append(f"--schedule={settings.resolved_data_dir / 'celerybeat-schedule'}")
+    celery_app.worker_main(argv)
+
+
+@app.command()
+def beat(loglevel: Annotated[str, typer.Option()] = "INFO") -> None:
+    """Run the periodic scheduler alone (production: one beat per deployment)."""
+    from workers.celery_app import app as celery_app
+
+    celery_app.start(["beat", f"--loglevel={loglevel}"])
+
+
+@keys_app.command("create")
+def keys_create(
+    site: Annotated[str, typer.Option(help="Site (tenant) the key belongs to")],
+    scopes: Annotated[str, typer.Option(help="Comma-separated: ingest,read,admin")] = "ingest,read",
+) -> None:
+    """Create a key; prints it once, alone on the last line."""
+    from services.auth.service import create_key, parse_scopes
+    from services.db import unit_of_work
+    from services.errors import DomainError
+
+    try:
+        scope_set = parse_scopes(scopes)
+        with unit_of_work() as session:
+            key, secret = create_key(session, site=site, scopes=scope_set)
+            key_id = key.id
+    except DomainError as exc:
+        err.print(f"[red]{exc.detail}[/red]")
+        raise typer.Exit(2) from exc
+    err.print(f"key {key_id} for site {site!r} with scopes {sorted(scope_set)}; "
+              "it is shown only now:")
+    print(secret, flush=True)
+
+
+@keys_app.command("list")
+def keys_list(site: Annotated[str | None, typer.Option()] = None) -> None:
+    """List keys (ids, sites, scopes; never secrets)."""
+    from services.auth.service import list_keys
+    from services.db import unit_of_work
+
+    with unit_of_work() as session:
+        for key in list_keys(session, site):
+            state = "revoked" if key.revoked_at else "active"
+            print(f"{key.id}\t{key.site}\t{key.scopes}\t{key.prefix}…\t{state}")
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: str) -> None:
+    """Revoke a key by id."""
+    from services.auth.service import revoke_key
+    from services.db import unit_of_work
+
+    with unit_of_work() as session:
+        if not revoke_key(session, key_id):
+            err.print(f"[red]no active key {key_id}[/red]")
+            raise typer.Exit(1)
+    err.print(f"revoked {key_id}")
+
+
+@app.command()
+def submit(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True)],
+    patient: Annotated[str, typer.Option("--patient", help="patient_id")],
+    sample_id: Annotated[str | None, typer.Option(help="Default: the file name")] = None,
+    collection_date: Annotated[str | None, typer.Option(help="YYYY-MM-DD (default today)")] = None,
+    sample_type: Annotated[str, typer.Option(help="plasma | tissue | normal")] = "plasma",
+    genome_build: Annotated[str | None, typer.Option()] = None,
+    tumor_sample: Annotated[str | None, typer.Option()] = None,
+    normal_sample: Annotated[str | None, typer.Option()] = None,
+    plasma_ml: Annotated[float | None, typer.Option()] = None,
+    cfdna_ng_per_ml: Annotated[float | None, typer.Option()] = None,
+    url: Annotated[str, typer.Option(envvar="CTDNA_API_URL")] = "http://127.0.0.1:8000",
+    key: Annotated[str | None, typer.Option(envvar="CTDNA_API_KEY", help="Bearer key")] = None,
+    wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Poll until the job ends")] = True,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the job")] = 300.0,
+) -> None:
+    """Upload a variant file to the API and (by default) wait for its ingest job."""
+    import httpx
+
+    if not key:
+        err.print("[red]no API key: pass --key or set CTDNA_API_KEY[/red]")
+        raise typer.Exit(2)
+    headers = {"Authorization": f"Bearer {key}"}
+    data = {
+        "patient_id": patient,
+        "sample_id": sample_id or file.name.split(".")[0],
+        "collection_date": collection_date or dt.date.today().isoformat(),
+        "sample_type": sample_type,
+    }
+    optional = {"genome_build": genome_build, "tumor_sample": tumor_sample,
+                "normal_sample": normal_sample, "plasma_ml": plasma_ml,
+                "cfdna_ng_per_ml": cfdna_ng_per_ml}
+    data.update({k: str(v) for k, v in optional.items() if v is not None})
+    with httpx.Client(base_url=url, headers=headers, timeout=60) as client, file.open("rb") as fh:
+        response = client.post("/v1/samples", data=data, files={"file": (file.name, fh)})
+        if response.status_code not in (200, 202):
+            err.print(f"[red]{response.status_code}: {response.text}[/red]")
+            raise typer.Exit(1)
+        accepted = response.json()
+        print(f"sample_id={accepted['sample_id']} job_id={accepted['job_id']}")
+        if not wait:
+            return
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            job = client.get(f"/v1/jobs/{accepted['job_id']}").json()
+            if job["status"] in ("succeeded", "failed"):
+                print(f"status={job['status']}" + (f" error={job['error']}" if job.get("error") else ""))
+                raise typer.Exit(0 if job["status"] == "succeeded" else 1)
+            time.sleep(0.25)
+    err.print("[red]timed out waiting for the job[/red]")
+    raise typer.Exit(1)
+
+
+def _spawn_worker(*, beat: bool) -> subprocess.Popen[bytes]:
+    argv = [sys.executable, "-m", "services.cli", "worker", "--beat" if beat else "--no-beat"]
+    return subprocess.Popen(argv, env=os.environ.copy())
+
+
+def _redact(url: str) -> str:
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        return f"{scheme}://***@{rest.split('@', 1)[1]}"
+    return url
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,72 @@
+"""Settings read from the environment (CTDNA_ prefix), once, through get_settings()."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CTDNA_", extra="ignore")
+
+    data_dir: Path = Field(default=Path("ctdna-data"), description="Uploads, SQLite file, broker folders")
+    database_url: str | None = Field(default=None, description="Unset = embedded SQLite in data_dir")
+    broker_url: str | None = Field(default=None, description="Unset = embedded filesystem broker")
+    reference_fasta: Path | None = None
+    webhook_allowed_hosts: str = ""
+
+    max_upload_bytes: int = 2 * 1024**3
+    # A Redis-delivered message not acked within this many seconds is handed to another
+    # worker; it must exceed the longest task (a 2M-record tissue VCF takes well under this).
+    broker_visibility_timeout: int = 3600
+    # A job claimed by a worker that stopped heart-beating for this long is taken over.
+    job_lease_seconds: int = 600
+    # A queued job whose message was never seen by a worker is re-sent after this delay.
+    job_resend_after_seconds: int = 30
+    sweep_interval_seconds: float = 15.0
+    worker_concurrency: int = 2
+    log_level: str = "INFO"
+    log_json: bool = False
+
+    @field_validator("database_url")
+    @classmethod
+    def _psycopg_driver(cls, value: str | None) -> str | None:
+        if value and value.startswith("postgresql://"):
+            return "postgresql+psycopg://" + value.removeprefix("postgresql://")
+        if value and value.startswith("postgres://"):
+            return "postgresql+psycopg://" + value.removeprefix("postgres://")
+        return value or None
+
+    @property
+    def resolved_data_dir(self) -> Path:
+        return self.data_dir.expanduser().resolve()
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.resolved_data_dir / 'ctdna.db'}"
+
+    @property
+    def embedded_database(self) -> bool:
+        return self.database_url is None
+
+    @property
+    def embedded_broker(self) -> bool:
+        return self.broker_url is None
+
+    @property
+    def uploads_dir(self) -> Path:
+        return self.resolved_data_dir / "uploads"
+
+    @property
+    def allowed_webhook_hosts(self) -> frozenset[str]:
+        return frozenset(h.strip().lower() for h in self.webhook_allowed_hosts.split(",") if h.strip())
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

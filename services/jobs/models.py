@@ -1,0 +1,31 @@
+"""Job rows: the outbox of background work. A row is written in the same transaction as the
+change that needs it; the message is sent after commit, and the sweep re-sends what was never
+picked up or whose worker vanished (lease expired)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import ForeignKey, Index, Integer, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from services.db import Base, UtcDateTime, utcnow
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+    __table_args__ = (Index("ix_jobs_status_sent", "status", "sent_at"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    site: Mapped[str] = mapped_column(String(64))
+    task: Mapped[str] = mapped_column(String(64))
+    sample_pk: Mapped[int | None] = mapped_column(ForeignKey("samples.id", ondelete="CASCADE"))
+    patient_pk: Mapped[int | None] = mapped_column(ForeignKey("patients.id", ondelete="CASCADE"))
+    status: Mapped[str] = mapped_column(String(16), default="queued")
+    error: Mapped[str | None] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    sent_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    started_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime)

@@ -1,0 +1,32 @@
+"""HTTP edge for job status."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from schemas.samples import JobRead
+from services.api.deps import Reader, SessionDep
+from services.errors import NotFound
+from services.jobs import repository
+from services.samples.models import Sample
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+
+@router.get("/{job_id}", response_model=JobRead)
+def get_job(job_id: str, principal: Reader, session: SessionDep) -> JobRead:
+    job = repository.get_for_site(session, job_id, principal.site)
+    if job is None:
+        raise NotFound(f"job {job_id!r} not found")
+    sample = session.get(Sample, job.sample_pk) if job.sample_pk else None
+    return JobRead(
+        job_id=job.id,
+        task=job.task,
+        status=job.status,  # type: ignore[arg-type]
+        error=job.error,
+        sample_id=sample.sample_id if sample else None,
+        attempts=job.attempts,
+        created_at=job.created_at,
+        started_at=job.started_at,
+        finished_at=job.finished_at,
+    )

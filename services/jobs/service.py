@@ -1,0 +1,131 @@
+"""Background work through the outbox: a job row is written in the caller's transaction and
+its message is published only after that transaction commits. If publishing fails (broker
+down) nothing is lost: the sweep re-sends every job that was never picked up."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from datetime import timedelta
+
+import structlog
+from sqlalchemy import event, update
+from sqlalchemy.orm import Session
+
+from services.config import get_settings
+from services.db import unit_of_work, utcnow
+from services.jobs import repository
+from services.jobs.broker import get_producer
+from services.jobs.models import Job
+
+log = structlog.get_logger(__name__)
+
+INGEST_TASK = "samples.ingest"
+SWEEP_TASK = "jobs.sweep"
+
+
+def create_job(
+    session: Session,
+    *,
+    task: str,
+    site: str,
+    sample_pk: int | None = None,
+    patient_pk: int | None = None,
+) -> Job:
+    job = Job(
+        id=str(uuid.uuid4()),
+        task=task,
+        site=site,
+        sample_pk=sample_pk,
+        patient_pk=patient_pk,
+        status="queued",
+        attempts=0,
+        created_at=utcnow(),
+    )
+    session.add(job)
+    session.flush()
+    session.info.setdefault(_OUTBOX, []).append((job.id, task))
+    return job
+
+
+_OUTBOX = "ctdna_outbox"
+
+
+@event.listens_for(Session, "after_commit")
+def _publish_after_commit(session: Session) -> None:
+    pending = session.info.pop(_OUTBOX, None)
+    if pending:
+        publish(pending)
+
+
+@event.listens_for(Session, "after_rollback")
+def _forget_after_rollback(session: Session) -> None:
+    session.info.pop(_OUTBOX, None)
+
+
+def publish(jobs: Iterable[tuple[str, str]]) -> None:
+    """Send (job_id, task) messages; call only after the creating transaction committed."""
+    sent: list[str] = []
+    producer = get_producer()
+    for job_id, task in jobs:
+        try:
+            producer.send_task(task, args=[job_id], retry=True,
+                               retry_policy={"max_retries": 2, "interval_start": 0.1})
+        except Exception as exc:  # noqa: BLE001  broker down: the sweep will re-send it
+            log.warning("job.publish_failed", job_id=job_id, task=task, error=str(exc))
+            continue
+        sent.append(job_id)
+    if sent:
+        with unit_of_work() as session:
+            session.execute(
+                update(Job).where(Job.id.in_(sent)).values(sent_at=utcnow())
+                .execution_options(synchronize_session=False)
+            )
+
+
+def claim(session: Session, job_id: str) -> bool:
+    return repository.claim(session, job_id, timedelta(seconds=get_settings().job_lease_seconds))
+
+
+def release(job_id: str) -> None:
+    """Give a claimed job back to the queue after a transient failure, so the retry can claim
+    it at once instead of waiting for the lease to expire. Best effort: if the database is
+    the thing that failed, the lease and the sweep cover it."""
+    try:
+        with unit_of_work() as session:
+            session.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.status == "running")
+                .values(status="queued", lease_expires_at=None)
+                .execution_options(synchronize_session=False)
+            )
+    except Exception as exc:  # noqa: BLE001
+        log.warning("job.release_failed", job_id=job_id, error=str(exc)[:200])
+
+
+def finish(session: Session, job: Job, *, error: str | None = None) -> None:
+    job.status = "failed" if error else "succeeded"
+    job.error = error
+    job.finished_at = utcnow()
+    job.lease_expires_at = None
+
+
+def sweep() -> int:
+    """Re-send jobs never picked up (lost message, broker restarted without persistence) and
+    jobs whose worker died mid-task. Duplicates are harmless: a task claims its job
+    atomically and does nothing when it cannot."""
+    settings = get_settings()
+    now = utcnow()
+    with unit_of_work() as session:
+        due = [
+            (job.id, job.task)
+            for job in repository.due_for_resend(
+                session,
+                resend_before=now - timedelta(seconds=settings.job_resend_after_seconds),
+                now=now,
+            )
+        ]
+    if due:
+        log.info("jobs.sweep_resend", count=len(due))
+        publish(due)
+    return len(due)

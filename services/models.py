@@ -1,0 +1,14 @@
+"""Every ORM model, imported once so that metadata (and Alembic) see the whole schema."""
+
+from services.audit.models import AuditEntry
+from services.auth.models import ApiKey
+from services.db import Base
+from services.jobs.models import Job
+from services.patients.models import Patient, PatientEvent
+from services.samples.models import Sample
+from services.variants.models import TrackedVariant, Variant
+
+__all__ = [
+    "ApiKey", "AuditEntry", "Base", "Job", "Patient", "PatientEvent", "Sample",
+    "TrackedVariant", "Variant",
+]

@@ -1,0 +1,98 @@
+"""HTTP edge for patients and their events."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request, status
+
+from schemas.patients import (
+    EventCreate,
+    EventRead,
+    PatientCreate,
+    PatientDetail,
+    PatientList,
+    PatientRead,
+    SampleSummary,
+)
+from services.api.deps import Ingestor, Reader, SessionDep
+from services.audit.service import audit
+from services.patients import repository, service
+from services.patients.models import PatientEvent
+
+router = APIRouter(prefix="/v1/patients", tags=["patients"])
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=PatientRead)
+def create_patient(
+    body: PatientCreate, principal: Ingestor, session: SessionDep, request: Request
+) -> PatientRead:
+    patient = service.create_patient(session, principal.site, body.patient_id)
+    audit(session, request, principal, patient_id=patient.patient_id)
+    return PatientRead(patient_id=patient.patient_id, created_at=patient.created_at)
+
+
+@router.get("", response_model=PatientList)
+def list_patients(
+    principal: Reader,
+    session: SessionDep,
+    request: Request,
+    cursor: Annotated[str | None, Query(max_length=128)] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> PatientList:
+    rows = repository.list_with_counts(session, principal.site, after=cursor, limit=limit + 1)
+    items = [
+        PatientRead(patient_id=p.patient_id, created_at=p.created_at, sample_count=n)
+        for p, n in rows[:limit]
+    ]
+    audit(session, request, principal)
+    return PatientList(
+        items=items, next_cursor=items[-1].patient_id if len(rows) > limit else None
+    )
+
+
+@router.get("/{patient_id}", response_model=PatientDetail)
+def get_patient(
+    patient_id: str, principal: Reader, session: SessionDep, request: Request
+) -> PatientDetail:
+    patient = service.get_patient_or_raise(session, principal.site, patient_id)
+    audit(session, request, principal, patient_id=patient.patient_id)
+    samples = repository.samples(session, patient.id)
+    return PatientDetail(
+        patient_id=patient.patient_id,
+        created_at=patient.created_at,
+        sample_count=len(samples),
+        events=[_event_read(e) for e in repository.events(session, patient.id)],
+        samples=[
+            SampleSummary(
+                sample_id=s.sample_id,
+                collection_date=s.collection_date,
+                sample_type=s.sample_type,
+                status=s.status,
+            )
+            for s in samples
+        ],
+    )
+
+
+@router.post(
+    "/{patient_id}/events", status_code=status.HTTP_201_CREATED, response_model=EventRead
+)
+def add_event(
+    patient_id: str, body: EventCreate, principal: Ingestor, session: SessionDep, request: Request
+) -> EventRead:
+    patient = service.get_patient_or_raise(session, principal.site, patient_id)
+    event = service.add_event(session, patient, body)
+    audit(session, request, principal, patient_id=patient.patient_id)
+    return _event_read(event)
+
+
+def _event_read(event: PatientEvent) -> EventRead:
+    return EventRead(
+        id=event.id,
+        type=event.type,  # type: ignore[arg-type]  (validated on the way in)
+        date=event.event_date,
+        drug=event.drug,
+        drug_class=event.drug_class,  # type: ignore[arg-type]
+        note=event.note,
+    )

@@ -1,0 +1,175 @@
+"""The ingest of one stored variant file, run by the `samples.ingest` task.
+
+Three steps, each its own transaction so that a crash at any point leaves a consistent state:
+claim the job (lease), read the file outside any transaction, then replace the sample's
+variant rows and finish the job atomically. Running it twice stores nothing twice."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+
+import structlog
+from sqlalchemy import delete, insert, select
+from sqlalchemy.orm import Session
+
+from services.config import get_settings
+from services.db import unit_of_work, utcnow
+from services.errors import VcfError
+from services.genomics.types import Locus, VariantCall, VcfReadResult
+from services.genomics.vcf import read_vcf
+from services.jobs import service as jobs
+from services.jobs.models import Job
+from services.samples.models import Sample
+from services.samples.storage import path_for
+from services.variants.models import TrackedVariant, Variant
+
+log = structlog.get_logger(__name__)
+
+
+def run(job_id: str) -> str:
+    """Process one ingest job; returns the job's final status (or 'skipped')."""
+    with unit_of_work() as session:
+        if not jobs.claim(session, job_id):
+            log.info("ingest.skip_not_claimable", job_id=job_id)
+            return "skipped"
+        job = session.get(Job, job_id)
+        assert job is not None and job.sample_pk is not None
+        attempt = job.attempts
+        sample = session.get(Sample, job.sample_pk)
+        assert sample is not None
+        tracked = _tracked_loci(session, sample.patient_pk)
+        request = _ReadRequest(sample, tracked)
+
+    log.info("ingest.start", job_id=job_id, sample_id=request.sample_id, attempt=attempt)
+    try:
+        result = request.read()
+    except VcfError as exc:
+        with unit_of_work() as session:
+            _fail(session, job_id, attempt, exc.detail)
+        log.info("ingest.failed", job_id=job_id, error=exc.detail)
+        return "failed"
+
+    with unit_of_work() as session:
+        if not _still_ours(session, job_id, attempt):
+            log.warning("ingest.lost_lease", job_id=job_id)
+            return "skipped"
+        _store(session, job_id, result)
+    log.info("ingest.succeeded", job_id=job_id, variants=len(result.variants))
+    return "succeeded"
+
+
+def fail_unexpected(job_id: str, error: BaseException) -> None:
+    """Record a failure nobody planned for (a bug), so the job does not hang in 'running'."""
+    with unit_of_work() as session:
+        job = session.get(Job, job_id, with_for_update=True)
+        if job is None or job.status in ("succeeded", "failed"):
+            return
+        jobs.finish(session, job, error=f"internal error ({type(error).__name__}); "
+                    "the operators have the details in the worker log")
+        sample = session.get(Sample, job.sample_pk) if job.sample_pk else None
+        if sample is not None and sample.status == "pending":
+            sample.status = "failed"
+
+
+class _ReadRequest:
+    """Everything read_vcf needs, copied out of the ORM before the transaction closes."""
+
+    def __init__(self, sample: Sample, tracked: frozenset[Locus]) -> None:
+        settings = get_settings()
+        self.sample_id = sample.sample_id
+        self.path: Path = path_for(settings.uploads_dir, sample.file_sha256)
+        self.file_name = sample.file_name
+        self.sample_type = sample.sample_type
+        self.genome_build = sample.genome_build
+        self.tumor_sample = sample.tumor_sample
+        self.normal_sample = sample.normal_sample
+        self.tracked = tracked
+        self.reference_fasta = settings.reference_fasta
+
+    def read(self) -> VcfReadResult:
+        if not self.path.exists():
+            raise VcfError(self.file_name, "the stored upload is missing from the data directory")
+        return read_vcf(
+            self.path,
+            display_name=self.file_name,
+            sample_type=self.sample_type,  # type: ignore[arg-type]
+            genome_build=self.genome_build,  # type: ignore[arg-type]
+            tumor_sample=self.tumor_sample,
+            normal_sample=self.normal_sample,
+            tracked=self.tracked,
+            reference_fasta=self.reference_fasta,
+        )
+
+
+def _tracked_loci(session: Session, patient_pk: int) -> frozenset[Locus]:
+    keys = session.scalars(
+        select(TrackedVariant.locus_key).where(
+            TrackedVariant.patient_pk == patient_pk, TrackedVariant.kept.is_(True)
+        )
+    )
+    return frozenset(Locus.parse(k) for k in keys)
+
+
+def _still_ours(session: Session, job_id: str, attempt: int) -> bool:
+    job = session.get(Job, job_id, with_for_update=True)
+    return job is not None and job.status == "running" and job.attempts == attempt
+
+
+def _fail(session: Session, job_id: str, attempt: int, error: str) -> None:
+    if not _still_ours(session, job_id, attempt):
+        return
+    job = session.get(Job, job_id)
+    assert job is not None
+    jobs.finish(session, job, error=error)
+    sample = session.get(Sample, job.sample_pk)
+    # A sample that was processed before keeps its earlier result: only a never-processed
+    # sample is marked failed.
+    if sample is not None and sample.status == "pending":
+        sample.status = "failed"
+
+
+def _store(session: Session, job_id: str, result: VcfReadResult) -> None:
+    job = session.get(Job, job_id)
+    assert job is not None and job.sample_pk is not None
+    sample = session.get(Sample, job.sample_pk)
+    assert sample is not None
+    session.execute(delete(Variant).where(Variant.sample_pk == sample.id))
+    rows = _dedupe_rows(sample.id, result.variants)
+    if rows:
+        session.execute(insert(Variant), rows)
+    sample.status = "processed"
+    sample.detected_build = result.build
+    sample.build_source = result.build_source
+    sample.resolved_tumor_sample = result.tumor_sample
+    sample.resolved_normal_sample = result.normal_sample
+    sample.records_read = result.records_read
+    sample.alleles_skipped = result.alleles_skipped
+    sample.variant_count = len(rows)
+    sample.processed_at = utcnow()
+    jobs.finish(session, job)
+
+
+def _dedupe_rows(sample_pk: int, calls: tuple[VariantCall, ...]) -> list[dict[str, object]]:
+    """One row per (chrom, pos, ref, alt): a file may repeat a record (e.g. SNV and indel
+    callers concatenated); the first occurrence wins."""
+    rows: dict[tuple[str, int, str, str], dict[str, object]] = {}
+    for call in calls:
+        key = (call.chrom, call.pos, call.ref, call.alt)
+        if key in rows:
+            continue
+        row = asdict(call)
+        row.pop("locus")
+        row["locus_key"] = call.locus.key if call.locus is not None else None
+        row["sample_pk"] = sample_pk
+        row["detected"] = is_detected(call)
+        rows[key] = row
+    return list(rows.values())
+
+
+def is_detected(call: VariantCall) -> bool:
+    """A call is detected when the caller passed it and it carries mutant reads (a
+    force-called locus with zero alt reads is reported, not detected)."""
+    if not call.passed:
+        return False
+    return call.alt_reads is None or call.alt_reads > 0

@@ -1,0 +1,122 @@
+"""HTTP edge for uploads, samples and their variant rows."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated
+
+from fastapi import APIRouter, File, Form, Request, UploadFile
+from fastapi.responses import JSONResponse
+
+from schemas.common import Identifier, SampleType
+from schemas.samples import SampleAccepted, SampleRead, VariantList, VariantRead
+from services.api.deps import Ingestor, Reader, SessionDep
+from services.audit.service import audit
+from services.config import get_settings
+from services.errors import InvalidInput, NotFound
+from services.samples import repository, service, storage
+
+router = APIRouter(prefix="/v1/samples", tags=["samples"])
+
+BUILD_ALIASES = {
+    "grch37": "GRCh37", "hg19": "GRCh37", "b37": "GRCh37", "hs37d5": "GRCh37",
+    "grch38": "GRCh38", "hg38": "GRCh38", "b38": "GRCh38",
+}
+
+
+def normalise_build(value: str | None) -> str | None:
+    if value is None or not value.strip():
+        return None
+    build = BUILD_ALIASES.get(value.strip().lower())
+    if build is None:
+        raise InvalidInput(f"genome_build {value!r} is not GRCh37 or GRCh38")
+    return build
+
+
+@router.post(
+    "",
+    status_code=202,
+    response_model=SampleAccepted,
+    responses={200: {"model": SampleAccepted, "description": "Same bytes already uploaded"}},
+)
+def upload_sample(
+    request: Request,
+    principal: Ingestor,
+    session: SessionDep,
+    file: Annotated[UploadFile, File(description="VCF, VCF.gz or BCF")],
+    patient_id: Annotated[Identifier, Form()],
+    sample_id: Annotated[Identifier, Form()],
+    collection_date: Annotated[dt.date, Form()],
+    sample_type: Annotated[SampleType, Form()],
+    genome_build: Annotated[str | None, Form(max_length=16)] = None,
+    tumor_sample: Annotated[str | None, Form(max_length=256)] = None,
+    normal_sample: Annotated[str | None, Form(max_length=256)] = None,
+    plasma_ml: Annotated[float | None, Form(gt=0, lt=1000)] = None,
+    cfdna_ng_per_ml: Annotated[float | None, Form(ge=0, lt=100000)] = None,
+) -> JSONResponse:
+    settings = get_settings()
+    form = service.SampleForm(
+        patient_id=patient_id,
+        sample_id=sample_id,
+        collection_date=collection_date,
+        sample_type=sample_type,
+        genome_build=normalise_build(genome_build),
+        tumor_sample=(tumor_sample or "").strip() or None,
+        normal_sample=(normal_sample or "").strip() or None,
+        plasma_ml=plasma_ml,
+        cfdna_ng_per_ml=cfdna_ng_per_ml,
+        file_name=(file.filename or "upload.vcf").rsplit("/", 1)[-1][:512],
+    )
+    stored = storage.store(file.file, settings.uploads_dir, max_bytes=settings.max_upload_bytes)
+    accepted = service.accept_upload(session, principal.site, form, stored)
+    audit(session, request, principal, patient_id=form.patient_id,
+          sample_id=accepted.sample.sample_id)
+    body = SampleAccepted(sample_id=accepted.sample.sample_id, job_id=accepted.job.id)
+    return JSONResponse(body.model_dump(), status_code=202 if accepted.created else 200)
+
+
+@router.get("/{sample_id}", response_model=SampleRead)
+def get_sample(sample_id: str, principal: Reader, session: SessionDep, request: Request) -> SampleRead:
+    found = repository.get_with_patient(session, principal.site, sample_id)
+    if found is None:
+        raise NotFound(f"sample {sample_id!r} not found")
+    sample, patient = found
+    audit(session, request, principal, patient_id=patient.patient_id, sample_id=sample.sample_id)
+    job = repository.latest_job(session, sample.id)
+    return SampleRead(
+        sample_id=sample.sample_id,
+        patient_id=patient.patient_id,
+        collection_date=sample.collection_date,
+        sample_type=sample.sample_type,
+        status=sample.status,
+        genome_build=sample.detected_build or sample.genome_build,
+        build_source=sample.build_source,
+        tumor_sample=sample.resolved_tumor_sample or sample.tumor_sample,
+        normal_sample=sample.resolved_normal_sample or sample.normal_sample,
+        plasma_ml=sample.plasma_ml,
+        cfdna_ng_per_ml=sample.cfdna_ng_per_ml,
+        file_name=sample.file_name,
+        file_sha256=sample.file_sha256,
+        file_size=sample.file_size,
+        records_read=sample.records_read,
+        alleles_skipped=sample.alleles_skipped,
+        variant_count=sample.variant_count,
+        processed_at=sample.processed_at,
+        created_at=sample.created_at,
+        job_id=job.id if job else None,
+    )
+
+
+@router.get("/{sample_id}/variants", response_model=VariantList)
+def get_variants(
+    sample_id: str, principal: Reader, session: SessionDep, request: Request
+) -> VariantList:
+    found = repository.get_with_patient(session, principal.site, sample_id)
+    if found is None:
+        raise NotFound(f"sample {sample_id!r} not found")
+    sample, patient = found
+    audit(session, request, principal, patient_id=patient.patient_id, sample_id=sample.sample_id)
+    return VariantList(
+        sample_id=sample.sample_id,
+        items=[VariantRead.model_validate(v) for v in repository.variants(session, sample.id)],
+    )

@@ -1,0 +1,190 @@
+"""The spine end to end on the real components: PostgreSQL (Alembic-migrated), Redis, a real
+`ctdna worker` (Celery) process and the real API over HTTP."""
+
+from __future__ import annotations
+
+import gzip
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import Process, create_key, service_env, start_api, start_worker, wait_job
+
+pytestmark = [pytest.mark.queue, pytest.mark.postgres]
+
+
+@dataclass
+class Stack:
+    base: str
+    key_a: str
+    key_b: str
+    key_read_only: str
+    worker: Process
+    api: Process
+
+    def client(self, key: str | None = None) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {key or self.key_a}"}
+        return httpx.Client(base_url=self.base, headers=headers, timeout=30)
+
+
+@pytest.fixture(scope="module")
+def stack(pg_url: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    tmp = tmp_path_factory.mktemp("stack")
+    env = service_env(tmp, CTDNA_DATABASE_URL=pg_url, CTDNA_BROKER_URL=redis_url,
+                      CTDNA_SWEEP_INTERVAL_SECONDS="2", CTDNA_JOB_RESEND_AFTER_SECONDS="3")
+    worker = start_worker(env, tmp, "--concurrency", "2", "--beat")
+    api, base = start_api(env, tmp, "--no-worker")
+    stack = Stack(base=base, key_a=create_key(env, "site-a"), key_b=create_key(env, "site-b"),
+                  key_read_only=create_key(env, "site-a", "read"), worker=worker, api=api)
+    yield stack
+    api.stop()
+    worker.stop()
+
+
+def upload(client: httpx.Client, path: Path, **form: str) -> httpx.Response:
+    data = {"collection_date": "2025-01-15", "sample_type": "plasma", **form}
+    with path.open("rb") as fh:
+        return client.post("/v1/samples", data=data, files={"file": (path.name, fh)})
+
+
+def test_pcgr_upload_gives_pik3ca_h1047r(stack: Stack, shared_data: Path) -> None:
+    path = shared_data / "vcf" / "pcgr_T001-BRCA.grch38.vcf.gz"
+    with stack.client() as client:
+        response = upload(client, path, patient_id="P-pcgr", sample_id="S-pcgr-1",
+                          genome_build="GRCh38")
+        assert response.status_code == 202, response.text
+        ids = response.json()
+        job = wait_job(client, ids["job_id"])
+        assert job["status"] == "succeeded", job
+        variants = client.get(f"/v1/samples/{ids['sample_id']}/variants").json()["items"]
+    h1047r = [v for v in variants if v["protein_change"] == "p.H1047R"]
+    assert len(h1047r) == 1, variants
+    v = h1047r[0]
+    assert (v["gene"], v["chrom"], v["pos"], v["ref"], v["alt"]) == (
+        "PIK3CA", "3", 179234297, "A", "G")
+    assert (v["alt_reads"], v["depth"], v["build"]) == (31, 74, "GRCh38")
+    assert v["vaf"] == pytest.approx(31 / 74)
+    assert v["detected"] is True and v["hotspot"] is True and v["filter"] == "PASS"
+    # a plasma sample keeps only the monitored genes (and tracked loci): nothing else here
+    assert {x["gene"] for x in variants} <= {"ESR1", "PIK3CA", "ERBB2", "AKT1"}
+
+
+def test_same_bytes_twice_returns_same_ids_and_stores_once(stack: Stack, shared_data: Path) -> None:
+    path = shared_data / "vcf" / "pcgr_T001-BRCA.grch38.vcf.gz"
+    with stack.client() as client:
+        first = upload(client, path, patient_id="P-dup", sample_id="S-dup-1", genome_build="GRCh38")
+        assert first.status_code == 202
+        wait_job(client, first.json()["job_id"])
+        again = upload(client, path, patient_id="P-dup", sample_id="S-dup-1",
+                       genome_build="GRCh38")
+        assert again.status_code == 200
+        assert again.json() == first.json()
+        patient = client.get("/v1/patients/P-dup").json()
+        assert [s["sample_id"] for s in patient["samples"]] == ["S-dup-1"]
+        # the same sample_id with other bytes is a conflict, not an overwrite
+        other = shared_data / "vcf" / "vcf2maf_test_b38.vcf"
+        clash = upload(client, other, patient_id="P-dup", sample_id="S-dup-1",
+                       genome_build="GRCh38")
+        assert clash.status_code == 409
+        assert clash.headers["content-type"].startswith("application/problem+json")
+
+
+def test_tissue_keeps_every_passing_variant(stack: Stack, shared_data: Path) -> None:
+    path = shared_data / "vcf" / "pcgr_T001-BRCA.grch38.vcf.gz"
+    with stack.client() as client:
+        plasma = upload(client, path, patient_id="P-tis", sample_id="S-tis-plasma",
+                        genome_build="GRCh38").json()
+        tissue = upload(client, path, patient_id="P-tis-2", sample_id="S-tis-tissue",
+                        genome_build="GRCh38", sample_type="tissue").json()
+        assert wait_job(client, plasma["job_id"])["status"] == "succeeded"
+        assert wait_job(client, tissue["job_id"])["status"] == "succeeded"
+        n_plasma = len(client.get("/v1/samples/S-tis-plasma/variants").json()["items"])
+        tissue_rows = client.get("/v1/samples/S-tis-tissue/variants").json()["items"]
+    assert len(tissue_rows) > n_plasma
+    assert all(r["filter"] in ("PASS", ".") or r["gene"] in {"ESR1", "PIK3CA", "ERBB2", "AKT1"}
+               for r in tissue_rows)
+
+
+def test_other_site_sees_404_and_missing_key_401(stack: Stack, shared_data: Path) -> None:
+    path = shared_data / "vcf" / "pcgr_T001-BRCA.grch38.vcf.gz"
+    with stack.client() as client:
+        ids = upload(client, path, patient_id="P-priv", sample_id="S-priv-1",
+                     genome_build="GRCh38").json()
+        wait_job(client, ids["job_id"])
+    with stack.client(stack.key_b) as other:
+        for url in ("/v1/patients/P-priv", "/v1/samples/S-priv-1",
+                    "/v1/samples/S-priv-1/variants", f"/v1/jobs/{ids['job_id']}",
+                    "/v1/patients/P-priv/tracked-variants"):
+            response = other.get(url)
+            assert response.status_code == 404, url
+            assert response.json()["status"] == 404
+        assert "P-priv" not in {p["patient_id"] for p in other.get("/v1/patients").json()["items"]}
+    anonymous = httpx.get(f"{stack.base}/v1/patients/P-priv")
+    assert anonymous.status_code == 401
+    assert anonymous.headers["content-type"].startswith("application/problem+json")
+    wrong = httpx.get(f"{stack.base}/v1/patients", headers={"Authorization": "Bearer nope"})
+    assert wrong.status_code == 401
+
+
+def test_bad_files_fail_the_job_with_file_and_reason(stack: Stack, tmp_path: Path) -> None:
+    blob = tmp_path / "blob.vcf"
+    blob.write_bytes(bytes(range(256)) * 40)
+    truncated = tmp_path / "truncated.vcf.gz"
+    truncated.write_bytes(gzip.compress(b"##fileformat=VCFv4.2\n" * 5000)[:300])
+    with stack.client() as client:
+        for i, path in enumerate((blob, truncated)):
+            response = upload(client, path, patient_id="P-bad", sample_id=f"S-bad-{i}",
+                              genome_build="GRCh38")
+            assert response.status_code == 202
+            job = wait_job(client, response.json()["job_id"])
+            assert job["status"] == "failed"
+            assert path.name in str(job["error"])
+            assert client.get(f"/v1/samples/S-bad-{i}").json()["status"] == "failed"
+    assert stack.worker.popen.poll() is None, "the worker must survive bad input"
+
+
+def test_upload_validation_is_problem_json(stack: Stack, shared_data: Path) -> None:
+    path = shared_data / "vcf" / "pcgr_T001-BRCA.grch38.vcf.gz"
+    with stack.client() as client:
+        bad_type = upload(client, path, patient_id="P-val", sample_id="S-val",
+                          sample_type="urine")
+        assert bad_type.status_code == 422
+        assert bad_type.headers["content-type"].startswith("application/problem+json")
+        bad_build = upload(client, path, patient_id="P-val", sample_id="S-val",
+                           genome_build="hg18")
+        assert bad_build.status_code == 422
+        no_file = client.post("/v1/samples", data={"patient_id": "P-val"})
+        assert no_file.status_code == 422
+    with stack.client(stack.key_read_only) as reader:
+        assert upload(reader, path, patient_id="P-val", sample_id="S-ro").status_code == 403
+        assert reader.get("/v1/jobs/does-not-exist").status_code == 404
+
+
+def test_tracked_variant_outside_genes_is_extracted_after_put(
+    stack: Stack, shared_data: Path
+) -> None:
+    path = shared_data / "vcf" / "pcgr_T001-BRCA.grch38.vcf.gz"
+    with stack.client() as client:
+        tissue = upload(client, path, patient_id="P-trk", sample_id="S-trk-tissue",
+                        genome_build="GRCh38", sample_type="tissue").json()
+        assert wait_job(client, tissue["job_id"])["status"] == "succeeded"
+        rows = client.get("/v1/samples/S-trk-tissue/variants").json()["items"]
+        outside = next(r for r in rows if r["gene"] not in {"ESR1", "PIK3CA", "ERBB2", "AKT1"})
+        plasma = upload(client, path, patient_id="P-trk", sample_id="S-trk-plasma",
+                        genome_build="GRCh38").json()
+        assert wait_job(client, plasma["job_id"])["status"] == "succeeded"
+        before = client.get("/v1/samples/S-trk-plasma/variants").json()["items"]
+        assert outside["locus_key"] not in {r["locus_key"] for r in before}
+
+        put = client.put("/v1/patients/P-trk/tracked-variants",
+                         json={"variants": [{"locus_key": outside["locus_key"]}]})
+        assert put.status_code == 200, put.text
+        assert [t["locus_key"] for t in put.json()["items"]] == [outside["locus_key"]]
+        sample = client.get("/v1/samples/S-trk-plasma").json()
+        assert wait_job(client, sample["job_id"])["status"] == "succeeded"
+        after = client.get("/v1/samples/S-trk-plasma/variants").json()["items"]
+    tracked = [r for r in after if r["locus_key"] == outside["locus_key"]]
+    assert len(tracked) == 1 and tracked[0]["tracked"] is True

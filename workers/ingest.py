@@ -1,0 +1,39 @@
+"""samples.ingest: parse one stored upload into variant rows."""
+
+from __future__ import annotations
+
+import random
+
+import structlog
+from sqlalchemy.exc import OperationalError
+
+from services.jobs.service import INGEST_TASK, release
+from services.samples import ingest
+from workers.celery_app import app
+
+log = structlog.get_logger(__name__)
+
+
+@app.task(
+    name=INGEST_TASK,
+    bind=True,
+    acks_late=True,
+    reject_on_worker_lost=True,
+    max_retries=8,
+    default_retry_delay=2,
+)
+def ingest_sample(self: object, job_id: str) -> str:
+    try:
+        return ingest.run(job_id)
+    except OperationalError as exc:
+        # The database went away: transient. Hand the job back and retry with jittered backoff.
+        release(job_id)
+        retries = self.request.retries  # type: ignore[attr-defined]
+        countdown = min(60, 2**retries) * random.uniform(0.5, 1.5)
+        raise self.retry(exc=exc, countdown=countdown) from exc  # type: ignore[attr-defined]
+    except Exception as exc:
+        # A bug, not a bad file (bad files are VcfError, handled inside): record it on the job
+        # so nothing hangs, keep the worker alive, and leave the traceback in the log.
+        log.exception("ingest.unexpected_error", job_id=job_id)
+        ingest.fail_unexpected(job_id, exc)
+        return "failed"
