@@ -12,8 +12,12 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CTDNA_", extra="ignore")
 
-    data_dir: Path = Field(default=Path("ctdna-data"), description="Uploads, SQLite file, broker folders")
-    database_url: str | None = Field(default=None, description="Unset = embedded SQLite in data_dir")
+    data_dir: Path = Field(
+        default=Path("ctdna-data"), description="Uploads, SQLite file, broker folders"
+    )
+    database_url: str | None = Field(
+        default=None, description="Unset = embedded SQLite in data_dir"
+    )
     broker_url: str | None = Field(default=None, description="Unset = embedded filesystem broker")
     reference_fasta: Path | None = None
     webhook_allowed_hosts: str = ""
@@ -28,6 +32,8 @@ class Settings(BaseSettings):
     job_resend_after_seconds: int = 30
     sweep_interval_seconds: float = 15.0
     worker_concurrency: int = 2
+    # Multiplies the webhook retry schedule (1.0 = about three days); tests shrink it.
+    webhook_retry_scale: float = Field(default=1.0, gt=0)
     log_level: str = "INFO"
     log_json: bool = False
 
@@ -64,7 +70,9 @@ class Settings(BaseSettings):
 
     @property
     def allowed_webhook_hosts(self) -> frozenset[str]:
-        return frozenset(h.strip().lower() for h in self.webhook_allowed_hosts.split(",") if h.strip())
+        return frozenset(
+            h.strip().lower() for h in self.webhook_allowed_hosts.split(",") if h.strip()
+        )
 
 
 @lru_cache(maxsize=1)

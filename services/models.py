@@ -1,5 +1,6 @@
 """Every ORM model, imported once so that metadata (and Alembic) see the whole schema."""
 
+from services.alerts.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint, WebhookEvent
 from services.audit.models import AuditEntry
 from services.auth.models import ApiKey
 from services.db import Base
@@ -9,6 +10,17 @@ from services.samples.models import Sample
 from services.variants.models import TrackedVariant, Variant
 
 __all__ = [
-    "ApiKey", "AuditEntry", "Base", "Job", "Patient", "PatientEvent", "Sample",
-    "TrackedVariant", "Variant",
+    "ApiKey",
+    "AuditEntry",
+    "Base",
+    "Job",
+    "Patient",
+    "PatientEvent",
+    "Sample",
+    "TrackedVariant",
+    "Variant",
+    "WebhookAttempt",
+    "WebhookDelivery",
+    "WebhookEndpoint",
+    "WebhookEvent",
 ]

@@ -1,11 +1,13 @@
-"""jobs.sweep: re-send outbox jobs that were never picked up or whose worker died."""
+"""jobs.sweep: re-send outbox rows (jobs, webhook deliveries) that were never picked up, whose
+worker died, or whose retry is due."""
 
 from __future__ import annotations
 
+from services.alerts.service import sweep_due
 from services.jobs.service import SWEEP_TASK, sweep
 from workers.celery_app import app
 
 
 @app.task(name=SWEEP_TASK, acks_late=True, ignore_result=True)
-def sweep_jobs() -> int:
-    return sweep()
+def sweep_outbox() -> dict[str, int]:
+    return {"jobs": sweep(), "webhook_deliveries": sweep_due()}

@@ -10,6 +10,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
 import services.models  # noqa: F401  (the whole mapper registry, before any session)
+from services.alerts.router import router as alerts_router
 from services.api import problems
 from services.api.middleware import BodySizeLimit, RequestContext
 from services.config import get_settings
@@ -31,7 +32,7 @@ def create_app() -> FastAPI:
         description="Serial plasma VCFs in; MRD status, resistance clones and trends out.",
     )
     problems.install(app)
-    for router in (patients_router, samples_router, jobs_router, variants_router):
+    for router in (patients_router, samples_router, jobs_router, variants_router, alerts_router):
         app.include_router(router)
 
     @app.get("/healthz", tags=["ops"], include_in_schema=True)
@@ -54,8 +55,10 @@ def create_app() -> FastAPI:
         except Exception as exc:  # noqa: BLE001
             checks["broker"] = f"unavailable: {type(exc).__name__}"
         ready = all(v == "ok" for v in checks.values())
-        return JSONResponse({"status": "ok" if ready else "unavailable", "checks": checks},
-                            status_code=200 if ready else 503)
+        return JSONResponse(
+            {"status": "ok" if ready else "unavailable", "checks": checks},
+            status_code=200 if ready else 503,
+        )
 
     @app.get("/metrics", tags=["ops"])
     def metrics() -> Response:

@@ -5,17 +5,16 @@ down) nothing is lost: the sweep re-sends every job that was never picked up."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
 from datetime import timedelta
 
 import structlog
-from sqlalchemy import event, update
+from sqlalchemy import update
 from sqlalchemy.orm import Session
 
+from services import outbox
 from services.config import get_settings
 from services.db import unit_of_work, utcnow
 from services.jobs import repository
-from services.jobs.broker import get_producer
 from services.jobs.models import Job
 
 log = structlog.get_logger(__name__)
@@ -44,43 +43,8 @@ def create_job(
     )
     session.add(job)
     session.flush()
-    session.info.setdefault(_OUTBOX, []).append((job.id, task))
+    outbox.after_commit(session, task, job.id, Job)
     return job
-
-
-_OUTBOX = "ctdna_outbox"
-
-
-@event.listens_for(Session, "after_commit")
-def _publish_after_commit(session: Session) -> None:
-    pending = session.info.pop(_OUTBOX, None)
-    if pending:
-        publish(pending)
-
-
-@event.listens_for(Session, "after_rollback")
-def _forget_after_rollback(session: Session) -> None:
-    session.info.pop(_OUTBOX, None)
-
-
-def publish(jobs: Iterable[tuple[str, str]]) -> None:
-    """Send (job_id, task) messages; call only after the creating transaction committed."""
-    sent: list[str] = []
-    producer = get_producer()
-    for job_id, task in jobs:
-        try:
-            producer.send_task(task, args=[job_id], retry=True,
-                               retry_policy={"max_retries": 2, "interval_start": 0.1})
-        except Exception as exc:  # noqa: BLE001  broker down: the sweep will re-send it
-            log.warning("job.publish_failed", job_id=job_id, task=task, error=str(exc))
-            continue
-        sent.append(job_id)
-    if sent:
-        with unit_of_work() as session:
-            session.execute(
-                update(Job).where(Job.id.in_(sent)).values(sent_at=utcnow())
-                .execution_options(synchronize_session=False)
-            )
 
 
 def claim(session: Session, job_id: str) -> bool:
@@ -127,5 +91,5 @@ def sweep() -> int:
         ]
     if due:
         log.info("jobs.sweep_resend", count=len(due))
-        publish(due)
+        outbox.publish((task, job_id, Job) for job_id, task in due)
     return len(due)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from alembic import context
+
 import services.models  # noqa: F401  (registers every table on Base.metadata)
 from services.db import Base, make_engine
 

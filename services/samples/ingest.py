@@ -13,6 +13,7 @@ import structlog
 from sqlalchemy import delete, insert, select
 from sqlalchemy.orm import Session
 
+from services.alerts import service as alerts
 from services.config import get_settings
 from services.db import unit_of_work, utcnow
 from services.errors import VcfError
@@ -20,6 +21,7 @@ from services.genomics.types import Locus, VariantCall, VcfReadResult
 from services.genomics.vcf import read_vcf
 from services.jobs import service as jobs
 from services.jobs.models import Job
+from services.patients.models import Patient
 from services.samples.models import Sample
 from services.samples.storage import path_for
 from services.variants.models import TrackedVariant, Variant
@@ -65,8 +67,12 @@ def fail_unexpected(job_id: str, error: BaseException) -> None:
         job = session.get(Job, job_id, with_for_update=True)
         if job is None or job.status in ("succeeded", "failed"):
             return
-        jobs.finish(session, job, error=f"internal error ({type(error).__name__}); "
-                    "the operators have the details in the worker log")
+        jobs.finish(
+            session,
+            job,
+            error=f"internal error ({type(error).__name__}); "
+            "the operators have the details in the worker log",
+        )
         sample = session.get(Sample, job.sample_pk) if job.sample_pk else None
         if sample is not None and sample.status == "pending":
             sample.status = "failed"
@@ -123,10 +129,22 @@ def _fail(session: Session, job_id: str, attempt: int, error: str) -> None:
     assert job is not None
     jobs.finish(session, job, error=error)
     sample = session.get(Sample, job.sample_pk)
+    assert sample is not None
     # A sample that was processed before keeps its earlier result: only a never-processed
     # sample is marked failed.
-    if sample is not None and sample.status == "pending":
+    if sample.status == "pending":
         sample.status = "failed"
+    alerts.emit(
+        session,
+        sample.site,
+        "sample.failed",
+        {
+            "patient_id": _patient_id(session, sample),
+            "sample_id": sample.sample_id,
+            "job_id": job.id,
+            "error": error,
+        },
+    )
 
 
 def _store(session: Session, job_id: str, result: VcfReadResult) -> None:
@@ -148,6 +166,25 @@ def _store(session: Session, job_id: str, result: VcfReadResult) -> None:
     sample.variant_count = len(rows)
     sample.processed_at = utcnow()
     jobs.finish(session, job)
+    alerts.emit(
+        session,
+        sample.site,
+        "sample.processed",
+        {
+            "patient_id": _patient_id(session, sample),
+            "sample_id": sample.sample_id,
+            "job_id": job.id,
+            "sample_type": sample.sample_type,
+            "collection_date": sample.collection_date,
+            "variant_count": len(rows),
+        },
+    )
+
+
+def _patient_id(session: Session, sample: Sample) -> str:
+    patient = session.get(Patient, sample.patient_pk)
+    assert patient is not None
+    return patient.patient_id
 
 
 def _dedupe_rows(sample_pk: int, calls: tuple[VariantCall, ...]) -> list[dict[str, object]]:

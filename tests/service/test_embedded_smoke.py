@@ -16,20 +16,28 @@ def test_embedded_serve_processes_an_upload(tmp_path: Path, shared_data: Path) -
     try:
         key = create_key(env, "site-embedded", "ingest,read")
         path = shared_data / "vcf" / "pcgr_T001-BRCA.grch38.vcf.gz"
-        with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"},
-                          timeout=30) as client, path.open("rb") as fh:
+        with (
+            httpx.Client(
+                base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=30
+            ) as client,
+            path.open("rb") as fh,
+        ):
             response = client.post(
                 "/v1/samples",
-                data={"patient_id": "P-emb", "sample_id": "S-emb", "sample_type": "plasma",
-                      "collection_date": "2025-02-01", "genome_build": "GRCh38"},
+                data={
+                    "patient_id": "P-emb",
+                    "sample_id": "S-emb",
+                    "sample_type": "plasma",
+                    "collection_date": "2025-02-01",
+                    "genome_build": "GRCh38",
+                },
                 files={"file": (path.name, fh)},
             )
             assert response.status_code == 202, response.text
             job = wait_job(client, response.json()["job_id"], timeout=90)
             assert job["status"] == "succeeded", (job, api.output()[-3000:])
             variants = client.get("/v1/samples/S-emb/variants").json()["items"]
-            assert any(v["protein_change"] == "p.H1047R" and v["alt_reads"] == 31
-                       for v in variants)
+            assert any(v["protein_change"] == "p.H1047R" and v["alt_reads"] == 31 for v in variants)
             assert client.get("/readyz").status_code == 200
         assert (tmp_path / "data" / "ctdna.db").exists()
     finally:

@@ -33,12 +33,23 @@ class Stack:
 @pytest.fixture(scope="module")
 def stack(pg_url: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     tmp = tmp_path_factory.mktemp("stack")
-    env = service_env(tmp, CTDNA_DATABASE_URL=pg_url, CTDNA_BROKER_URL=redis_url,
-                      CTDNA_SWEEP_INTERVAL_SECONDS="2", CTDNA_JOB_RESEND_AFTER_SECONDS="3")
+    env = service_env(
+        tmp,
+        CTDNA_DATABASE_URL=pg_url,
+        CTDNA_BROKER_URL=redis_url,
+        CTDNA_SWEEP_INTERVAL_SECONDS="2",
+        CTDNA_JOB_RESEND_AFTER_SECONDS="3",
+    )
     worker = start_worker(env, tmp, "--concurrency", "2", "--beat")
     api, base = start_api(env, tmp, "--no-worker")
-    stack = Stack(base=base, key_a=create_key(env, "site-a"), key_b=create_key(env, "site-b"),
-                  key_read_only=create_key(env, "site-a", "read"), worker=worker, api=api)
+    stack = Stack(
+        base=base,
+        key_a=create_key(env, "site-a"),
+        key_b=create_key(env, "site-b"),
+        key_read_only=create_key(env, "site-a", "read"),
+        worker=worker,
+        api=api,
+    )
     yield stack
     api.stop()
     worker.stop()
@@ -53,8 +64,9 @@ def upload(client: httpx.Client, path: Path, **form: str) -> httpx.Response:
 def test_pcgr_upload_gives_pik3ca_h1047r(stack: Stack, shared_data: Path) -> None:
     path = shared_data / "vcf" / "pcgr_T001-BRCA.grch38.vcf.gz"
     with stack.client() as client:
-        response = upload(client, path, patient_id="P-pcgr", sample_id="S-pcgr-1",
-                          genome_build="GRCh38")
+        response = upload(
+            client, path, patient_id="P-pcgr", sample_id="S-pcgr-1", genome_build="GRCh38"
+        )
         assert response.status_code == 202, response.text
         ids = response.json()
         job = wait_job(client, ids["job_id"])
@@ -64,7 +76,12 @@ def test_pcgr_upload_gives_pik3ca_h1047r(stack: Stack, shared_data: Path) -> Non
     assert len(h1047r) == 1, variants
     v = h1047r[0]
     assert (v["gene"], v["chrom"], v["pos"], v["ref"], v["alt"]) == (
-        "PIK3CA", "3", 179234297, "A", "G")
+        "PIK3CA",
+        "3",
+        179234297,
+        "A",
+        "G",
+    )
     assert (v["alt_reads"], v["depth"], v["build"]) == (31, 74, "GRCh38")
     assert v["vaf"] == pytest.approx(31 / 74)
     assert v["detected"] is True and v["hotspot"] is True and v["filter"] == "PASS"
@@ -78,16 +95,16 @@ def test_same_bytes_twice_returns_same_ids_and_stores_once(stack: Stack, shared_
         first = upload(client, path, patient_id="P-dup", sample_id="S-dup-1", genome_build="GRCh38")
         assert first.status_code == 202
         wait_job(client, first.json()["job_id"])
-        again = upload(client, path, patient_id="P-dup", sample_id="S-dup-1",
-                       genome_build="GRCh38")
+        again = upload(client, path, patient_id="P-dup", sample_id="S-dup-1", genome_build="GRCh38")
         assert again.status_code == 200
         assert again.json() == first.json()
         patient = client.get("/v1/patients/P-dup").json()
         assert [s["sample_id"] for s in patient["samples"]] == ["S-dup-1"]
         # the same sample_id with other bytes is a conflict, not an overwrite
         other = shared_data / "vcf" / "vcf2maf_test_b38.vcf"
-        clash = upload(client, other, patient_id="P-dup", sample_id="S-dup-1",
-                       genome_build="GRCh38")
+        clash = upload(
+            client, other, patient_id="P-dup", sample_id="S-dup-1", genome_build="GRCh38"
+        )
         assert clash.status_code == 409
         assert clash.headers["content-type"].startswith("application/problem+json")
 
@@ -95,29 +112,43 @@ def test_same_bytes_twice_returns_same_ids_and_stores_once(stack: Stack, shared_
 def test_tissue_keeps_every_passing_variant(stack: Stack, shared_data: Path) -> None:
     path = shared_data / "vcf" / "pcgr_T001-BRCA.grch38.vcf.gz"
     with stack.client() as client:
-        plasma = upload(client, path, patient_id="P-tis", sample_id="S-tis-plasma",
-                        genome_build="GRCh38").json()
-        tissue = upload(client, path, patient_id="P-tis-2", sample_id="S-tis-tissue",
-                        genome_build="GRCh38", sample_type="tissue").json()
+        plasma = upload(
+            client, path, patient_id="P-tis", sample_id="S-tis-plasma", genome_build="GRCh38"
+        ).json()
+        tissue = upload(
+            client,
+            path,
+            patient_id="P-tis-2",
+            sample_id="S-tis-tissue",
+            genome_build="GRCh38",
+            sample_type="tissue",
+        ).json()
         assert wait_job(client, plasma["job_id"])["status"] == "succeeded"
         assert wait_job(client, tissue["job_id"])["status"] == "succeeded"
         n_plasma = len(client.get("/v1/samples/S-tis-plasma/variants").json()["items"])
         tissue_rows = client.get("/v1/samples/S-tis-tissue/variants").json()["items"]
     assert len(tissue_rows) > n_plasma
-    assert all(r["filter"] in ("PASS", ".") or r["gene"] in {"ESR1", "PIK3CA", "ERBB2", "AKT1"}
-               for r in tissue_rows)
+    assert all(
+        r["filter"] in ("PASS", ".") or r["gene"] in {"ESR1", "PIK3CA", "ERBB2", "AKT1"}
+        for r in tissue_rows
+    )
 
 
 def test_other_site_sees_404_and_missing_key_401(stack: Stack, shared_data: Path) -> None:
     path = shared_data / "vcf" / "pcgr_T001-BRCA.grch38.vcf.gz"
     with stack.client() as client:
-        ids = upload(client, path, patient_id="P-priv", sample_id="S-priv-1",
-                     genome_build="GRCh38").json()
+        ids = upload(
+            client, path, patient_id="P-priv", sample_id="S-priv-1", genome_build="GRCh38"
+        ).json()
         wait_job(client, ids["job_id"])
     with stack.client(stack.key_b) as other:
-        for url in ("/v1/patients/P-priv", "/v1/samples/S-priv-1",
-                    "/v1/samples/S-priv-1/variants", f"/v1/jobs/{ids['job_id']}",
-                    "/v1/patients/P-priv/tracked-variants"):
+        for url in (
+            "/v1/patients/P-priv",
+            "/v1/samples/S-priv-1",
+            "/v1/samples/S-priv-1/variants",
+            f"/v1/jobs/{ids['job_id']}",
+            "/v1/patients/P-priv/tracked-variants",
+        ):
             response = other.get(url)
             assert response.status_code == 404, url
             assert response.json()["status"] == 404
@@ -136,8 +167,9 @@ def test_bad_files_fail_the_job_with_file_and_reason(stack: Stack, tmp_path: Pat
     truncated.write_bytes(gzip.compress(b"##fileformat=VCFv4.2\n" * 5000)[:300])
     with stack.client() as client:
         for i, path in enumerate((blob, truncated)):
-            response = upload(client, path, patient_id="P-bad", sample_id=f"S-bad-{i}",
-                              genome_build="GRCh38")
+            response = upload(
+                client, path, patient_id="P-bad", sample_id=f"S-bad-{i}", genome_build="GRCh38"
+            )
             assert response.status_code == 202
             job = wait_job(client, response.json()["job_id"])
             assert job["status"] == "failed"
@@ -149,12 +181,10 @@ def test_bad_files_fail_the_job_with_file_and_reason(stack: Stack, tmp_path: Pat
 def test_upload_validation_is_problem_json(stack: Stack, shared_data: Path) -> None:
     path = shared_data / "vcf" / "pcgr_T001-BRCA.grch38.vcf.gz"
     with stack.client() as client:
-        bad_type = upload(client, path, patient_id="P-val", sample_id="S-val",
-                          sample_type="urine")
+        bad_type = upload(client, path, patient_id="P-val", sample_id="S-val", sample_type="urine")
         assert bad_type.status_code == 422
         assert bad_type.headers["content-type"].startswith("application/problem+json")
-        bad_build = upload(client, path, patient_id="P-val", sample_id="S-val",
-                           genome_build="hg18")
+        bad_build = upload(client, path, patient_id="P-val", sample_id="S-val", genome_build="hg18")
         assert bad_build.status_code == 422
         no_file = client.post("/v1/samples", data={"patient_id": "P-val"})
         assert no_file.status_code == 422
@@ -168,19 +198,28 @@ def test_tracked_variant_outside_genes_is_extracted_after_put(
 ) -> None:
     path = shared_data / "vcf" / "pcgr_T001-BRCA.grch38.vcf.gz"
     with stack.client() as client:
-        tissue = upload(client, path, patient_id="P-trk", sample_id="S-trk-tissue",
-                        genome_build="GRCh38", sample_type="tissue").json()
+        tissue = upload(
+            client,
+            path,
+            patient_id="P-trk",
+            sample_id="S-trk-tissue",
+            genome_build="GRCh38",
+            sample_type="tissue",
+        ).json()
         assert wait_job(client, tissue["job_id"])["status"] == "succeeded"
         rows = client.get("/v1/samples/S-trk-tissue/variants").json()["items"]
         outside = next(r for r in rows if r["gene"] not in {"ESR1", "PIK3CA", "ERBB2", "AKT1"})
-        plasma = upload(client, path, patient_id="P-trk", sample_id="S-trk-plasma",
-                        genome_build="GRCh38").json()
+        plasma = upload(
+            client, path, patient_id="P-trk", sample_id="S-trk-plasma", genome_build="GRCh38"
+        ).json()
         assert wait_job(client, plasma["job_id"])["status"] == "succeeded"
         before = client.get("/v1/samples/S-trk-plasma/variants").json()["items"]
         assert outside["locus_key"] not in {r["locus_key"] for r in before}
 
-        put = client.put("/v1/patients/P-trk/tracked-variants",
-                         json={"variants": [{"locus_key": outside["locus_key"]}]})
+        put = client.put(
+            "/v1/patients/P-trk/tracked-variants",
+            json={"variants": [{"locus_key": outside["locus_key"]}]},
+        )
         assert put.status_code == 200, put.text
         assert [t["locus_key"] for t in put.json()["items"]] == [outside["locus_key"]]
         sample = client.get("/v1/samples/S-trk-plasma").json()

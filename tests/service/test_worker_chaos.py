@@ -34,8 +34,9 @@ def big_tissue_vcf(path: Path, n: int) -> None:
     with pysam.VariantFile(str(path), "wz", header=header) as out:
         for i in range(n):
             ref, alt = rng.sample("ACGT", 2)
-            rec = out.new_record(contig="chr1", start=1_000_000 + i * 10, alleles=(ref, alt),
-                                 filter="PASS")
+            rec = out.new_record(
+                contig="chr1", start=1_000_000 + i * 10, alleles=(ref, alt), filter="PASS"
+            )
             depth = rng.randint(50, 300)
             alt_reads = rng.randint(3, depth // 2)
             rec.samples["TUMOR"]["AD"] = (depth - alt_reads, alt_reads)
@@ -48,20 +49,34 @@ def test_sigkill_mid_ingest_finishes_exactly_once(
 ) -> None:
     vcf = tmp_path / "big_tumour.vcf.gz"
     big_tissue_vcf(vcf, N_RECORDS)
-    env = service_env(tmp_path, CTDNA_DATABASE_URL=pg_url, CTDNA_BROKER_URL=redis_url,
-                      CTDNA_JOB_LEASE_SECONDS="4", CTDNA_SWEEP_INTERVAL_SECONDS="1",
-                      CTDNA_JOB_RESEND_AFTER_SECONDS="2")
+    env = service_env(
+        tmp_path,
+        CTDNA_DATABASE_URL=pg_url,
+        CTDNA_BROKER_URL=redis_url,
+        CTDNA_JOB_LEASE_SECONDS="4",
+        CTDNA_SWEEP_INTERVAL_SECONDS="1",
+        CTDNA_JOB_RESEND_AFTER_SECONDS="2",
+    )
     api, base = start_api(env, tmp_path, "--no-worker")
     first = start_worker(env, tmp_path, "--concurrency", "1", "--beat")
     second = None
     try:
         key = create_key(env, "site-chaos")
-        with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"},
-                          timeout=60) as client, vcf.open("rb") as fh:
+        with (
+            httpx.Client(
+                base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=60
+            ) as client,
+            vcf.open("rb") as fh,
+        ):
             accepted = client.post(
                 "/v1/samples",
-                data={"patient_id": "P-chaos", "sample_id": "S-chaos", "sample_type": "tissue",
-                      "collection_date": "2025-03-01", "genome_build": "GRCh38"},
+                data={
+                    "patient_id": "P-chaos",
+                    "sample_id": "S-chaos",
+                    "sample_type": "tissue",
+                    "collection_date": "2025-03-01",
+                    "genome_build": "GRCh38",
+                },
                 files={"file": (vcf.name, fh)},
             ).json()
             deadline = time.monotonic() + 60

@@ -1,0 +1,129 @@
+"""Webhook endpoints and the versioned event payloads (JSON Schema exported by
+`ctdna schemas export`). Payloads carry ids and the facts needed to act, not more patient data
+than needed."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Literal
+
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field
+
+from schemas.common import ApiModel
+
+EventType = Literal["sample.processed", "sample.failed", "mrd.status_changed", "resistance.emerged"]
+EVENT_TYPES: tuple[str, ...] = EventType.__args__  # type: ignore[attr-defined]
+
+
+class EndpointCreate(ApiModel):
+    url: AnyHttpUrl
+    events: list[EventType] = Field(min_length=1)
+    description: str | None = Field(default=None, max_length=512)
+
+
+class EndpointUpdate(ApiModel):
+    url: AnyHttpUrl | None = None
+    events: list[EventType] | None = Field(default=None, min_length=1)
+    description: str | None = Field(default=None, max_length=512)
+    enabled: bool | None = None
+
+
+class EndpointRead(ApiModel):
+    id: str
+    url: str
+    events: list[str]
+    description: str | None
+    enabled: bool
+    disabled_reason: str | None
+    created_at: dt.datetime
+
+
+class EndpointCreated(EndpointRead):
+    secret: str
+
+
+class EndpointList(ApiModel):
+    items: list[EndpointRead]
+
+
+class SecretRotated(ApiModel):
+    id: str
+    secret: str
+    previous_secret_valid_until: dt.datetime
+
+
+class AttemptRead(ApiModel):
+    attempted_at: dt.datetime
+    status_code: int | None
+    latency_ms: float | None
+    error: str | None
+    response_excerpt: str | None
+
+
+class DeliveryRead(ApiModel):
+    id: str
+    event_id: str
+    event_type: str
+    endpoint_id: str
+    status: str
+    attempts: int
+    last_status_code: int | None
+    next_attempt_at: dt.datetime | None
+    created_at: dt.datetime
+    attempt_log: list[AttemptRead]
+
+
+class DeliveryList(ApiModel):
+    items: list[DeliveryRead]
+
+
+class _Payload(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SampleProcessedV1(_Payload):
+    patient_id: str
+    sample_id: str
+    job_id: str
+    sample_type: str
+    collection_date: dt.date
+    variant_count: int
+
+
+class SampleFailedV1(_Payload):
+    patient_id: str
+    sample_id: str
+    job_id: str
+    error: str
+
+
+class MrdStatusChangedV1(_Payload):
+    patient_id: str
+    sample_id: str
+    collection_date: dt.date
+    previous_status: str | None
+    status: str
+    molecular_relapse_date: dt.date | None
+    tumor_fraction: float | None
+    lod95: float | None
+    rule_version: str
+
+
+class ResistanceEmergedV1(_Payload):
+    patient_id: str
+    sample_id: str
+    gene: str
+    protein_change: str | None
+    status: str
+    first_detected_date: dt.date
+    drug_class: str
+    implication: str
+    map_version: str
+
+
+PAYLOADS: dict[str, type[_Payload]] = {
+    "sample.processed": SampleProcessedV1,
+    "sample.failed": SampleFailedV1,
+    "mrd.status_changed": MrdStatusChangedV1,
+    "resistance.emerged": ResistanceEmergedV1,
+}

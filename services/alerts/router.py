@@ -1,0 +1,117 @@
+"""HTTP edge for webhook endpoints and deliveries."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response, status
+
+from schemas.webhooks import (
+    AttemptRead,
+    DeliveryList,
+    DeliveryRead,
+    EndpointCreate,
+    EndpointCreated,
+    EndpointList,
+    EndpointRead,
+    EndpointUpdate,
+    SecretRotated,
+)
+from services.alerts import service
+from services.alerts.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint, WebhookEvent
+from services.api.deps import Admin, SessionDep
+
+router = APIRouter(tags=["webhooks"])
+
+
+def _read(endpoint: WebhookEndpoint) -> EndpointRead:
+    return EndpointRead(
+        id=endpoint.id,
+        url=endpoint.url,
+        events=sorted(endpoint.event_set),
+        description=endpoint.description,
+        enabled=endpoint.enabled,
+        disabled_reason=endpoint.disabled_reason,
+        created_at=endpoint.created_at,
+    )
+
+
+def _delivery(d: WebhookDelivery, e: WebhookEvent, attempts: list[WebhookAttempt]) -> DeliveryRead:
+    return DeliveryRead(
+        id=d.id,
+        event_id=e.id,
+        event_type=e.type,
+        endpoint_id=d.endpoint_id,
+        status=d.status,
+        attempts=d.attempts,
+        last_status_code=d.last_status_code,
+        next_attempt_at=d.next_attempt_at,
+        created_at=d.created_at,
+        attempt_log=[
+            AttemptRead(
+                attempted_at=a.attempted_at,
+                status_code=a.status_code,
+                latency_ms=a.latency_ms,
+                error=a.error,
+                response_excerpt=a.response_excerpt,
+            )
+            for a in attempts
+        ],
+    )
+
+
+@router.post(
+    "/v1/webhook-endpoints", status_code=status.HTTP_201_CREATED, response_model=EndpointCreated
+)
+def create_endpoint(body: EndpointCreate, principal: Admin, session: SessionDep) -> EndpointCreated:
+    endpoint = service.create_endpoint(session, principal.site, body)
+    return EndpointCreated(**_read(endpoint).model_dump(), secret=endpoint.secret)
+
+
+@router.get("/v1/webhook-endpoints", response_model=EndpointList)
+def list_endpoints(principal: Admin, session: SessionDep) -> EndpointList:
+    return EndpointList(items=[_read(e) for e in service.list_endpoints(session, principal.site)])
+
+
+@router.get("/v1/webhook-endpoints/{endpoint_id}", response_model=EndpointRead)
+def get_endpoint(endpoint_id: str, principal: Admin, session: SessionDep) -> EndpointRead:
+    return _read(service.get_endpoint_or_raise(session, principal.site, endpoint_id))
+
+
+@router.patch("/v1/webhook-endpoints/{endpoint_id}", response_model=EndpointRead)
+def update_endpoint(
+    endpoint_id: str, body: EndpointUpdate, principal: Admin, session: SessionDep
+) -> EndpointRead:
+    return _read(service.update_endpoint(session, principal.site, endpoint_id, body))
+
+
+@router.delete("/v1/webhook-endpoints/{endpoint_id}", status_code=204)
+def delete_endpoint(endpoint_id: str, principal: Admin, session: SessionDep) -> Response:
+    service.delete_endpoint(session, principal.site, endpoint_id)
+    return Response(status_code=204)
+
+
+@router.post("/v1/webhook-endpoints/{endpoint_id}/rotate-secret", response_model=SecretRotated)
+def rotate_secret(endpoint_id: str, principal: Admin, session: SessionDep) -> SecretRotated:
+    endpoint, until = service.rotate_secret(session, principal.site, endpoint_id)
+    return SecretRotated(id=endpoint.id, secret=endpoint.secret, previous_secret_valid_until=until)
+
+
+@router.get("/v1/webhook-endpoints/{endpoint_id}/deliveries", response_model=DeliveryList)
+def endpoint_deliveries(endpoint_id: str, principal: Admin, session: SessionDep) -> DeliveryList:
+    rows = service.deliveries_for_endpoint(session, principal.site, endpoint_id)
+    return DeliveryList(items=[_delivery(*row) for row in rows])
+
+
+@router.get("/v1/webhook-events/{event_id}/deliveries", response_model=DeliveryList)
+def event_deliveries(event_id: str, principal: Admin, session: SessionDep) -> DeliveryList:
+    rows = service.deliveries_for_event(session, principal.site, event_id)
+    return DeliveryList(items=[_delivery(*row) for row in rows])
+
+
+@router.post(
+    "/v1/webhook-deliveries/{delivery_id}/redeliver", status_code=202, response_model=DeliveryRead
+)
+def redeliver(delivery_id: str, principal: Admin, session: SessionDep) -> DeliveryRead:
+    delivery = service.redeliver(session, principal.site, delivery_id)
+    event = session.get(WebhookEvent, delivery.event_id)
+    assert event is not None
+    return _delivery(delivery, event, [])

@@ -1,0 +1,72 @@
+"""Publishing task messages after commit (the outbox). A row (job, webhook delivery) is written
+in the caller's transaction and registered here; once that transaction commits, its message is
+sent and the row's `sent_at` stamped. If the broker is down nothing is lost: the periodic sweep
+re-sends rows whose message never reached a worker."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from typing import Any
+
+import structlog
+from sqlalchemy import event, update
+from sqlalchemy.orm import Session
+
+from services.db import unit_of_work, utcnow
+from services.jobs.broker import get_producer
+
+log = structlog.get_logger(__name__)
+
+_KEY = "ctdna_outbox"
+
+# (task name, row id, model whose sent_at is stamped)
+Message = tuple[str, str, Any]
+
+
+def after_commit(session: Session, task: str, row_id: str, model: Any) -> None:
+    session.info.setdefault(_KEY, []).append((task, row_id, model))
+
+
+@event.listens_for(Session, "after_commit")
+def _publish_after_commit(session: Session) -> None:
+    pending = session.info.pop(_KEY, None)
+    if pending:
+        publish(pending)
+
+
+@event.listens_for(Session, "after_rollback")
+def _forget_after_rollback(session: Session) -> None:
+    session.info.pop(_KEY, None)
+
+
+def publish(messages: Iterable[Message], countdown: float | None = None) -> None:
+    """Send each message; stamp the rows whose message the broker accepted."""
+    sent: dict[Any, list[str]] = defaultdict(list)
+    producer = get_producer()
+    for task, row_id, model in messages:
+        try:
+            producer.send_task(
+                task,
+                args=[row_id],
+                countdown=countdown,
+                retry=True,
+                retry_policy={"max_retries": 2, "interval_start": 0.1},
+            )
+        except Exception as exc:  # noqa: BLE001  broker down: the sweep will re-send it
+            log.warning("outbox.publish_failed", task=task, row_id=row_id, error=str(exc)[:200])
+            continue
+        sent[model].append(row_id)
+    if not sent:
+        return
+    try:
+        with unit_of_work() as session:
+            for model, ids in sent.items():
+                session.execute(
+                    update(model)
+                    .where(model.id.in_(ids))
+                    .values(sent_at=utcnow())
+                    .execution_options(synchronize_session=False)
+                )
+    except Exception as exc:  # noqa: BLE001  only bookkeeping: a resend is harmless
+        log.warning("outbox.stamp_failed", error=str(exc)[:200])
