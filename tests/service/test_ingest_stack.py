@@ -194,9 +194,12 @@ def test_upload_validation_is_problem_json(stack: Stack, shared_data: Path) -> N
 
 
 def test_tracked_variant_outside_genes_is_extracted_after_put(
-    stack: Stack, shared_data: Path
+    stack: Stack, shared_data: Path, tmp_path: Path
 ) -> None:
     path = shared_data / "vcf" / "pcgr_T001-BRCA.grch38.vcf.gz"
+    # the plasma file: the same calls, other bytes (plain text), so it is a second sample
+    plain = tmp_path / "pcgr_plasma.vcf"
+    plain.write_bytes(gzip.decompress(path.read_bytes()))
     with stack.client() as client:
         tissue = upload(
             client,
@@ -210,7 +213,7 @@ def test_tracked_variant_outside_genes_is_extracted_after_put(
         rows = client.get("/v1/samples/S-trk-tissue/variants").json()["items"]
         outside = next(r for r in rows if r["gene"] not in {"ESR1", "PIK3CA", "ERBB2", "AKT1"})
         plasma = upload(
-            client, path, patient_id="P-trk", sample_id="S-trk-plasma", genome_build="GRCh38"
+            client, plain, patient_id="P-trk", sample_id="S-trk-plasma", genome_build="GRCh38"
         ).json()
         assert wait_job(client, plasma["job_id"])["status"] == "succeeded"
         before = client.get("/v1/samples/S-trk-plasma/variants").json()["items"]

@@ -1,0 +1,714 @@
+"""The resistance/sensitivity map, and emerging-resistance events on therapy.
+
+Owns ``data/resistance_map.toml`` (versioned, cited data: which variant confers resistance or
+sensitivity to which drug class), its validation, and the detection of emerging-resistance
+events in a patient's serial ctDNA, following domain-anchors §2.1 (derived from PADA-1, Bidard
+et al., Lancet Oncol 2022; SERENA-6, Turner et al., N Engl J Med 2025; plasmaMATCH, Turner et
+al., Lancet Oncol 2020) and §4.8:
+
+* *emerged*: the variant is detected at a draw (one-sided binomial, or beta-binomial, test
+  against the locus background p < alpha, and >= 2 mutant reads), was not detected at the
+  previous draw, and that previous draw was sensitive enough to have seen it (its per-locus
+  LoD95 is below the VAF now observed);
+* *rising*: detected at both the previous draw and this one, VAF up >= 2-fold and a one-sided
+  Fisher exact test of the two draws' (mutant, wild-type) counts p < alpha;
+
+each while the draw reflects a therapy class the variant resists (therapy.py's date convention).
+
+Protein changes are compared in one normal form: ``p.`` + one-letter amino acids (``p.D538G``,
+``p.Y772_A775dup``); three-letter, parenthesised or transcript-prefixed forms are accepted.
+Pure: stdlib (tomllib), numpy, scipy and services.errors only.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import math
+import re
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final, Literal
+
+from scipy import stats
+
+from services.errors import InvalidInput
+from services.genomics.longitudinal import (
+    LocusObservation,
+    LocusSeries,
+    locus_lod95,
+    locus_p_value,
+)
+from services.genomics.therapy import (
+    DRUG_CLASSES,
+    TherapyLine,
+    canonical_drug_name,
+    known_drug,
+    lines_on,
+)
+
+DATA_DIR: Final[Path] = Path(__file__).resolve().parent / "data"
+DEFAULT_MAP_PATH: Final[Path] = DATA_DIR / "resistance_map.toml"
+DEFAULT_HOTSPOTS_PATH: Final[Path] = DATA_DIR / "hotspots.tsv"
+
+EFFECTS: Final[tuple[str, ...]] = ("resistance", "relative_resistance", "sensitivity")
+VARIANT_CLASSES: Final[tuple[str, ...]] = ("missense", "inframe_insertion", "activating_hotspot")
+_ENTRY_KEYS: Final[frozenset[str]] = frozenset(
+    {
+        "id",
+        "gene",
+        "proteins",
+        "variant_class",
+        "codons",
+        "region",
+        "effect",
+        "drug_class",
+        "drugs",
+        "context",
+        "implication",
+        "citations",
+    }
+)
+
+
+class ResistanceMapError(InvalidInput):
+    """The resistance map file cannot be used. Names the file, the entry and the reason."""
+
+
+# --------------------------------------------------------------------------- protein changes
+
+_THREE_LETTER: Final[Mapping[str, str]] = {
+    "Ala": "A",
+    "Arg": "R",
+    "Asn": "N",
+    "Asp": "D",
+    "Cys": "C",
+    "Gln": "Q",
+    "Glu": "E",
+    "Gly": "G",
+    "His": "H",
+    "Ile": "I",
+    "Leu": "L",
+    "Lys": "K",
+    "Met": "M",
+    "Phe": "F",
+    "Pro": "P",
+    "Ser": "S",
+    "Thr": "T",
+    "Trp": "W",
+    "Tyr": "Y",
+    "Val": "V",
+    "Ter": "*",
+    "Sec": "U",
+    "Pyl": "O",
+    "Xaa": "X",
+}
+_THREE_LETTER_RE: Final = re.compile("|".join(_THREE_LETTER))
+_MISSENSE_RE: Final = re.compile(r"^p\.([A-Z])(\d+)([A-Z])$")
+_INSERTION_RE: Final = re.compile(
+    r"^p\.([A-Z])(\d+)(?:_([A-Z])(\d+))?(dup|ins[A-Z]+|delins[A-Z]+)$"
+)
+
+
+def normalise_protein_change(text: str) -> str:
+    """``p.`` + one-letter HGVS: "NP_000116.2:p.(Asp538Gly)", "D538G" -> "p.D538G"."""
+    change = text.strip()
+    if ":" in change:
+        change = change.rsplit(":", 1)[1]
+    change = change.replace("(", "").replace(")", "")
+    if change[:2].lower() == "p.":
+        change = change[2:]
+    change = _THREE_LETTER_RE.sub(lambda m: _THREE_LETTER[m.group(0)], change)
+    return f"p.{change}"
+
+
+def _missense_codon(protein: str) -> int | None:
+    match = _MISSENSE_RE.match(protein)
+    if match is None or match.group(1) == match.group(3):
+        return None
+    return int(match.group(2))
+
+
+def _insertion_codon(protein: str) -> int | None:
+    """First codon of an in-frame change that adds residues (dup, ins, delins longer than
+    what it deletes); None for anything else."""
+    match = _INSERTION_RE.match(protein)
+    if match is None:
+        return None
+    start = int(match.group(2))
+    kind = match.group(5)
+    if kind.startswith("delins"):
+        end = int(match.group(4)) if match.group(4) else start
+        if len(kind) - len("delins") <= end - start + 1:
+            return None
+    return start
+
+
+# --------------------------------------------------------------------------- the map
+
+
+@dataclass(frozen=True, slots=True)
+class MapEntry:
+    """One validated entry of the map; ``hotspot_proteins`` resolves "activating_hotspot"."""
+
+    entry_id: str
+    gene: str
+    proteins: frozenset[str]
+    variant_class: str | None
+    codons: tuple[int, int] | None
+    region: str
+    hotspot_proteins: frozenset[str]
+    effect: str
+    drug_class: str
+    drugs: tuple[str, ...]
+    context: str
+    implication: str
+    citations: tuple[str, ...]
+
+    def matches(self, gene: str, protein_change: str) -> bool:
+        """True if the (normalised) variant falls under this entry's selector."""
+        if gene.upper() != self.gene:
+            return False
+        if protein_change in self.proteins or protein_change in self.hotspot_proteins:
+            return True
+        if self.variant_class == "missense":
+            codon = _missense_codon(protein_change)
+        elif self.variant_class == "inframe_insertion":
+            codon = _insertion_codon(protein_change)
+        else:
+            return False
+        if codon is None:
+            return False
+        return self.codons is None or self.codons[0] <= codon <= self.codons[1]
+
+    @property
+    def selector(self) -> str:
+        """Human description of what the entry selects."""
+        parts: list[str] = []
+        if self.variant_class is not None:
+            what = self.variant_class.replace("_", " ")
+            if self.codons is not None:
+                what += f" codons {self.codons[0]}-{self.codons[1]}"
+            if self.region:
+                what += f", {self.region}"
+            parts.append(f"{self.gene} {what}")
+        if self.proteins:
+            parts.append(f"{self.gene} {', '.join(sorted(self.proteins))}")
+        return "; ".join(parts)
+
+
+@dataclass(frozen=True, slots=True)
+class MapEffect:
+    """What the map says about one variant for one drug class."""
+
+    entry_id: str
+    gene: str
+    protein_change: str
+    selector: str
+    effect: str
+    drug_class: str
+    drugs: tuple[str, ...]
+    context: str
+    implication: str
+    citations: tuple[str, ...]
+    map_version: str
+
+
+@dataclass(frozen=True, slots=True)
+class ResistanceMap:
+    """The validated map: its version, its entries, and the file it came from."""
+
+    version: str
+    entries: tuple[MapEntry, ...]
+    source: str
+
+    def effects_for(self, gene: str, protein_change: str) -> list[MapEffect]:
+        """Every entry that applies to the variant, in file order."""
+        protein = normalise_protein_change(protein_change)
+        return [
+            MapEffect(
+                entry_id=entry.entry_id,
+                gene=entry.gene,
+                protein_change=protein,
+                selector=entry.selector,
+                effect=entry.effect,
+                drug_class=entry.drug_class,
+                drugs=entry.drugs,
+                context=entry.context,
+                implication=entry.implication,
+                citations=entry.citations,
+                map_version=self.version,
+            )
+            for entry in self.entries
+            if entry.matches(gene, protein)
+        ]
+
+    def resisted_classes(
+        self, gene: str, protein_change: str, *, include_relative: bool = True
+    ) -> frozenset[str]:
+        """Classes the variant confers resistance to (for at least one drug of the class)."""
+        wanted = {"resistance", "relative_resistance"} if include_relative else {"resistance"}
+        return frozenset(
+            e.drug_class for e in self.effects_for(gene, protein_change) if e.effect in wanted
+        )
+
+
+def load_hotspot_proteins(path: Path | None = None) -> dict[str, frozenset[str]]:
+    """Gene -> protein changes listed in hotspots.tsv (normalised)."""
+    source = path or DEFAULT_HOTSPOTS_PATH
+    found: dict[str, set[str]] = {}
+    with source.open(newline="") as handle:
+        for row in csv.DictReader(handle, delimiter="\t"):
+            found.setdefault(row["gene"].upper(), set()).add(
+                normalise_protein_change(row["protein"])
+            )
+    return {gene: frozenset(proteins) for gene, proteins in found.items()}
+
+
+def load_resistance_map(
+    path: Path | str | None = None, *, hotspots_path: Path | None = None
+) -> ResistanceMap:
+    """Read and validate a resistance map (default: the packaged data/resistance_map.toml).
+
+    Raises ResistanceMapError on unreadable TOML, a missing or empty version, an unknown key,
+    drug class, effect or variant class, a drug that is not of the entry's class, a selector
+    that selects nothing, an unparseable protein change, a duplicate id, or an entry without
+    implication or citations.
+    """
+    source = Path(path) if path is not None else DEFAULT_MAP_PATH
+    try:
+        document = tomllib.loads(source.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ResistanceMapError(f"{source}: cannot read the resistance map: {exc}") from exc
+    version = document.get("version")
+    if not isinstance(version, str) or not version.strip():
+        raise ResistanceMapError(f"{source}: a non-empty string 'version' is required")
+    raw_entries = document.get("entry")
+    if not isinstance(raw_entries, list) or not raw_entries:
+        raise ResistanceMapError(f"{source}: no [[entry]] tables")
+    hotspots = load_hotspot_proteins(hotspots_path)
+    entries: list[MapEntry] = []
+    for index, raw in enumerate(raw_entries, start=1):
+        entry = _parse_entry(raw, hotspots, f"{source}: entry {index}")
+        if any(e.entry_id == entry.entry_id for e in entries):
+            raise ResistanceMapError(f"{source}: entry {index}: duplicate id {entry.entry_id!r}")
+        entries.append(entry)
+    return ResistanceMap(version=version.strip(), entries=tuple(entries), source=str(source))
+
+
+def _text(raw: Mapping[str, Any], key: str, where: str, *, required: bool = True) -> str:
+    value = raw.get(key, "")
+    if not isinstance(value, str) or (required and not value.strip()):
+        raise ResistanceMapError(f"{where}: {key!r} must be a non-empty string")
+    return " ".join(value.split())
+
+
+def _strings(raw: Mapping[str, Any], key: str, where: str) -> list[str]:
+    value = raw.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+        raise ResistanceMapError(f"{where}: {key!r} must be a list of non-empty strings")
+    return [v.strip() for v in value]
+
+
+def _parse_entry(raw: Any, hotspots: Mapping[str, frozenset[str]], where: str) -> MapEntry:
+    if not isinstance(raw, dict):
+        raise ResistanceMapError(f"{where}: not a table")
+    unknown = sorted(set(raw) - _ENTRY_KEYS)
+    if unknown:
+        raise ResistanceMapError(f"{where}: unknown key(s) {', '.join(unknown)}")
+    entry_id = _text(raw, "id", where)
+    where = f"{where} ({entry_id})"
+    gene = _text(raw, "gene", where).upper()
+    effect = _text(raw, "effect", where)
+    if effect not in EFFECTS:
+        raise ResistanceMapError(
+            f"{where}: unknown effect {effect!r}; expected one of {', '.join(EFFECTS)}"
+        )
+    drug_class = _text(raw, "drug_class", where)
+    if drug_class not in DRUG_CLASSES:
+        raise ResistanceMapError(
+            f"{where}: unknown drug class {drug_class!r}; expected one of {', '.join(DRUG_CLASSES)}"
+        )
+    drugs = []
+    for drug in _strings(raw, "drugs", where):
+        hit = known_drug(drug)
+        if hit is None or hit[1] != drug_class:
+            raise ResistanceMapError(f"{where}: drug {drug!r} is not a known {drug_class}")
+        drugs.append(hit[0])
+    proteins = []
+    for protein in _strings(raw, "proteins", where):
+        normal = normalise_protein_change(protein)
+        if not re.fullmatch(r"p\.[A-Z*]\d+[A-Za-z0-9_*]*", normal):
+            raise ResistanceMapError(f"{where}: cannot read protein change {protein!r}")
+        proteins.append(normal)
+    variant_class = raw.get("variant_class")
+    if variant_class is not None and variant_class not in VARIANT_CLASSES:
+        raise ResistanceMapError(
+            f"{where}: unknown variant_class {variant_class!r}; expected one of "
+            f"{', '.join(VARIANT_CLASSES)}"
+        )
+    codons = _codons(raw.get("codons"), variant_class, where)
+    hotspot_proteins: frozenset[str] = frozenset()
+    if variant_class == "activating_hotspot":
+        hotspot_proteins = hotspots.get(gene, frozenset())
+        if not hotspot_proteins:
+            raise ResistanceMapError(f"{where}: hotspots.tsv has no row for {gene}")
+    if variant_class is None and not proteins:
+        raise ResistanceMapError(f"{where}: give 'proteins', 'variant_class', or both")
+    citations = _strings(raw, "citations", where)
+    if not citations:
+        raise ResistanceMapError(f"{where}: at least one citation is required")
+    return MapEntry(
+        entry_id=entry_id,
+        gene=gene,
+        proteins=frozenset(proteins),
+        variant_class=variant_class,
+        codons=codons,
+        region=_text(raw, "region", where, required=False),
+        hotspot_proteins=hotspot_proteins,
+        effect=effect,
+        drug_class=drug_class,
+        drugs=tuple(drugs),
+        context=_text(raw, "context", where, required=False),
+        implication=_text(raw, "implication", where),
+        citations=tuple(citations),
+    )
+
+
+def _codons(value: Any, variant_class: Any, where: str) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    if variant_class not in ("missense", "inframe_insertion"):
+        raise ResistanceMapError(f"{where}: 'codons' needs a missense or inframe_insertion class")
+    if (
+        not isinstance(value, list)
+        or len(value) != 2
+        or not all(isinstance(v, int) and v > 0 for v in value)
+        or value[0] > value[1]
+    ):
+        raise ResistanceMapError(f"{where}: 'codons' must be [first, last] positive integers")
+    return (value[0], value[1])
+
+
+# --------------------------------------------------------------------------- emergence
+
+
+@dataclass(frozen=True, slots=True)
+class ResistanceParams:
+    """Parameters of emergence detection; ``version`` is stored with every result."""
+
+    version: str = "resistance-2026.11-1"
+    alpha_detect: float = 0.01
+    """Per-locus one-sided test against background."""
+    min_alt_reads: int = 2
+    alpha_rise: float = 0.01
+    """One-sided Fisher exact test, this draw vs the previous one."""
+    min_fold: float = 2.0
+    lod_confidence: float = 0.95
+    min_background_error: float = 1e-6
+    background_overdispersion: float = 0.0
+    """rho > 0 turns the per-locus test into a beta-binomial one (uncertain background)."""
+    trigger_effects: tuple[str, ...] = ("resistance", "relative_resistance")
+
+
+@dataclass(frozen=True, slots=True)
+class LocusCall:
+    """The per-locus test of one variant in one draw (``lod95`` inf without depth)."""
+
+    sample_id: str
+    collection_date: dt.date
+    alt_reads: int
+    depth: int
+    vaf: float
+    p_value: float
+    detected: bool
+    lod95: float
+
+
+ResistanceStatus = Literal["emerged", "rising"]
+VariantState = Literal["detected", "not_detected", "cleared", "indeterminate", "not_evaluable"]
+
+
+@dataclass(frozen=True, slots=True)
+class ResistanceEvent:
+    """An emerging-resistance event: a mapped variant newly detected or rising significantly
+    at a draw taken while the patient was on a class it resists.
+
+    ``p_value`` is the detection p-value ("emerged") or the Fisher p-value ("rising");
+    ``fold_change`` is VAF / previous VAF (None when the previous VAF is 0).
+    ``first_detected_date`` starts the run of consecutive detections the event belongs to.
+    """
+
+    gene: str
+    protein_change: str
+    key: str
+    status: ResistanceStatus
+    event_date: dt.date
+    first_detected_date: dt.date
+    sample_id: str
+    drug_class: str
+    drug: str | None
+    effect: str
+    implication: str
+    context: str
+    citations: tuple[str, ...]
+    entry_id: str
+    map_version: str
+    params_version: str
+    vaf: float
+    p_value: float
+    fold_change: float | None
+    previous_sample_id: str | None
+    previous_vaf: float | None
+    previous_lod95: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class VariantStatus:
+    """State of one mapped variant at its latest evaluable draw, whatever the therapy.
+
+    ``detected``; ``not_detected`` (never detected); ``cleared`` (detected before, not now, at a
+    LoD95 below its last detected VAF); ``indeterminate`` (not now, but not sensitive enough to
+    call it cleared); ``not_evaluable`` (no draw with depth).
+    """
+
+    key: str
+    gene: str
+    protein_change: str
+    status: VariantState
+    first_detected_date: dt.date | None
+    last_sample_id: str | None
+    last_date: dt.date | None
+    last_vaf: float | None
+    effects: tuple[MapEffect, ...]
+    resisted_classes_on: tuple[str, ...]
+    calls: tuple[LocusCall, ...] = field(default=())
+
+
+@dataclass(frozen=True, slots=True)
+class ResistanceReport:
+    """Events and per-variant states of one patient, with the map version and parameters."""
+
+    map_version: str
+    params: ResistanceParams
+    events: tuple[ResistanceEvent, ...]
+    variants: tuple[VariantStatus, ...]
+
+
+def _call(obs: LocusObservation, params: ResistanceParams) -> LocusCall:
+    background = max(obs.background_error, params.min_background_error)
+    p_value = locus_p_value(obs.alt_reads, obs.depth, background, params.background_overdispersion)
+    lod = (
+        obs.lod95
+        if obs.lod95 is not None
+        else locus_lod95(
+            obs.depth,
+            background,
+            params.alpha_detect,
+            params.min_alt_reads,
+            params.lod_confidence,
+            params.background_overdispersion,
+        )
+    )
+    return LocusCall(
+        sample_id=obs.sample_id,
+        collection_date=obs.collection_date,
+        alt_reads=obs.alt_reads,
+        depth=obs.depth,
+        vaf=obs.vaf,
+        p_value=p_value,
+        detected=obs.depth > 0
+        and obs.alt_reads >= params.min_alt_reads
+        and p_value < params.alpha_detect,
+        lod95=lod,
+    )
+
+
+def _rise_p_value(current: LocusCall, previous: LocusCall) -> float:
+    """One-sided Fisher exact test that the current draw's mutant fraction is higher."""
+    table = [
+        [current.alt_reads, current.depth - current.alt_reads],
+        [previous.alt_reads, previous.depth - previous.alt_reads],
+    ]
+    return float(stats.fisher_exact(table, alternative="greater").pvalue)
+
+
+def resistance_report(
+    series: Sequence[LocusSeries],
+    lines: Sequence[TherapyLine],
+    rmap: ResistanceMap,
+    params: ResistanceParams,
+) -> ResistanceReport:
+    """Emerging-resistance events and per-variant states (see the module docstring).
+
+    Only series with a gene and protein change that the map knows are considered. An event is
+    flagged at the first draw where the rule holds; an "emerged" event needs a negative previous
+    draw, so a variant stays one event until it clears and comes back; each further significant
+    >= 2-fold rise between consecutive draws is a "rising" event. One event per resisted class
+    the draw reflects (a drug-restricted entry needs that drug among the lines).
+    """
+    events: list[ResistanceEvent] = []
+    variants: list[VariantStatus] = []
+    for locus in series:
+        if not locus.gene or not locus.protein_change:
+            continue
+        effects = rmap.effects_for(locus.gene, locus.protein_change)
+        if not effects:
+            continue
+        calls = [_call(obs, params) for obs in locus.ordered()]
+        events.extend(_locus_events(locus, calls, effects, lines, rmap, params))
+        variants.append(_variant_status(locus, calls, effects, lines, params))
+    events.sort(key=lambda e: (e.event_date, e.gene, e.protein_change, e.drug_class))
+    return ResistanceReport(rmap.version, params, tuple(events), tuple(variants))
+
+
+def detect_resistance_events(
+    series: Sequence[LocusSeries],
+    lines: Sequence[TherapyLine],
+    rmap: ResistanceMap,
+    params: ResistanceParams,
+) -> list[ResistanceEvent]:
+    """The events of ``resistance_report``, in date order."""
+    return list(resistance_report(series, lines, rmap, params).events)
+
+
+def _triggering(
+    effects: Sequence[MapEffect],
+    lines: Sequence[TherapyLine],
+    date: dt.date,
+    params: ResistanceParams,
+) -> list[tuple[MapEffect, str | None]]:
+    """(effect, drug) for each resisted class the draw on ``date`` reflects."""
+    active = lines_on(lines, date)
+    found: list[tuple[MapEffect, str | None]] = []
+    seen: set[str] = set()
+    for effect in effects:
+        if effect.effect not in params.trigger_effects or effect.drug_class in seen:
+            continue
+        on_class = [line for line in active if line.drug_class == effect.drug_class]
+        if effect.drugs:
+            on_class = [
+                line
+                for line in on_class
+                if line.drug is not None and canonical_drug_name(line.drug) in effect.drugs
+            ]
+        if not on_class:
+            continue
+        seen.add(effect.drug_class)
+        drugs = sorted({line.drug for line in on_class if line.drug is not None})
+        found.append((effect, " + ".join(drugs) if drugs else None))
+    return found
+
+
+def _locus_events(
+    locus: LocusSeries,
+    calls: Sequence[LocusCall],
+    effects: Sequence[MapEffect],
+    lines: Sequence[TherapyLine],
+    rmap: ResistanceMap,
+    params: ResistanceParams,
+) -> list[ResistanceEvent]:
+    events: list[ResistanceEvent] = []
+    run_start: dt.date | None = None
+    previous: LocusCall | None = None
+    for call in calls:
+        if call.depth == 0:
+            # No reads: neither evidence of presence nor of absence; keep the last real draw.
+            continue
+        status: ResistanceStatus | None = None
+        p_value = call.p_value
+        if call.detected:
+            if previous is None or not previous.detected:
+                run_start = call.collection_date
+                if previous is not None and previous.lod95 < call.vaf:
+                    status = "emerged"
+            elif call.vaf >= params.min_fold * previous.vaf:
+                p_value = _rise_p_value(call, previous)
+                if p_value < params.alpha_rise:
+                    status = "rising"
+        else:
+            run_start = None
+        if status is not None and run_start is not None:
+            for effect, drug in _triggering(effects, lines, call.collection_date, params):
+                events.append(
+                    ResistanceEvent(
+                        gene=effect.gene,
+                        protein_change=effect.protein_change,
+                        key=locus.key,
+                        status=status,
+                        event_date=call.collection_date,
+                        first_detected_date=run_start,
+                        sample_id=call.sample_id,
+                        drug_class=effect.drug_class,
+                        drug=drug,
+                        effect=effect.effect,
+                        implication=effect.implication,
+                        context=effect.context,
+                        citations=effect.citations,
+                        entry_id=effect.entry_id,
+                        map_version=rmap.version,
+                        params_version=params.version,
+                        vaf=call.vaf,
+                        p_value=p_value,
+                        fold_change=call.vaf / previous.vaf
+                        if previous is not None and previous.vaf > 0
+                        else None,
+                        previous_sample_id=previous.sample_id if previous else None,
+                        previous_vaf=previous.vaf if previous else None,
+                        previous_lod95=_finite(previous.lod95) if previous else None,
+                    )
+                )
+        previous = call
+    return events
+
+
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+def _variant_status(
+    locus: LocusSeries,
+    calls: Sequence[LocusCall],
+    effects: Sequence[MapEffect],
+    lines: Sequence[TherapyLine],
+    params: ResistanceParams,
+) -> VariantStatus:
+    evaluable = [call for call in calls if call.depth > 0]
+    detected = [call for call in evaluable if call.detected]
+    last = evaluable[-1] if evaluable else None
+    state: VariantState
+    if last is None:
+        state = "not_evaluable"
+    elif last.detected:
+        state = "detected"
+    elif not detected:
+        state = "not_detected"
+    elif last.lod95 < detected[-1].vaf:
+        state = "cleared"
+    else:
+        state = "indeterminate"
+    resisted_on = (
+        sorted(
+            {
+                effect.drug_class
+                for effect, _ in _triggering(effects, lines, last.collection_date, params)
+            }
+        )
+        if last is not None and last.detected
+        else []
+    )
+    return VariantStatus(
+        key=locus.key,
+        gene=effects[0].gene,
+        protein_change=effects[0].protein_change,
+        status=state,
+        first_detected_date=detected[0].collection_date if detected else None,
+        last_sample_id=last.sample_id if last else None,
+        last_date=last.collection_date if last else None,
+        last_vaf=last.vaf if last else None,
+        effects=tuple(effects),
+        resisted_classes_on=tuple(resisted_on),
+        calls=tuple(calls),
+    )

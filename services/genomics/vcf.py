@@ -1,0 +1,756 @@
+"""Read one sample's variants from a VCF, VCF.gz (BGZF or plain gzip) or BCF.
+
+The only module that touches pysam. Records are copied into frozen values here; nothing
+pysam-owned escapes, and every failure, whatever htslib raised, becomes a VcfError naming the
+file, the line when known, and the reason.
+
+What is kept (BRIEF, "Samples"): every allele in the monitored gene spans whatever its FILTER,
+every allele at a tracked locus, and for tissue also every allele that passed the caller's
+filters. Plasma and normal samples need only the gene spans and tracked loci, so a BGZF or BCF
+input is indexed into a temporary directory and only those regions are fetched (the same work
+as `bcftools view -T`); tissue, plain text and unsortable inputs are streamed record by record.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import re
+import tempfile
+import zlib
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Protocol
+
+import pysam
+from pysam.utils import SamtoolsError
+
+from services.errors import VcfError
+from services.genomics import annotate, dialects
+from services.genomics.build import (
+    ReferenceSequence,
+    canonical_chrom,
+    contig_votes,
+    grch38_locus,
+    left_align,
+    lift_position,
+    resolve_build,
+    trim_alleles,
+)
+from services.genomics.regions import GENE_REGIONS, IntervalSet, gene_at
+from services.genomics.types import Build, Locus, SampleType, ScanMode, VariantCall, VcfReadResult
+
+# What htslib/pysam raise on bad input: OSError for I/O and truncation, ValueError for parse
+# errors (UnicodeDecodeError is one), NotImplementedError for a non-seekable gzip stream, and
+# KeyError/IndexError/TypeError/OverflowError from pysam's decoding of malformed fields.
+_HTSLIB_ERRORS: tuple[type[Exception], ...] = (
+    OSError, ValueError, RuntimeError, KeyError, IndexError, TypeError, OverflowError,
+    EOFError, zlib.error,
+)  # fmt: skip
+
+# Building an index also runs bcftools in-process, which reports failure as SamtoolsError.
+_INDEX_ERRORS: tuple[type[Exception], ...] = (*_HTSLIB_ERRORS, SamtoolsError)
+
+MAX_DECOMPRESSED_BYTES = 8 * 1024**3  # plain-gzip inflation cap: a zip bomb stops here
+_MAX_HEADER_LINE = 16 * 1024**2  # VEP headers are long, but not this long
+_GENE_PADDING = 1_000  # bp around gene spans when fetching, so left-alignment can move in
+_TRACK_WINDOW = 250  # bp around a tracked locus: unnormalised indels sit right of their key
+_FIXED_COLUMNS = ["#CHROM", "POS", "ID", "REF", "ALT", "QUAL", "FILTER", "INFO"]
+_ALLELE = re.compile(r"[ACGTN]+")
+_REF = re.compile(r"[ACGTNRYKMSWBDHV]+")  # references carry IUPAC codes in a few places
+
+_Kind = Literal["vcf", "bgzf_vcf", "bcf"]
+
+
+def read_vcf(
+    path: Path,
+    *,
+    display_name: str,
+    sample_type: SampleType,
+    genome_build: Build | None = None,
+    tumor_sample: str | None = None,
+    normal_sample: str | None = None,
+    tracked: frozenset[Locus] = frozenset(),
+    reference_fasta: Path | None = None,
+    max_decompressed_bytes: int = MAX_DECOMPRESSED_BYTES,
+) -> VcfReadResult:
+    """Read the variants of one sample that the service stores.
+
+    Multi-allelic records are split per ALT; '*' and symbolic ALTs are skipped and counted.
+    Alleles are trimmed of their shared suffix then prefix and, with `reference_fasta`,
+    left-aligned (Tan, Abecasis & Kang 2015). Each allele gets its GRCh38 key (UCSC chain
+    liftover for GRCh37), read counts by the caller's dialect (dialects.COUNT_READERS), and
+    gene / protein change / hotspot flag (annotate.annotate). The same allele twice in a file
+    is stored once: the PASS, quantitative, deepest copy.
+
+    Raises VcfError (GenomeBuildError for build problems); nothing else on bad input.
+    """
+    with _quiet_htslib(), tempfile.TemporaryDirectory(prefix="ctdna-vcf-") as tmp:
+        workdir = Path(tmp)
+        source = _sniff(path, display_name, workdir, max_decompressed_bytes)
+        reference = _open_reference(reference_fasta, display_name)
+        try:
+            reader = _Reader(source, display_name, workdir)
+            return reader.read(
+                sample_type=sample_type,
+                genome_build=genome_build,
+                tumor_sample=tumor_sample,
+                normal_sample=normal_sample,
+                tracked=tracked,
+                reference=reference,
+            )
+        finally:
+            if reference is not None:
+                reference.close()
+
+
+# --- sniffing: what kind of file is this, and is its header sane? -----------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Source:
+    path: Path
+    kind: _Kind
+    header_lines: int | None  # text VCF: lines up to and including #CHROM
+
+
+def _sniff(
+    path: Path, display_name: str, workdir: Path, max_bytes: int, inflated: bool = False
+) -> _Source:
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as handle:
+            head = handle.read(18)
+    except OSError as exc:
+        raise VcfError(display_name, f"cannot open the file ({exc.strerror or exc})") from exc
+    if size == 0:
+        raise VcfError(display_name, "the file is empty (0 bytes)")
+    if head[:2] == b"\x1f\x8b":
+        if inflated:
+            raise VcfError(display_name, "gzip inside gzip; compress the VCF once, with bgzip")
+        if not _is_bgzf(head):
+            plain = workdir / "inflated.vcf"
+            _gunzip(path, plain, display_name, max_bytes)
+            return _sniff(plain, display_name, workdir, max_bytes, inflated=True)
+        with _gzip_errors(display_name):
+            with gzip.open(path, "rb") as stream:
+                magic = stream.read(5)
+                if magic[:3] == b"BCF":
+                    return _bcf_source(path, magic, display_name)
+            with gzip.open(path, "rb") as stream:
+                return _Source(path, "bgzf_vcf", _check_text_header(stream, display_name))
+    if head[:3] == b"BCF":
+        return _bcf_source(path, head, display_name)  # uncompressed BCF
+    with path.open("rb") as stream:
+        return _Source(path, "vcf", _check_text_header(stream, display_name))
+
+
+def _is_bgzf(head: bytes) -> bool:
+    # BGZF = gzip member with FEXTRA and a "BC" subfield (SAM/BAM spec section 4.1).
+    return len(head) >= 14 and head[3] & 0x04 != 0 and head[12:14] == b"BC"
+
+
+def _bcf_source(path: Path, magic: bytes, display_name: str) -> _Source:
+    if magic[3:4] != b"\x02":
+        raise VcfError(display_name, "unsupported BCF version (only BCF 2 is supported)")
+    return _Source(path, "bcf", None)
+
+
+@contextlib.contextmanager
+def _gzip_errors(display_name: str) -> Iterator[None]:
+    try:
+        yield
+    except EOFError as exc:
+        raise VcfError(display_name, "the gzip stream is truncated") from exc
+    except (OSError, zlib.error) as exc:
+        raise VcfError(display_name, f"corrupt gzip data ({exc})") from exc
+
+
+def _gunzip(path: Path, target: Path, display_name: str, max_bytes: int) -> None:
+    """Inflate a plain (non-BGZF) gzip file; htslib cannot iterate one."""
+    written = 0
+    with _gzip_errors(display_name), gzip.open(path, "rb") as src, target.open("wb") as dst:
+        while chunk := src.read(1 << 20):
+            written += len(chunk)
+            if written > max_bytes:
+                raise VcfError(
+                    display_name,
+                    f"the gzip content inflates beyond {max_bytes} bytes; refusing to read it",
+                )
+            dst.write(chunk)
+
+
+class _LineSource(Protocol):
+    def readline(self, size: int = -1, /) -> bytes: ...
+
+
+def _check_text_header(stream: _LineSource, display_name: str) -> int:
+    """Validate a text header line by line; return the number of header lines.
+
+    htslib's own messages for these cases go to stderr and surface as "invalid file", so we
+    look first and say which line is wrong.
+    """
+    first = stream.readline(4096).rstrip(b"\r\n")
+    version = re.match(rb"##fileformat=VCFv(\d+)\.(\d+)", first)
+    if version is None:
+        if first.startswith(b"##fileformat="):
+            shown = first[13:60].decode("ascii", "replace")
+            raise VcfError(display_name, f"unsupported file format {shown!r}", line=1)
+        raise VcfError(
+            display_name, "not a VCF file (line 1 is not '##fileformat=VCFv4.x')", line=1
+        )
+    major, minor = int(version.group(1)), int(version.group(2))
+    if major != 4:
+        raise VcfError(
+            display_name,
+            f"unsupported VCF version {major}.{minor} (VCF 4.0 to 4.5 are supported)",
+            line=1,
+        )
+    number = 1
+    while True:
+        raw = stream.readline(_MAX_HEADER_LINE)
+        number += 1
+        if not raw:
+            raise VcfError(display_name, "the header ends without a #CHROM line", line=number)
+        if not raw.endswith(b"\n") and len(raw) >= _MAX_HEADER_LINE:
+            raise VcfError(display_name, "header line too long", line=number)
+        line = raw.rstrip(b"\r\n")
+        if line.startswith(b"##"):
+            continue
+        if not line.startswith(b"#"):
+            raise VcfError(display_name, "a record comes before the #CHROM line", line=number)
+        _check_chrom_line(line.decode("utf-8", "replace"), display_name, number)
+        return number
+
+
+def _check_chrom_line(line: str, display_name: str, number: int) -> None:
+    columns = line.split("\t")
+    if columns[:8] != _FIXED_COLUMNS:
+        if line.split()[:8] == _FIXED_COLUMNS:
+            reason = "the #CHROM line must be tab-separated"
+        else:
+            reason = "the #CHROM line does not start with the eight fixed VCF columns"
+        raise VcfError(display_name, reason, line=number)
+    if len(columns) == 8:
+        return
+    if columns[8] != "FORMAT":
+        raise VcfError(display_name, "the ninth #CHROM column must be FORMAT", line=number)
+    samples = columns[9:]
+    if any(not s.strip() for s in samples):
+        raise VcfError(
+            display_name,
+            "empty sample name in the #CHROM line (a trailing tab or a double tab?)",
+            line=number,
+        )
+    duplicated = sorted({s for s in samples if samples.count(s) > 1})
+    if duplicated:
+        raise VcfError(display_name, f"duplicate sample names {duplicated}", line=number)
+
+
+@contextlib.contextmanager
+def _quiet_htslib() -> Iterator[None]:
+    # htslib writes warnings to stderr (missing contigs, Number=R mismatches); we report
+    # problems ourselves, so silence it for the duration of a read.
+    previous = pysam.set_verbosity(0)
+    try:
+        yield
+    finally:
+        pysam.set_verbosity(previous)
+
+
+# --- reference FASTA --------------------------------------------------------------------------
+
+
+class _FastaReference:
+    """pysam.FastaFile behind build.ReferenceSequence, with UCSC-style chromosome names."""
+
+    def __init__(self, fasta: pysam.FastaFile) -> None:
+        self._fasta = fasta
+        self._names = {canonical_chrom(n): n for n in fasta.references}
+        builds = {v.build for v in contig_votes(zip(fasta.references, fasta.lengths, strict=True))}
+        self._build: Build | None = next(iter(builds)) if len(builds) == 1 else None
+
+    @property
+    def build(self) -> Build | None:
+        return self._build
+
+    def fetch(self, chrom: str, start: int, end: int) -> str:
+        name = self._names.get(chrom)
+        if name is None or start < 0:
+            return ""
+        try:
+            return str(self._fasta.fetch(name, start, end)).upper()
+        except _HTSLIB_ERRORS:
+            return ""
+
+    def close(self) -> None:
+        self._fasta.close()
+
+
+def _open_reference(path: Path | None, display_name: str) -> _FastaReference | None:
+    if path is None:
+        return None
+    try:
+        return _FastaReference(pysam.FastaFile(str(path)))
+    except _HTSLIB_ERRORS as exc:
+        raise VcfError(display_name, f"the reference FASTA {path} cannot be read ({exc})") from exc
+
+
+# --- the reader -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Header:
+    samples: tuple[str, ...]
+    contigs: tuple[tuple[str, int | None], ...]
+    reference_texts: tuple[str, ...]
+    hints: dialects.SampleHints
+    annotation_fields: tuple[annotate.AnnotationField, ...]
+    info_af: bool  # INFO/AF declared: a sites-only file's only VAF
+
+
+@dataclass(frozen=True, slots=True)
+class _Record:
+    """A record copied out of pysam: only what the service needs."""
+
+    line: int | None
+    chrom: str
+    pos: int
+    ref: str
+    alts: tuple[str, ...]
+    filters: tuple[str, ...]
+    tumor: Mapping[str, object]
+    normal: Mapping[str, object] | None
+    annotations: Mapping[str, tuple[str, ...]]
+    info_af: tuple[object, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class _Scope:
+    """Which records can matter, decided from CHROM/POS/FILTER before anything is decoded."""
+
+    intervals: IntervalSet  # UCSC chrom, sample build, 1-based inclusive
+    keep_passed: bool
+
+
+class _Reader:
+    def __init__(self, source: _Source, display_name: str, workdir: Path) -> None:
+        self._source = source
+        self._name = display_name
+        self._workdir = workdir
+        self._index: Path | None = None
+        self._indexed = False
+        self._canon: dict[str, str] = {}
+
+    # -- orchestration --
+
+    def read(
+        self,
+        *,
+        sample_type: SampleType,
+        genome_build: Build | None,
+        tumor_sample: str | None,
+        normal_sample: str | None,
+        tracked: frozenset[Locus],
+        reference: ReferenceSequence | None,
+    ) -> VcfReadResult:
+        header = self._read_header()
+        # A header-only file is valid (zero variants): nothing in it needs a build or a column.
+        has_records = self._has_records()
+        tumor, normal = dialects.resolve_samples(
+            self._name,
+            header.samples,
+            header.hints,
+            tumor_sample=tumor_sample,
+            normal_sample=normal_sample,
+            required=has_records,
+        )
+        # Region fetches pay off only when most of the file can be skipped.
+        if sample_type != "tissue":
+            self._build_index()
+        build, build_source = resolve_build(
+            self._name,
+            given=genome_build,
+            contigs=header.contigs,
+            reference_texts=header.reference_texts,
+            hotspot_build=self._hotspot_build,
+            allow_undetermined=not has_records,
+        )
+        scope = _Scope(_interval_scope(build, tracked), keep_passed=sample_type == "tissue")
+        counter = _Counter()
+        calls: dict[tuple[str, int, str, str], VariantCall] = {}
+        order: list[tuple[str, int, str, str]] = []
+        for record in self._records(scope, header, tumor, normal, counter):
+            for call in self._calls(record, build, tracked, scope, header, reference, counter):
+                key = (call.chrom, call.pos, call.ref, call.alt)
+                kept = calls.get(key)
+                if kept is None:
+                    order.append(key)
+                    calls[key] = call
+                elif _preference(call) > _preference(kept):
+                    calls[key] = call
+        mode: ScanMode = "indexed" if self._indexed else "full"
+        return VcfReadResult(
+            build=build,
+            build_source=build_source,
+            tumor_sample=tumor,
+            normal_sample=normal,
+            records_read=counter.records,
+            alleles_skipped=counter.skipped,
+            variants=tuple(calls[k] for k in order),
+            scan=mode,
+        )
+
+    # -- header --
+
+    def _open(self) -> pysam.VariantFile:
+        try:
+            if self._index is not None:
+                return pysam.VariantFile(str(self._source.path), index_filename=str(self._index))
+            return pysam.VariantFile(str(self._source.path))
+        except _HTSLIB_ERRORS as exc:
+            raise VcfError(self._name, f"htslib cannot read the file ({exc})") from exc
+
+    def _read_header(self) -> _Header:
+        with self._open() as vcf:
+            try:
+                return _copy_header(vcf.header)
+            except _HTSLIB_ERRORS as exc:
+                raise VcfError(self._name, f"invalid header ({exc})") from exc
+
+    def _build_index(self) -> None:
+        """Index a BGZF VCF or a BCF into the work directory; on failure, stream instead."""
+        target = self._workdir / ("input.csi" if self._source.kind == "bcf" else "input.tbi")
+        try:
+            if self._source.kind == "bgzf_vcf":
+                pysam.tabix_index(
+                    str(self._source.path), preset="vcf", index=str(target), force=True
+                )
+            elif self._source.kind == "bcf":
+                from pysam import bcftools
+
+                bcftools.index("--csi", "-o", str(target), str(self._source.path))
+            else:
+                return
+        except _INDEX_ERRORS:
+            return  # unsorted or damaged: the streaming read reports any real damage
+        if target.exists():
+            self._index = target
+
+    def _has_records(self) -> bool:
+        with self._open() as vcf:
+            try:
+                return next(iter(vcf), None) is not None
+            except _HTSLIB_ERRORS:
+                return True  # a damaged first record is still a record; reported later
+
+    def _hotspot_build(self) -> Build | None:
+        """Build whose hotspot alleles this file carries: a last resort without a header."""
+        spots = IntervalSet(
+            (chrom, pos, pos)
+            for build in ("GRCh37", "GRCh38")
+            for chrom, pos in annotate.hotspot_positions(build)
+        )
+        scope = _Scope(spots, keep_passed=False)
+        header = _Header((), (), (), dialects.SampleHints(), (), False)
+        alleles: list[tuple[str, int, str, str]] = []
+        for record in self._records(scope, header, None, None, _Counter()):
+            record_ref = record.ref.upper()
+            for alt in (a.upper() for a in record.alts):
+                if _ALLELE.fullmatch(alt) and _REF.fullmatch(record_ref):
+                    pos, ref, trimmed = trim_alleles(record.pos, record_ref, alt)
+                    alleles.append((self._canonical(record.chrom), pos, ref, trimmed))
+        return annotate.hotspot_build(alleles)
+
+    # -- records --
+
+    def _canonical(self, chrom: str) -> str:
+        canon = self._canon.get(chrom)
+        if canon is None:
+            canon = self._canon[chrom] = canonical_chrom(chrom)
+        return canon
+
+    def _records(
+        self,
+        scope: _Scope,
+        header: _Header,
+        tumor: str | None,
+        normal: str | None,
+        counter: _Counter,
+    ) -> Iterator[_Record]:
+        """Copy every record that the scope may need, mapping htslib errors to VcfError."""
+        with self._open() as vcf:
+            indexed = self._index is not None and not scope.keep_passed
+            self._indexed = indexed
+            stream = self._fetch(vcf, scope) if indexed else iter(vcf)
+            header_lines = self._source.header_lines
+            seen: set[tuple[str, int, str, tuple[str, ...] | None]] = set()
+            while True:
+                try:
+                    rec = next(stream)
+                except StopIteration:
+                    return
+                except _HTSLIB_ERRORS as exc:
+                    raise self._record_error(exc, counter.records + 1, indexed) from exc
+                counter.records += 1
+                line = None if indexed or header_lines is None else header_lines + counter.records
+                try:
+                    chrom, pos = rec.chrom, rec.pos
+                    wanted = scope.intervals.overlaps(self._canonical(chrom), pos, rec.stop) or (
+                        scope.keep_passed and _passed(rec.filter.keys())
+                    )
+                    if not wanted:
+                        continue
+                    if indexed:
+                        # A long record spanning two fetched regions comes back twice.
+                        identity = (chrom, pos, rec.ref or "", rec.alts)
+                        if identity in seen:
+                            counter.records -= 1
+                            continue
+                        seen.add(identity)
+                    record = _copy_record(rec, line, header, tumor, normal)
+                except _HTSLIB_ERRORS as exc:
+                    raise self._record_error(exc, counter.records, indexed) from exc
+                yield record
+
+    def _fetch(self, vcf: pysam.VariantFile, scope: _Scope) -> Iterator[pysam.VariantRecord]:
+        index = vcf.index
+        if index is None:
+            return
+        # Contigs in the index's order (the file's), so results come out in file order.
+        for name in (str(n) for n in index):
+            if name not in vcf.header.contigs:
+                # A file without ##contig lines: htslib refuses to fetch a contig its header
+                # does not declare, even when the index has it.
+                vcf.header.contigs.add(name)
+            for start, end in scope.intervals.spans_on(self._canonical(name)):
+                # fetch() is 0-based half-open; spans are 1-based inclusive.
+                yield from vcf.fetch(name, start - 1, end)
+
+    def _record_error(self, exc: Exception, number: int, indexed: bool) -> VcfError:
+        header_lines = self._source.header_lines
+        if indexed or header_lines is None:
+            return VcfError(self._name, f"cannot parse a record (number {number} read): {exc}")
+        line = header_lines + number
+        return VcfError(self._name, _diagnose(self._source.path, line, exc), line=line)
+
+    # -- alleles --
+
+    def _calls(
+        self,
+        record: _Record,
+        build: Build,
+        tracked: frozenset[Locus],
+        scope: _Scope,
+        header: _Header,
+        reference: ReferenceSequence | None,
+        counter: _Counter,
+    ) -> Iterator[VariantCall]:
+        record_ref = record.ref.upper()
+        canon = self._canonical(record.chrom)
+        passed = _passed(record.filters)
+        for alt_index, raw_alt in enumerate(record.alts, start=1):
+            alt = raw_alt.upper()
+            if not _ALLELE.fullmatch(alt) or not _REF.fullmatch(record_ref) or alt == record_ref:
+                counter.skipped += 1  # '*', <DEL>, <NON_REF>, breakends, missing
+                continue
+            pos, ref, alt = trim_alleles(record.pos, record_ref, alt)
+            if reference is not None and reference.build in (None, build):
+                pos, ref, alt = left_align(reference, canon, pos, ref, alt)
+            locus = _locus(canon, pos, ref, alt, build, reference)
+            in_gene = gene_at(build, canon, pos) is not None
+            is_tracked = locus is not None and locus in tracked
+            if not (in_gene or is_tracked or (scope.keep_passed and passed)):
+                continue
+            allele = dialects.AlleleContext(record.ref, record.alts, alt_index)
+            counts = dialects.read_counts(record.tumor, allele)
+            if record.normal is not None:
+                normal_counts = dialects.read_counts(record.normal, allele)
+            else:
+                normal_counts = dialects.read_counts(
+                    record.tumor, allele, dialects.CONTROL_READERS, partial=False
+                )
+            vaf = counts.vaf
+            if vaf is None and record.info_af:
+                vaf = _sites_only_af(record.info_af, allele)
+            from_file = annotate.file_annotation(
+                header.annotation_fields, record.annotations, record.ref, record.alts, alt_index
+            )
+            annotation = annotate.annotate(locus, build, canon, pos, from_file)
+            yield VariantCall(
+                chrom=record.chrom,
+                pos=pos,
+                ref=ref,
+                alt=alt,
+                build=build,
+                locus=locus,
+                filter=_filter_text(record.filters),
+                passed=passed,
+                alt_reads=counts.alt_reads,
+                depth=counts.depth,
+                vaf=vaf,
+                quantitative=counts.quantitative,
+                normal_alt_reads=normal_counts.alt_reads,
+                normal_depth=normal_counts.depth,
+                gene=annotation.gene,
+                protein_change=annotation.protein_change,
+                hotspot=annotation.hotspot,
+                in_monitored_gene=in_gene,
+                tracked=is_tracked,
+                counts_source=counts.source,
+                annotation_source=annotation.source,
+                line=record.line,
+            )
+
+
+@dataclass(slots=True)
+class _Counter:
+    records: int = 0
+    skipped: int = 0
+
+
+def _diagnose(path: Path, line: int, exc: Exception) -> str:
+    """Say what is wrong with text line `line`; htslib's own words ("truncated file") for a
+    non-numeric POS, say, send people looking in the wrong place."""
+    text = b""
+    with contextlib.suppress(OSError, EOFError, zlib.error):
+        with path.open("rb") as probe:
+            compressed = probe.read(2) == b"\x1f\x8b"
+        with gzip.open(path, "rb") if compressed else path.open("rb") as handle:
+            for number, raw in enumerate(handle, start=1):
+                if number == line:
+                    text = raw.rstrip(b"\r\n")
+                    break
+    columns = text.decode("utf-8", "replace").split("\t")
+    if text and len(columns) < 8:
+        return f"the record has {len(columns)} tab-separated columns; VCF needs at least 8"
+    if text and not columns[1].isdigit():
+        return f"POS is not a positive integer: {columns[1][:40]!r}"
+    return f"cannot parse the record ({exc})"
+
+
+def _copy_header(header: pysam.VariantHeader) -> _Header:
+    contigs = tuple((str(name), _opt_int(c.length)) for name, c in header.contigs.items())
+    reference_texts: list[str] = []
+    hints: dict[str, str] = {}
+    sample_lines: dict[str, str] = {}
+    for record in header.records:
+        key = str(record.key)
+        if record.type == "GENERIC" and key in ("reference", "assembly"):
+            reference_texts.append(str(record.value))
+        elif record.type == "GENERIC" and key in ("tumor_sample", "normal_sample", "source"):
+            hints.setdefault(key, str(record.value).strip())
+        elif record.type == "CONTIG" and record.get("assembly"):
+            reference_texts.append(str(record.get("assembly")))
+        elif key == "SAMPLE" and record.get("ID"):
+            rest = " ".join(f"{k}={v}" for k, v in record.items() if k != "ID")
+            sample_lines[str(record.get("ID"))] = rest.lower()
+    string_info = {
+        str(k): str(v.description or "") for k, v in header.info.items() if v.type == "String"
+    }
+    info_af = "AF" in header.info and header.info["AF"].type == "Float"
+    return _Header(
+        samples=tuple(str(s) for s in header.samples),
+        contigs=contigs,
+        reference_texts=tuple(reference_texts),
+        hints=dialects.SampleHints(
+            tumor_sample=hints.get("tumor_sample"),
+            normal_sample=hints.get("normal_sample"),
+            source=hints.get("source"),
+            sample_lines=sample_lines,
+        ),
+        annotation_fields=annotate.annotation_fields(string_info),
+        info_af=info_af,
+    )
+
+
+def _copy_record(
+    rec: pysam.VariantRecord,
+    line: int | None,
+    header: _Header,
+    tumor: str | None,
+    normal: str | None,
+) -> _Record:
+    # FORMAT keys a record uses without declaring them are read too: htslib types them String.
+    present = dialects.FORMAT_KEYS.intersection(rec.format.keys())
+    tumor_fields: dict[str, object] = {}
+    normal_fields: dict[str, object] | None = None
+    if tumor is not None and present:
+        sample = rec.samples[tumor]
+        tumor_fields = {k: sample[k] for k in present}
+    if normal is not None:
+        sample = rec.samples[normal]
+        normal_fields = {k: sample[k] for k in present}
+    annotations: dict[str, tuple[str, ...]] = {}
+    for field in header.annotation_fields:
+        value = rec.info.get(field.key)
+        if value is not None:
+            annotations[field.key] = _strings(value)
+    info_af: tuple[object, ...] = ()
+    if not header.samples and header.info_af:
+        value = rec.info.get("AF")
+        info_af = tuple(value) if isinstance(value, tuple) else (value,)
+    return _Record(
+        line=line,
+        chrom=str(rec.chrom),
+        pos=int(rec.pos),
+        ref=str(rec.ref or ""),
+        alts=tuple(str(a) for a in rec.alts or ()),
+        filters=tuple(str(f) for f in rec.filter),
+        tumor=tumor_fields,
+        normal=normal_fields,
+        annotations=annotations,
+        info_af=info_af,
+    )
+
+
+def _strings(value: object) -> tuple[str, ...]:
+    if isinstance(value, tuple):
+        return tuple(str(v) for v in value if v is not None)
+    return tuple(str(value).split(","))
+
+
+def _opt_int(value: object) -> int | None:
+    return value if isinstance(value, int) else None
+
+
+def _passed(filters: Sequence[object]) -> bool:
+    return len(filters) == 0 or (len(filters) == 1 and filters[0] == "PASS")
+
+
+def _filter_text(filters: tuple[str, ...]) -> str:
+    return ";".join(filters) if filters else "."
+
+
+def _sites_only_af(values: tuple[object, ...], allele: dialects.AlleleContext) -> float | None:
+    value = values[allele.alt_index - 1] if len(values) == len(allele.alts) else None
+    return dialects.caller_fraction(value)
+
+
+def _locus(
+    canon: str, pos: int, ref: str, alt: str, build: Build, reference: ReferenceSequence | None
+) -> Locus | None:
+    locus = grch38_locus(canon, pos, ref, alt, build)
+    if locus is None or reference is None or build == "GRCh38" or reference.build != "GRCh38":
+        return locus
+    # A GRCh38 FASTA with a GRCh37 sample: normalise the key on the build it is written in.
+    lpos, lref, lalt = left_align(reference, locus.chrom, locus.pos, locus.ref, locus.alt)
+    try:
+        return Locus(locus.chrom, lpos, lref, lalt)
+    except ValueError:
+        return locus  # the reference carries an IUPAC code in the shifted context
+
+
+def _interval_scope(build: Build, tracked: Iterable[Locus]) -> IntervalSet:
+    spans = [(r.chrom, r.start - _GENE_PADDING, r.end + _GENE_PADDING) for r in GENE_REGIONS[build]]
+    for locus in tracked:
+        lifted = lift_position(locus.chrom, locus.pos, "GRCh38", build)
+        if lifted is not None:
+            chrom, pos, _ = lifted
+            spans.append((chrom, pos - _TRACK_WINDOW, pos + len(locus.ref) + _TRACK_WINDOW))
+    return IntervalSet(spans)
+
+
+def _preference(call: VariantCall) -> tuple[bool, bool, int]:
+    return call.passed, call.quantitative, call.depth or 0

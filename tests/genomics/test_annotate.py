@@ -1,0 +1,204 @@
+"""Gene / protein change from the file's own annotation or the hotspot table, and agreement."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from services.genomics.annotate import (
+    FileAnnotation,
+    annotate,
+    annotation_fields,
+    file_annotation,
+    hotspot_build,
+    hotspot_for,
+    load_hotspots,
+    normalize_protein_change,
+)
+from services.genomics.types import Locus
+from services.genomics.vcf import read_vcf
+
+SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "vcf"
+LOCAL = Path(__file__).resolve().parents[1] / "data" / "vcf"
+H1047R = Locus("chr3", 179234297, "A", "G")
+
+
+@pytest.mark.parametrize(
+    ("spelled", "short"),
+    [
+        ("p.His1047Arg", "p.H1047R"),
+        ("ENSP00000263967.3:p.His1047Arg", "p.H1047R"),
+        ("p.(Glu545Lys)", "p.E545K"),
+        ("p.H1047R", "p.H1047R"),
+        ("H1047R", "p.H1047R"),
+        ("p.Glu545Lys/c.1633G>A", "p.E545K"),
+        ("p.Leu100%3D", "p.L100="),
+        ("p.Arg213Ter", "p.R213*"),
+        ("p.Lys100ArgfsTer5", "p.K100Rfs*5"),
+        ("p.Glu746_Ala750del", "p.E746_A750del"),
+        ("p.Tyr772_Ala775dup", "p.Y772_A775dup"),
+        ("", None),
+        (".", None),
+        ("c.3140A>G", None),
+        (None, None),
+    ],
+)
+def test_normalize_protein_change(spelled: str | None, short: str | None) -> None:
+    assert normalize_protein_change(spelled) == short
+
+
+def test_hotspot_table_loads_with_one_letter_spelling() -> None:
+    spots = load_hotspots()
+    assert len(spots) == 34
+    assert all(s.protein_change == normalize_protein_change(s.protein_change) for s in spots)
+    spot = hotspot_for(H1047R)
+    assert spot is not None and (spot.gene, spot.protein_change) == ("PIK3CA", "p.H1047R")
+
+
+def test_hotspot_build_needs_hits_on_exactly_one_build() -> None:
+    assert hotspot_build([("chr3", 178952085, "A", "G")]) == "GRCh37"
+    assert hotspot_build([("chr3", 179234297, "A", "G")]) == "GRCh38"
+    assert hotspot_build([("chr3", 178952085, "A", "G"), ("chr3", 179234297, "A", "G")]) is None
+    assert hotspot_build([("chr1", 100, "A", "G")]) is None
+
+
+# --- the table and the file must agree --------------------------------------------------------
+
+
+def test_pik3ca_sites_file_hotspots_come_from_the_table() -> None:
+    result = read_vcf(
+        SHARED / "gatk_funcotator_PIK3CA_SNPS_sites.vcf",
+        display_name="PIK3CA_SNPS.vcf",
+        sample_type="plasma",
+    )
+    assert (result.build, result.build_source) == ("GRCh37", "reference_header")
+    assert len(result.variants) == 15 and all(v.gene == "PIK3CA" for v in result.variants)
+    hotspots = [v for v in result.variants if v.hotspot]
+    assert {(v.pos, v.protein_change) for v in hotspots} == {
+        (178936091, "p.E545K"),
+        (178952085, "p.H1047L"),
+    }
+    for call in hotspots:
+        spot = hotspot_for(call.locus)
+        assert spot is not None and call.protein_change == spot.protein_change
+
+
+def test_funcotator_annotation_agrees_with_the_table_for_every_hotspot() -> None:
+    # The GATK PIK3CA sites with Funcotator annotation on the two hotspot alleles.
+    result = read_vcf(
+        LOCAL / "funcotator_pik3ca_annotated.vcf",
+        display_name="funcotated.vcf",
+        sample_type="plasma",
+    )
+    hotspots = [v for v in result.variants if v.hotspot]
+    assert len(hotspots) == 2
+    for call in hotspots:
+        spot = hotspot_for(call.locus)
+        assert spot is not None
+        # "FUNCOTATION" as the source means the file's spelling, normalised, equalled the table.
+        assert (call.protein_change, call.annotation_source) == (spot.protein_change, "FUNCOTATION")
+    assert all(v.annotation_source == "regions" for v in result.variants if not v.hotspot)
+
+
+def test_vep_three_letter_hgvsp_agrees_with_the_table() -> None:
+    result = read_vcf(
+        LOCAL / "vep_csq_three_letter.vcf", display_name="vep.vcf", sample_type="plasma"
+    )
+    assert [
+        (v.gene, v.protein_change, v.hotspot, v.annotation_source) for v in result.variants
+    ] == [
+        ("PIK3CA", "p.H1047R", True, "CSQ"),
+        ("ESR1", "p.D538G", True, "CSQ"),
+    ]
+
+
+def test_snpeff_ann_entry_is_chosen_per_alt_allele() -> None:
+    result = read_vcf(
+        LOCAL / "snpeff_ann_multiallelic.vcf", display_name="ann.vcf", sample_type="plasma"
+    )
+    assert [(v.alt, v.protein_change, v.annotation_source) for v in result.variants] == [
+        ("G", "p.H1047R", "ANN"),
+        ("T", "p.H1047L", "ANN"),
+    ]
+
+
+def test_table_wins_when_the_file_names_another_transcript() -> None:
+    other = FileAnnotation("PIK3CA", "p.H1050R", "CSQ")
+    assert annotate(H1047R, "GRCh38", "chr3", H1047R.pos, other).protein_change == "p.H1047R"
+    assert annotate(H1047R, "GRCh38", "chr3", H1047R.pos, other).source == "hotspots"
+    same = FileAnnotation("PIK3CA", normalize_protein_change("p.His1047Arg"), "ANN")
+    assert annotate(H1047R, "GRCh38", "chr3", H1047R.pos, same).source == "ANN"
+
+
+def test_non_hotspot_keeps_the_file_annotation_or_falls_back_to_the_gene_span() -> None:
+    locus = Locus("chr6", 152098700, "C", "T")
+    from_file = FileAnnotation("ESR1", "p.P508S", "CSQ")
+    annotated = annotate(locus, "GRCh38", "chr6", locus.pos, from_file)
+    assert (annotated.gene, annotated.protein_change, annotated.hotspot) == (
+        "ESR1",
+        "p.P508S",
+        False,
+    )
+    bare = annotate(locus, "GRCh38", "chr6", locus.pos, None)
+    assert (bare.gene, bare.protein_change, bare.source) == ("ESR1", None, "regions")
+    assert annotate(None, "GRCh38", "chr1", 100, None).gene is None
+
+
+# --- header-driven parsing of real annotated files --------------------------------------------
+
+
+def test_vep_format_string_under_ann_is_parsed_from_its_header() -> None:
+    result = read_vcf(
+        SHARED / "bcftools_split-vep.7.vcf", display_name="split-vep.7.vcf", sample_type="tissue"
+    )
+    [call] = result.variants
+    assert (call.gene, call.annotation_source) == ("FAM87B", "ANN")
+
+
+def test_legacy_snpeff_eff() -> None:
+    result = read_vcf(
+        SHARED / "cyvcf2_test.snpeff.vcf",
+        display_name="snpeff.vcf",
+        sample_type="tissue",
+        tumor_sample="1094PC0005",
+    )
+    assert (result.build, result.build_source) == ("GRCh37", "contig_lengths")
+    calls = {(v.pos, v.alt): v for v in result.variants}
+    assert (calls[(69428, "G")].gene, calls[(69428, "G")].protein_change) == ("OR4F5", "p.F113C")
+    assert calls[(30548, "G")].gene == "FAM138A" and calls[(30548, "G")].protein_change is None
+    assert all(v.annotation_source == "EFF" for v in result.variants)
+
+
+def test_annotation_fields_recognise_each_layout() -> None:
+    fields = annotation_fields(
+        {
+            "CSQ": "Consequence annotations from Ensembl VEP. Format: Allele|SYMBOL|HGVSp",
+            "ANN": "Functional annotations: 'Allele | Annotation | Gene_Name | HGVS.p' ",
+            "EFF": "Predicted effects. Format: 'Effect ( Effect_Impact | Amino_Acid_change | "
+            "Gene_Name | Transcript [ | ERRORS | WARNINGS ] )' ",
+            "FUNCOTATION": "Functional annotation from the Funcotator tool.  Funcotation fields "
+            "are: Gencode_27_hugoSymbol|Gencode_27_proteinChange",
+            "LOF": "Predicted loss of function effects for this variant. Format: 'Gene_Name | "
+            "Gene_ID | Number_of_transcripts_in_gene | Percent_of_transcripts_affected'",
+            "GMAF": "Global minor allele frequency. Format: GlobalMinorAllele|AlleleFreqGlobal",
+        }
+    )
+    assert [(f.key, f.style) for f in fields] == [
+        ("CSQ", "pipe"),
+        ("ANN", "pipe"),
+        ("EFF", "eff"),
+        ("FUNCOTATION", "funcotator"),
+    ]
+    eff = fields[2]
+    assert eff.columns[:2] == ("effectimpact", "aminoacidchange")
+
+
+def test_vep_allele_spelling_for_indels() -> None:
+    # VEP drops the first base shared by REF and every ALT, and writes "-" for nothing left.
+    [field] = annotation_fields({"CSQ": "Format: Allele|SYMBOL|HGVSp"})
+    values = {"CSQ": ("AAGT|PIK3CA|p.Glu110_Asp111insVal", "-|PIK3CA|p.Glu110del")}
+    deletion = file_annotation([field], values, "CAAG", ("C", "CAAGT"), 1)
+    insertion = file_annotation([field], values, "CAAG", ("C", "CAAGT"), 2)
+    assert deletion is not None and deletion.protein_change == "p.E110del"
+    assert insertion is not None and insertion.protein_change == "p.E110_D111insV"
