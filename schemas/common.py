@@ -8,8 +8,12 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 Identifier = Annotated[
     str,
-    StringConstraints(strip_whitespace=True, min_length=1, max_length=128,
-                      pattern=r"^[A-Za-z0-9][A-Za-z0-9._:\-]*$"),
+    StringConstraints(
+        strip_whitespace=True,
+        min_length=1,
+        max_length=128,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._:\-]*$",
+    ),
 ]
 SampleType = Literal["plasma", "tissue", "normal"]
 GenomeBuild = Literal["GRCh37", "GRCh38"]

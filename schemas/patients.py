@@ -11,8 +11,17 @@ from schemas.common import ApiModel, Identifier
 
 EventType = Literal["surgery", "therapy_start", "therapy_stop", "clinical_relapse", "progression"]
 DrugClass = Literal[
-    "aromatase_inhibitor", "serd", "cdk46_inhibitor", "pi3k_inhibitor", "akt_inhibitor",
-    "mtor_inhibitor", "her2_tki", "her2_antibody", "her2_adc", "chemotherapy", "other",
+    "aromatase_inhibitor",
+    "serd",
+    "cdk46_inhibitor",
+    "pi3k_inhibitor",
+    "akt_inhibitor",
+    "mtor_inhibitor",
+    "her2_tki",
+    "her2_antibody",
+    "her2_adc",
+    "chemotherapy",
+    "other",
 ]
 
 

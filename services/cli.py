@@ -41,8 +41,10 @@ def serve(
     workers: Annotated[int, typer.Option(help="API processes")] = 1,
     with_worker: Annotated[
         bool | None,
-        typer.Option("--with-worker/--no-worker",
-                     help="Also start a Celery worker (default: yes on the embedded broker)"),
+        typer.Option(
+            "--with-worker/--no-worker",
+            help="Also start a Celery worker (default: yes on the embedded broker)",
+        ),
     ] = None,
 ) -> None:
     """Run the HTTP API (and, on the embedded default, a worker process beside it)."""
@@ -54,8 +56,15 @@ def serve(
     start_worker = settings.embedded_broker if with_worker is None else with_worker
     child = _spawn_worker(beat=True) if start_worker else None
     try:
-        uvicorn.run("services.api.app:create_app", factory=True, host=host, port=port,
-                    workers=workers, log_level=settings.log_level.lower(), access_log=False)
+        uvicorn.run(
+            "services.api.app:create_app",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            log_level=settings.log_level.lower(),
+            access_log=False,
+        )
     finally:
         if child is not None:
             child.send_signal(signal.SIGTERM)
@@ -68,8 +77,13 @@ def serve(
 @app.command()
 def worker(
     concurrency: Annotated[int | None, typer.Option(help="Worker processes")] = None,
-    beat: Annotated[bool | None, typer.Option("--beat/--no-beat",
-                    help="Embed the periodic sweep (default: yes on the embedded broker)")] = None,
+    beat: Annotated[
+        bool | None,
+        typer.Option(
+            "--beat/--no-beat",
+            help="Embed the periodic sweep (default: yes on the embedded broker)",
+        ),
+    ] = None,
     loglevel: Annotated[str, typer.Option()] = "INFO",
 ) -> None:
     """Run a Celery worker for the ingest, recompute, webhook and sweep tasks."""
@@ -77,9 +91,15 @@ def worker(
     from workers.celery_app import app as celery_app
 
     settings = get_settings()
-    argv = ["worker", f"--loglevel={loglevel}", "-Q", QUEUE,
-            f"--concurrency={concurrency or settings.worker_concurrency}",
-            "--without-gossip", "--without-mingle"]
+    argv = [
+        "worker",
+        f"--loglevel={loglevel}",
+        "-Q",
+        QUEUE,
+        f"--concurrency={concurrency or settings.worker_concurrency}",
+        "--without-gossip",
+        "--without-mingle",
+    ]
     if settings.embedded_broker if beat is None else beat:
         argv.append("--beat")
         argv.append(f"--schedule={settings.resolved_data_dir / 'celerybeat-schedule'}")
@@ -112,8 +132,9 @@ def keys_create(
     except DomainError as exc:
         err.print(f"[red]{exc.detail}[/red]")
         raise typer.Exit(2) from exc
-    err.print(f"key {key_id} for site {site!r} with scopes {sorted(scope_set)}; "
-              "it is shown only now:")
+    err.print(
+        f"key {key_id} for site {site!r} with scopes {sorted(scope_set)}; it is shown only now:"
+    )
     print(secret, flush=True)
 
 
@@ -172,9 +193,13 @@ def submit(
         "collection_date": collection_date or dt.date.today().isoformat(),
         "sample_type": sample_type,
     }
-    optional = {"genome_build": genome_build, "tumor_sample": tumor_sample,
-                "normal_sample": normal_sample, "plasma_ml": plasma_ml,
-                "cfdna_ng_per_ml": cfdna_ng_per_ml}
+    optional = {
+        "genome_build": genome_build,
+        "tumor_sample": tumor_sample,
+        "normal_sample": normal_sample,
+        "plasma_ml": plasma_ml,
+        "cfdna_ng_per_ml": cfdna_ng_per_ml,
+    }
     data.update({k: str(v) for k, v in optional.items() if v is not None})
     with httpx.Client(base_url=url, headers=headers, timeout=60) as client, file.open("rb") as fh:
         response = client.post("/v1/samples", data=data, files={"file": (file.name, fh)})
@@ -189,11 +214,56 @@ def submit(
         while time.monotonic() < deadline:
             job = client.get(f"/v1/jobs/{accepted['job_id']}").json()
             if job["status"] in ("succeeded", "failed"):
-                print(f"status={job['status']}" + (f" error={job['error']}" if job.get("error") else ""))
+                print(
+                    f"status={job['status']}"
+                    + (f" error={job['error']}" if job.get("error") else "")
+                )
                 raise typer.Exit(0 if job["status"] == "succeeded" else 1)
             time.sleep(0.25)
     err.print("[red]timed out waiting for the job[/red]")
     raise typer.Exit(1)
+
+
+@app.command()
+def demo(
+    site: Annotated[str, typer.Option(help="Site the demo cohort belongs to")] = "demo",
+    patients: Annotated[int, typer.Option(help="Simulated patients")] = 12,
+    draws: Annotated[int, typer.Option(help="Plasma draws per patient")] = 6,
+    seed: Annotated[int, typer.Option()] = 2026,
+) -> None:
+    """Load a simulated cohort (real VCF files through the ingest code) and print a key."""
+    from rich.progress import Progress
+
+    from services.auth.service import create_key
+    from services.db import unit_of_work
+    from services.demo import demo as load_demo
+
+    settings = get_settings()
+    if settings.embedded_database:
+        migrate()
+    with Progress(console=err, transient=True) as progress:
+        task = progress.add_task("loading demo samples", total=patients * (draws + 1))
+        loaded = load_demo(site, patients_n=patients, draws=draws, seed=seed,
+                           on_sample=lambda *_: progress.advance(task))
+    with unit_of_work() as session:
+        _, secret = create_key(session, site=site, scopes=frozenset({"read", "ingest", "admin"}))
+    err.print(f"loaded {loaded} samples for site {site!r}; open /ui/patients and sign in with:")
+    print(secret, flush=True)
+
+
+@app.command()
+def simulate(
+    out: Annotated[Path, typer.Argument(help="Folder for the VCFs and manifest.csv")],
+    patients: Annotated[int, typer.Option()] = 20,
+    draws: Annotated[int, typer.Option()] = 6,
+    seed: Annotated[int, typer.Option()] = 1,
+) -> None:
+    """Write a simulated cohort with known truth (tissue + plasma VCFs, manifest.csv)."""
+    from services.demo import write_cohort
+
+    written = write_cohort(out, patients_n=patients, draws=draws, seed=seed)
+    err.print(f"{len(written.rows)} VCFs for {patients} patients in {out}")
+    print(written.manifest)
 
 
 def _spawn_worker(*, beat: bool) -> subprocess.Popen[bytes]:

@@ -34,6 +34,9 @@ class Settings(BaseSettings):
     worker_concurrency: int = 2
     # Multiplies the webhook retry schedule (1.0 = about three days); tests shrink it.
     webhook_retry_scale: float = Field(default=1.0, gt=0)
+    # Signs the web view's session cookie; unset = a random key kept in data_dir/secret_key.
+    secret_key: str | None = None
+    ui_session_hours: int = 12
     log_level: str = "INFO"
     log_json: bool = False
 

@@ -1,6 +1,7 @@
 """Every ORM model, imported once so that metadata (and Alembic) see the whole schema."""
 
 from services.alerts.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint, WebhookEvent
+from services.analysis.models import PatientAnalysis, ResistanceEventRecord
 from services.audit.models import AuditEntry
 from services.auth.models import ApiKey
 from services.db import Base
@@ -15,6 +16,8 @@ __all__ = [
     "Base",
     "Job",
     "Patient",
+    "PatientAnalysis",
+    "ResistanceEventRecord",
     "PatientEvent",
     "Sample",
     "TrackedVariant",

@@ -69,8 +69,9 @@ class Process:
     def __init__(self, argv: list[str], env: dict[str, str], log_path: Path) -> None:
         self.log_path = log_path
         self._log = log_path.open("ab")
-        self.popen = subprocess.Popen(argv, env=env, stdout=self._log, stderr=subprocess.STDOUT,
-                                      start_new_session=True)
+        self.popen = subprocess.Popen(
+            argv, env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+        )
 
     def kill(self, sig: int = 9) -> None:
         try:
@@ -96,8 +97,14 @@ def service_env(tmp: Path, **extra: str) -> dict[str, str]:
 
 
 def ctdna(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "services.cli", *args], env=env, text=True,
-                          capture_output=True, timeout=120, check=True)
+    return subprocess.run(
+        [sys.executable, "-m", "services.cli", *args],
+        env=env,
+        text=True,
+        capture_output=True,
+        timeout=120,
+        check=True,
+    )
 
 
 def create_key(env: dict[str, str], site: str, scopes: str = "ingest,read") -> str:
@@ -107,8 +114,11 @@ def create_key(env: dict[str, str], site: str, scopes: str = "ingest,read") -> s
 
 def start_api(env: dict[str, str], log_dir: Path, *extra: str) -> tuple[Process, str]:
     port = free_port()
-    proc = Process([sys.executable, "-m", "services.cli", "serve", "--port", str(port), *extra],
-                   env, log_dir / f"api-{port}.log")
+    proc = Process(
+        [sys.executable, "-m", "services.cli", "serve", "--port", str(port), *extra],
+        env,
+        log_dir / f"api-{port}.log",
+    )
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -125,8 +135,9 @@ def start_api(env: dict[str, str], log_dir: Path, *extra: str) -> tuple[Process,
 
 def start_worker(env: dict[str, str], log_dir: Path, *extra: str) -> Process:
     name = f"worker-{uuid.uuid4().hex[:6]}"
-    return Process([sys.executable, "-m", "services.cli", "worker", *extra], env,
-                   log_dir / f"{name}.log")
+    return Process(
+        [sys.executable, "-m", "services.cli", "worker", *extra], env, log_dir / f"{name}.log"
+    )
 
 
 def wait_job(client: httpx.Client, job_id: str, timeout: float = 60) -> dict[str, object]:

@@ -11,7 +11,8 @@ from sqlalchemy import text
 
 import services.models  # noqa: F401  (the whole mapper registry, before any session)
 from services.alerts.router import router as alerts_router
-from services.api import problems
+from services.analysis.router import router as analysis_router
+from services.api import problems, ui
 from services.api.middleware import BodySizeLimit, RequestContext
 from services.config import get_settings
 from services.db import get_engine
@@ -32,7 +33,17 @@ def create_app() -> FastAPI:
         description="Serial plasma VCFs in; MRD status, resistance clones and trends out.",
     )
     problems.install(app)
-    for router in (patients_router, samples_router, jobs_router, variants_router, alerts_router):
+    app.add_exception_handler(ui.LoginRequired, ui.login_redirect)  # type: ignore[arg-type]
+    for router in (
+        patients_router,
+        samples_router,
+        jobs_router,
+        variants_router,
+        alerts_router,
+        analysis_router,
+        ui.plots,
+        ui.router,
+    ):
         app.include_router(router)
 
     @app.get("/healthz", tags=["ops"], include_in_schema=True)

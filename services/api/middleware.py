@@ -12,7 +12,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 REQUESTS = Counter("ctdna_http_requests_total", "HTTP requests", ["method", "route", "status"])
 LATENCY = Histogram(
-    "ctdna_http_request_seconds", "HTTP request latency", ["method", "route"],
+    "ctdna_http_request_seconds",
+    "HTTP request latency",
+    ["method", "route"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
 )
 
@@ -67,15 +69,26 @@ class BodySizeLimit:
 
 
 async def _too_large(send: Send, path: str, limit: int) -> None:
-    body = json.dumps({
-        "type": "about:blank", "title": "Content Too Large", "status": 413,
-        "detail": f"request body exceeds the {limit}-byte limit", "instance": path,
-    }).encode()
-    await send({"type": "http.response.start", "status": 413, "headers": [
-        (b"content-type", b"application/problem+json"),
-        (b"content-length", str(len(body)).encode()),
-        (b"connection", b"close"),
-    ]})
+    body = json.dumps(
+        {
+            "type": "about:blank",
+            "title": "Content Too Large",
+            "status": 413,
+            "detail": f"request body exceeds the {limit}-byte limit",
+            "instance": path,
+        }
+    ).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 413,
+            "headers": [
+                (b"content-type", b"application/problem+json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 

@@ -15,6 +15,7 @@ from schemas.patients import (
     PatientRead,
     SampleSummary,
 )
+from services.analysis import service as analysis
 from services.api.deps import Ingestor, Reader, SessionDep
 from services.audit.service import audit
 from services.patients import repository, service
@@ -46,9 +47,7 @@ def list_patients(
         for p, n in rows[:limit]
     ]
     audit(session, request, principal)
-    return PatientList(
-        items=items, next_cursor=items[-1].patient_id if len(rows) > limit else None
-    )
+    return PatientList(items=items, next_cursor=items[-1].patient_id if len(rows) > limit else None)
 
 
 @router.get("/{patient_id}", response_model=PatientDetail)
@@ -75,14 +74,14 @@ def get_patient(
     )
 
 
-@router.post(
-    "/{patient_id}/events", status_code=status.HTTP_201_CREATED, response_model=EventRead
-)
+@router.post("/{patient_id}/events", status_code=status.HTTP_201_CREATED, response_model=EventRead)
 def add_event(
     patient_id: str, body: EventCreate, principal: Ingestor, session: SessionDep, request: Request
 ) -> EventRead:
     patient = service.get_patient_or_raise(session, principal.site, patient_id)
     event = service.add_event(session, patient, body)
+    session.flush()
+    analysis.recompute_safely(session, patient)
     audit(session, request, principal, patient_id=patient.patient_id)
     return _event_read(event)
 

@@ -14,6 +14,7 @@ from sqlalchemy import delete, insert, select
 from sqlalchemy.orm import Session
 
 from services.alerts import service as alerts
+from services.analysis import service as analysis
 from services.config import get_settings
 from services.db import unit_of_work, utcnow
 from services.errors import VcfError
@@ -166,6 +167,10 @@ def _store(session: Session, job_id: str, result: VcfReadResult) -> None:
     sample.variant_count = len(rows)
     sample.processed_at = utcnow()
     jobs.finish(session, job)
+    patient = session.get(Patient, sample.patient_pk)
+    assert patient is not None
+    session.flush()
+    analysis.recompute_safely(session, patient)
     alerts.emit(
         session,
         sample.site,

@@ -19,8 +19,13 @@ from services.samples import repository, service, storage
 router = APIRouter(prefix="/v1/samples", tags=["samples"])
 
 BUILD_ALIASES = {
-    "grch37": "GRCh37", "hg19": "GRCh37", "b37": "GRCh37", "hs37d5": "GRCh37",
-    "grch38": "GRCh38", "hg38": "GRCh38", "b38": "GRCh38",
+    "grch37": "GRCh37",
+    "hg19": "GRCh37",
+    "b37": "GRCh37",
+    "hs37d5": "GRCh37",
+    "grch38": "GRCh38",
+    "hg38": "GRCh38",
+    "b38": "GRCh38",
 }
 
 
@@ -69,14 +74,17 @@ def upload_sample(
     )
     stored = storage.store(file.file, settings.uploads_dir, max_bytes=settings.max_upload_bytes)
     accepted = service.accept_upload(session, principal.site, form, stored)
-    audit(session, request, principal, patient_id=form.patient_id,
-          sample_id=accepted.sample.sample_id)
+    audit(
+        session, request, principal, patient_id=form.patient_id, sample_id=accepted.sample.sample_id
+    )
     body = SampleAccepted(sample_id=accepted.sample.sample_id, job_id=accepted.job.id)
     return JSONResponse(body.model_dump(), status_code=202 if accepted.created else 200)
 
 
 @router.get("/{sample_id}", response_model=SampleRead)
-def get_sample(sample_id: str, principal: Reader, session: SessionDep, request: Request) -> SampleRead:
+def get_sample(
+    sample_id: str, principal: Reader, session: SessionDep, request: Request
+) -> SampleRead:
     found = repository.get_with_patient(session, principal.site, sample_id)
     if found is None:
         raise NotFound(f"sample {sample_id!r} not found")

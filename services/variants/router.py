@@ -38,16 +38,25 @@ def put_tracked(
     return _list(patient.patient_id, service.list_tracked(session, patient))
 
 
-def _list(patient_id: str, rows: list[TrackedVariant] | tuple[TrackedVariant, ...]) -> TrackedVariantList:
+def _list(
+    patient_id: str, rows: list[TrackedVariant] | tuple[TrackedVariant, ...]
+) -> TrackedVariantList:
     items = []
     for row in rows:
         locus = Locus.parse(row.locus_key)
         items.append(
             TrackedVariantRead(
-                locus_key=row.locus_key, chrom=locus.chrom, pos=locus.pos, ref=locus.ref,
-                alt=locus.alt, gene=row.gene, protein_change=row.protein_change,
-                tumor_af=row.tumor_af, source=row.source,  # type: ignore[arg-type]
-                kept=row.kept, reason=row.reason,
+                locus_key=row.locus_key,
+                chrom=locus.chrom,
+                pos=locus.pos,
+                ref=locus.ref,
+                alt=locus.alt,
+                gene=row.gene,
+                protein_change=row.protein_change,
+                tumor_af=row.tumor_af,
+                source=row.source,  # type: ignore[arg-type]
+                kept=row.kept,
+                reason=row.reason,
             )
         )
     return TrackedVariantList(patient_id=patient_id, items=items)

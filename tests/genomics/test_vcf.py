@@ -506,8 +506,9 @@ def test_stored_upload_without_extension_or_index_reads(tmp_path: Path) -> None:
     # the file has no ##contig lines, so the indexed read must declare contigs itself.
     stored = tmp_path / "3f9a0c"
     stored.write_bytes((VCF / "pcgr_T001-BRCA.grch38.vcf.gz").read_bytes())
-    result = read_vcf(stored, display_name="upload.vcf.gz", sample_type="plasma",
-                      genome_build="GRCh38")
+    result = read_vcf(
+        stored, display_name="upload.vcf.gz", sample_type="plasma", genome_build="GRCh38"
+    )
     assert [(v.protein_change, v.alt_reads, v.depth) for v in result.variants] == [
         ("p.H1047R", 31, 74)
     ]

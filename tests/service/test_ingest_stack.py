@@ -193,40 +193,41 @@ def test_upload_validation_is_problem_json(stack: Stack, shared_data: Path) -> N
         assert reader.get("/v1/jobs/does-not-exist").status_code == 404
 
 
-def test_tracked_variant_outside_genes_is_extracted_after_put(
+def test_tissue_proposes_tracked_set_and_put_replaces_it(
     stack: Stack, shared_data: Path, tmp_path: Path
 ) -> None:
     path = shared_data / "vcf" / "pcgr_T001-BRCA.grch38.vcf.gz"
     # the plasma file: the same calls, other bytes (plain text), so it is a second sample
     plain = tmp_path / "pcgr_plasma.vcf"
     plain.write_bytes(gzip.decompress(path.read_bytes()))
+    monitored = {"ESR1", "PIK3CA", "ERBB2", "AKT1"}
     with stack.client() as client:
-        tissue = upload(
-            client,
-            path,
-            patient_id="P-trk",
-            sample_id="S-trk-tissue",
-            genome_build="GRCh38",
-            sample_type="tissue",
-        ).json()
+        tissue = upload(client, path, patient_id="P-trk", sample_id="S-trk-tissue",
+                        genome_build="GRCh38", sample_type="tissue").json()
         assert wait_job(client, tissue["job_id"])["status"] == "succeeded"
-        rows = client.get("/v1/samples/S-trk-tissue/variants").json()["items"]
-        outside = next(r for r in rows if r["gene"] not in {"ESR1", "PIK3CA", "ERBB2", "AKT1"})
-        plasma = upload(
-            client, plain, patient_id="P-trk", sample_id="S-trk-plasma", genome_build="GRCh38"
-        ).json()
-        assert wait_job(client, plasma["job_id"])["status"] == "succeeded"
-        before = client.get("/v1/samples/S-trk-plasma/variants").json()["items"]
-        assert outside["locus_key"] not in {r["locus_key"] for r in before}
+        proposed = client.get("/v1/patients/P-trk/tracked-variants").json()["items"]
+        kept = [t for t in proposed if t["kept"]]
+        dropped = [t for t in proposed if not t["kept"]]
+        assert 0 < len(kept) <= 16 and dropped
+        assert all(t["source"] == "tissue" and t["reason"] for t in proposed)
 
-        put = client.put(
-            "/v1/patients/P-trk/tracked-variants",
-            json={"variants": [{"locus_key": outside["locus_key"]}]},
-        )
+        plasma = upload(client, plain, patient_id="P-trk", sample_id="S-trk-plasma",
+                        genome_build="GRCh38").json()
+        assert wait_job(client, plasma["job_id"])["status"] == "succeeded"
+        rows = client.get("/v1/samples/S-trk-plasma/variants").json()["items"]
+        assert {t["locus_key"] for t in kept} <= {r["locus_key"] for r in rows if r["tracked"]}
+
+        # an explicit list replaces the proposal and re-extracts the plasma sample from its file
+        chosen = next(t for t in dropped if t["gene"] not in monitored)
+        put = client.put("/v1/patients/P-trk/tracked-variants",
+                         json={"variants": [{"locus_key": chosen["locus_key"], "tumor_af": 0.3}]})
         assert put.status_code == 200, put.text
-        assert [t["locus_key"] for t in put.json()["items"]] == [outside["locus_key"]]
-        sample = client.get("/v1/samples/S-trk-plasma").json()
-        assert wait_job(client, sample["job_id"])["status"] == "succeeded"
+        assert [(t["locus_key"], t["source"]) for t in put.json()["items"]] == [
+            (chosen["locus_key"], "manual")]
+        job_id = client.get("/v1/samples/S-trk-plasma").json()["job_id"]
+        assert job_id != plasma["job_id"]
+        assert wait_job(client, job_id)["status"] == "succeeded"
         after = client.get("/v1/samples/S-trk-plasma/variants").json()["items"]
-    tracked = [r for r in after if r["locus_key"] == outside["locus_key"]]
-    assert len(tracked) == 1 and tracked[0]["tracked"] is True
+    outside = {r["locus_key"] for r in after if r["gene"] not in monitored}
+    assert outside == {chosen["locus_key"]}
+    assert [r["tracked"] for r in after if r["locus_key"] == chosen["locus_key"]] == [True]

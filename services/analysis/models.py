@@ -1,0 +1,40 @@
+"""Precomputed analyses of a patient (MRD calls, trends, clones, resistance) stored as the JSON
+bodies the API returns, and the resistance events already announced (so each fires once)."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+
+from sqlalchemy import Date, ForeignKey, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from services.db import Base, UtcDateTime, utcnow
+
+
+class PatientAnalysis(Base):
+    __tablename__ = "patient_analyses"
+    __table_args__ = (UniqueConstraint("patient_pk", "kind"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    patient_pk: Mapped[int] = mapped_column(ForeignKey("patients.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(16))
+    # Summary fields the patient list filters and sorts on without parsing bodies.
+    status: Mapped[str | None] = mapped_column(String(32))
+    body: Mapped[str] = mapped_column(Text)
+    computed_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class ResistanceEventRecord(Base):
+    __tablename__ = "resistance_events"
+    __table_args__ = (
+        UniqueConstraint("patient_pk", "locus_key", "drug_class", "status", "first_detected_date"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    patient_pk: Mapped[int] = mapped_column(ForeignKey("patients.id", ondelete="CASCADE"))
+    locus_key: Mapped[str] = mapped_column(String(2200))
+    drug_class: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(16))
+    first_detected_date: Mapped[date] = mapped_column(Date)
+    sample_id: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)

@@ -1,0 +1,728 @@
+"""Recomputing a patient's analyses from its stored variant rows and clinical events.
+
+Runs inside the unit of work of the change that calls for it (an ingest, a new event, a new
+tracked set), so a client that sees its job succeed reads analyses that include its sample.
+Results are stored as the JSON bodies the API returns (fast reads), with the parameter and
+map versions that produced them. Transitions fire webhooks in the same transaction: a change
+of MRD status (`mrd.status_changed`) and each new resistance event (`resistance.emerged`)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import zlib
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+import structlog
+from sqlalchemy import delete, exists, select
+from sqlalchemy.orm import Session
+
+from services.alerts import service as alerts
+from services.analysis.models import PatientAnalysis, ResistanceEventRecord
+from services.analysis.serialize import dumps, jsonable
+from services.db import utcnow
+from services.errors import InvalidInput
+from services.genomics.background import (
+    BackgroundCounts,
+    BackgroundParams,
+    LocusBackground,
+    fit_background,
+    substitution_class,
+    update_with_negative_draws,
+)
+from services.genomics.clones import CloneParams, fit_clones
+from services.genomics.longitudinal import (
+    LocusObservation,
+    LocusSeries,
+    LongitudinalParams,
+    longitudinal_report,
+)
+from services.genomics.mrd import (
+    LocusEvidence,
+    MrdCall,
+    MrdParams,
+    MrdStatus,
+    call_sample,
+    lead_time_days,
+    molecular_relapse,
+)
+from services.genomics.regions import MONITORED_GENES
+from services.genomics.resistance import (
+    ResistanceMap,
+    ResistanceParams,
+    load_resistance_map,
+    resistance_report,
+)
+from services.genomics.therapy import TherapyEvent, TherapyLine, therapy_lines
+from services.genomics.tracking import TissueCandidate, TrackingParams, select_tracked
+from services.genomics.types import Locus
+from services.jobs import service as jobs
+from services.patients.models import Patient, PatientEvent
+from services.samples.models import Sample
+from services.variants.models import TrackedVariant, Variant
+
+log = structlog.get_logger(__name__)
+
+KINDS = ("mrd", "trends", "clones", "resistance")
+NOT_APPLICABLE = "NOT_APPLICABLE"
+# Tissue AF assumed for a tracked locus posted without one: a clonal heterozygous variant in a
+# tumour of moderate purity. The INVAR likelihood only needs it up to a scale.
+DEFAULT_TUMOR_AF = 0.3
+CROSS_PATIENT_CONTROL_LIMIT = 400
+
+MRD_PARAMS = MrdParams()
+BACKGROUND_PARAMS = BackgroundParams()
+TRACKING_PARAMS = TrackingParams()
+LONGITUDINAL_PARAMS = LongitudinalParams()
+CLONE_PARAMS = CloneParams()
+RESISTANCE_PARAMS = ResistanceParams()
+
+
+@lru_cache(maxsize=1)
+def resistance_map() -> ResistanceMap:
+    return load_resistance_map()
+
+
+@dataclass(frozen=True, slots=True)
+class _Row:
+    """The columns of one variant row the analyses need."""
+
+    sample_pk: int
+    locus_key: str
+    gene: str | None
+    protein_change: str | None
+    alt_reads: int | None
+    depth: int | None
+    passed: bool
+    normal_alt_reads: int | None
+    normal_depth: int | None
+    in_monitored_gene: bool
+
+
+@dataclass
+class _Patient:
+    """Everything loaded for one recompute."""
+
+    patient: Patient
+    samples: list[Sample]
+    events: list[PatientEvent]
+    tracked: list[TrackedVariant]
+    rows_by_sample: dict[int, dict[str, _Row]] = field(default_factory=dict)
+
+    def plasma(self) -> list[Sample]:
+        return [s for s in self.samples if s.sample_type == "plasma"]
+
+    def event_dates(self, kind: str) -> list[dt.date]:
+        return sorted(e.event_date for e in self.events if e.type == kind)
+
+
+def recompute_safely(session: Session, patient: Patient) -> bool:
+    """Recompute inside a savepoint: a failure of the analyses (a bug) is logged and leaves
+    the previous analyses in place, and never undoes the change that triggered it."""
+    try:
+        with session.begin_nested():
+            recompute(session, patient)
+    except Exception:  # noqa: BLE001  the caller's stored data must survive an analysis bug
+        log.exception("analysis.recompute_failed", patient_id=patient.patient_id)
+        return False
+    return True
+
+
+def recompute(session: Session, patient: Patient) -> None:
+    """Refresh every stored analysis of the patient (and its tracked set, from tissue)."""
+    data = _load(session, patient)
+    if _propose_tracked(session, data):
+        data = _load(session, patient)
+    tracked = [t for t in data.tracked if t.kept]
+    backgrounds = _backgrounds(session, data, {t.locus_key for t in tracked})
+    lines = therapy_lines(
+        TherapyEvent(type=e.type, date=e.event_date, drug=e.drug, drug_class=e.drug_class)
+        for e in data.events
+        if e.type in ("therapy_start", "therapy_stop")
+    )
+    rng = np.random.default_rng(_seed(patient))
+    series = _series(data, tracked, backgrounds)
+
+    mrd_body = _mrd(data, tracked, backgrounds)
+    trends_body = _trends(data, series, lines, rng)
+    clones_body = _clones(data, series, rng)
+    resistance_body, new_events = _resistance(session, data, series, lines)
+
+    previous = _stored_status(session, patient.id, "mrd")
+    _store(session, patient.id, "mrd", mrd_body, mrd_body["status"])
+    _store(session, patient.id, "trends", trends_body, None)
+    _store(session, patient.id, "clones", clones_body, None)
+    _store(
+        session,
+        patient.id,
+        "resistance",
+        resistance_body,
+        "emerging" if resistance_body["events"] else None,
+    )
+    _announce_mrd(session, patient, previous, mrd_body)
+    for event in new_events:
+        alerts.emit(session, patient.site, "resistance.emerged", event)
+
+
+# --- loading ------------------------------------------------------------------------------------
+
+
+def _load(session: Session, patient: Patient) -> _Patient:
+    samples = list(
+        session.scalars(
+            select(Sample)
+            .where(Sample.patient_pk == patient.id, Sample.status == "processed")
+            .order_by(Sample.collection_date, Sample.id)
+        )
+    )
+    events = list(
+        session.scalars(
+            select(PatientEvent)
+            .where(PatientEvent.patient_pk == patient.id)
+            .order_by(PatientEvent.event_date, PatientEvent.id)
+        )
+    )
+    tracked = list(
+        session.scalars(
+            select(TrackedVariant)
+            .where(TrackedVariant.patient_pk == patient.id)
+            .order_by(TrackedVariant.locus_key)
+        )
+    )
+    data = _Patient(patient, samples, events, tracked)
+    ids = [s.id for s in samples if s.sample_type != "tissue"]
+    if ids:
+        for row in session.execute(
+            select(
+                Variant.sample_pk,
+                Variant.locus_key,
+                Variant.gene,
+                Variant.protein_change,
+                Variant.alt_reads,
+                Variant.depth,
+                Variant.passed,
+                Variant.normal_alt_reads,
+                Variant.normal_depth,
+                Variant.in_monitored_gene,
+            ).where(Variant.sample_pk.in_(ids), Variant.locus_key.is_not(None))
+        ):
+            data.rows_by_sample.setdefault(row.sample_pk, {})[row.locus_key] = _Row(*row)
+    return data
+
+
+def _seed(patient: Patient) -> int:
+    # Reproducible: the same data give the same calls, in any process.
+    return zlib.crc32(f"{patient.site}/{patient.patient_id}".encode())
+
+
+# --- tracked set from tissue --------------------------------------------------------------------
+
+
+def _propose_tracked(session: Session, data: _Patient) -> bool:
+    """Choose the tracked set from the latest tissue sample, unless the site set it
+    explicitly or it was already chosen from that sample. Returns True when it changed
+    (every other sample of the patient is then re-extracted at the new loci)."""
+    tissue = [s for s in data.samples if s.sample_type == "tissue"]
+    if not tissue or any(t.source == "manual" for t in data.tracked):
+        return False
+    source = tissue[-1]
+    if data.tracked and all(t.source_sample_pk == source.id for t in data.tracked):
+        return False
+    candidates = [
+        TissueCandidate(
+            key=row.locus_key,
+            gene=row.gene or "",
+            chrom=row.chrom,
+            pos=row.pos,
+            ref=row.ref,
+            alt=row.alt,
+            vaf=row.alt_reads / row.depth,
+            alt_reads=row.alt_reads,
+            depth=row.depth,
+            passed=row.passed,
+            normal_vaf=(
+                row.normal_alt_reads / row.normal_depth
+                if row.normal_depth and row.normal_alt_reads is not None
+                else None
+            ),
+            normal_depth=row.normal_depth,
+        )
+        for row in session.execute(
+            select(
+                Variant.locus_key,
+                Variant.gene,
+                Variant.chrom,
+                Variant.pos,
+                Variant.ref,
+                Variant.alt,
+                Variant.alt_reads,
+                Variant.depth,
+                Variant.passed,
+                Variant.normal_alt_reads,
+                Variant.normal_depth,
+            ).where(
+                Variant.sample_pk == source.id,
+                Variant.locus_key.is_not(None),
+                Variant.depth > 0,
+                Variant.alt_reads.is_not(None),
+            )
+        )
+    ]
+    decisions = select_tracked(candidates, TRACKING_PARAMS)
+    by_key = {c.key: c for c in candidates}
+    session.execute(delete(TrackedVariant).where(TrackedVariant.patient_pk == data.patient.id))
+    now = utcnow()
+    for decision in decisions:
+        candidate = by_key[decision.key]
+        session.add(
+            TrackedVariant(
+                patient_pk=data.patient.id,
+                locus_key=decision.key,
+                gene=candidate.gene or None,
+                protein_change=None,
+                tumor_af=candidate.vaf,
+                source="tissue",
+                source_sample_pk=source.id,
+                kept=decision.kept,
+                reason=f"{decision.reason}: {decision.detail}"[:256],
+                created_at=now,
+            )
+        )
+    session.flush()
+    for sample in data.samples:
+        if sample.sample_type != "tissue":
+            jobs.create_job(
+                session, task=jobs.INGEST_TASK, site=data.patient.site, sample_pk=sample.id
+            )
+    log.info(
+        "tracked.proposed",
+        patient_id=data.patient.patient_id,
+        kept=sum(d.kept for d in decisions),
+        candidates=len(decisions),
+    )
+    return True
+
+
+# --- background ---------------------------------------------------------------------------------
+
+
+def _backgrounds(session: Session, data: _Patient, keys: set[str]) -> dict[str, LocusBackground]:
+    """Per-locus error posteriors from, in order of relevance: the matched-normal columns and
+    the normal samples of this patient, and other patients' plasma at loci they do not track
+    (cross-patient controls, as in INVAR/MRDetect)."""
+    monitored = {
+        key
+        for rows in data.rows_by_sample.values()
+        for key, row in rows.items()
+        if row.in_monitored_gene
+    }
+    wanted = sorted(keys | monitored)
+    observations: dict[str, list[BackgroundCounts]] = {key: [] for key in wanted}
+    normal_samples = {s.id for s in data.samples if s.sample_type == "normal"}
+    for sample_pk, rows in data.rows_by_sample.items():
+        for key, row in rows.items():
+            if key not in observations:
+                continue
+            if row.normal_depth and row.normal_alt_reads is not None:
+                observations[key].append(BackgroundCounts(row.normal_alt_reads, row.normal_depth))
+            if sample_pk in normal_samples and row.depth and row.alt_reads is not None:
+                observations[key].append(BackgroundCounts(row.alt_reads, row.depth))
+    if wanted:
+        other_tracks = exists().where(
+            TrackedVariant.patient_pk == Sample.patient_pk,
+            TrackedVariant.locus_key == Variant.locus_key,
+            TrackedVariant.kept.is_(True),
+        )
+        controls = session.execute(
+            select(Variant.locus_key, Variant.alt_reads, Variant.depth)
+            .join(Sample, Sample.id == Variant.sample_pk)
+            .where(
+                Variant.locus_key.in_(wanted),
+                Sample.patient_pk != data.patient.id,
+                Sample.sample_type.in_(("plasma", "normal")),
+                Variant.depth > 0,
+                Variant.alt_reads.is_not(None),
+                ~other_tracks,
+            )
+            .limit(CROSS_PATIENT_CONTROL_LIMIT * max(1, len(wanted)))
+        )
+        for key, alt_reads, depth in controls:
+            if len(observations[key]) < CROSS_PATIENT_CONTROL_LIMIT:
+                observations[key].append(BackgroundCounts(alt_reads, depth))
+    classes = {
+        key: substitution_class(Locus.parse(key).ref, Locus.parse(key).alt) for key in wanted
+    }
+    return fit_background(observations, BACKGROUND_PARAMS, substitution_class_by_locus=classes)
+
+
+# --- MRD ----------------------------------------------------------------------------------------
+
+
+def _mrd(
+    data: _Patient, tracked: Sequence[TrackedVariant], backgrounds: dict[str, LocusBackground]
+) -> dict[str, Any]:
+    surgeries = data.event_dates("surgery")
+    relapses = data.event_dates("clinical_relapse")
+    body: dict[str, Any] = {
+        "patient_id": data.patient.patient_id,
+        "status": NOT_APPLICABLE,
+        "reason": None,
+        "surgery_date": surgeries[0].isoformat() if surgeries else None,
+        "calls": [],
+        "molecular_relapse_date": None,
+        "clinical_relapse_date": relapses[0].isoformat() if relapses else None,
+        "lead_time_days": None,
+        "loci_tracked": len(tracked),
+        "rule_version": MRD_PARAMS.version,
+        "background_version": BACKGROUND_PARAMS.version,
+        "specificity": MRD_PARAMS.specificity,
+        "min_informative_reads": MRD_PARAMS.min_informative_reads,
+        "computed_at": utcnow().isoformat(),
+    }
+    if not surgeries:
+        body["reason"] = "no surgery event recorded: MRD is called on post-surgery plasma"
+        return body
+    if not tracked:
+        body["reason"] = "no tracked variants: post a tumour tissue VCF or PUT tracked-variants"
+        return body
+    surgery = surgeries[0]
+    plasma = [s for s in data.plasma() if s.collection_date >= surgery]
+    if not plasma:
+        body["reason"] = "no plasma sample collected after surgery"
+        return body
+    negatives: dict[str, list[BackgroundCounts]] = defaultdict(list)
+    dated: list[tuple[dt.date, MrdCall]] = []
+    for sample in plasma:
+        rows = data.rows_by_sample.get(sample.id, {})
+        current = (
+            update_with_negative_draws(backgrounds, negatives, BACKGROUND_PARAMS)
+            if negatives
+            else backgrounds
+        )
+        evidence = [
+            LocusEvidence(
+                key=t.locus_key,
+                alt_reads=row.alt_reads,
+                depth=row.depth,
+                tumor_af=t.tumor_af or DEFAULT_TUMOR_AF,
+                background=current[t.locus_key],
+            )
+            for t in tracked
+            if (row := rows.get(t.locus_key)) is not None
+            and row.depth
+            and row.alt_reads is not None
+        ]
+        rng = np.random.default_rng([_seed(data.patient), zlib.crc32(sample.sample_id.encode())])
+        call = call_sample(
+            evidence,
+            days_since_surgery=(sample.collection_date - surgery).days,
+            params=MRD_PARAMS,
+            rng=rng,
+        )
+        dated.append((sample.collection_date, call))
+        # A locus a file did not report is missing evidence, not zero reads: it is neither
+        # used nor counted as informative (loci_tracked stays the tracked set).
+        body["calls"].append(
+            {
+                "sample_id": sample.sample_id,
+                "collection_date": sample.collection_date.isoformat(),
+                **jsonable(call),
+                "loci_tracked": len(tracked),
+                "loci_reported": len(evidence),
+            }
+        )
+        if call.call == MrdStatus.NEGATIVE:
+            for item in evidence:
+                negatives[item.key].append(BackgroundCounts(item.alt_reads, item.depth))
+    relapse = molecular_relapse(dated, surgery_date=surgery)
+    body["status"] = str(dated[-1][1].call)
+    body["reason"] = dated[-1][1].reason
+    body["molecular_relapse_date"] = relapse.isoformat() if relapse else None
+    body["lead_time_days"] = lead_time_days(relapse, relapses[0] if relapses else None)
+    return body
+
+
+def _announce_mrd(
+    session: Session, patient: Patient, previous: str | None, body: dict[str, Any]
+) -> None:
+    status = body["status"]
+    if status == previous or status == NOT_APPLICABLE or not body["calls"]:
+        return
+    latest = body["calls"][-1]
+    alerts.emit(
+        session,
+        patient.site,
+        "mrd.status_changed",
+        {
+            "patient_id": patient.patient_id,
+            "sample_id": latest["sample_id"],
+            "collection_date": latest["collection_date"],
+            "previous_status": previous,
+            "status": status,
+            "molecular_relapse_date": body["molecular_relapse_date"],
+            "tumor_fraction": latest["tumor_fraction"],
+            "lod95": latest["lod95"],
+            "rule_version": body["rule_version"],
+        },
+    )
+
+
+# --- serial analyses ----------------------------------------------------------------------------
+
+
+def _series(
+    data: _Patient, tracked: Sequence[TrackedVariant], backgrounds: dict[str, LocusBackground]
+) -> list[LocusSeries]:
+    """One series per tracked locus and per monitored-gene variant seen in plasma."""
+    tracked_keys = {t.locus_key for t in tracked}
+    meta: dict[str, tuple[str | None, str | None]] = {
+        t.locus_key: (t.gene, t.protein_change) for t in tracked
+    }
+    observations: dict[str, list[LocusObservation]] = defaultdict(list)
+    for sample in data.plasma():
+        for key, row in data.rows_by_sample.get(sample.id, {}).items():
+            if key not in tracked_keys and not row.in_monitored_gene:
+                continue
+            if not row.depth or row.alt_reads is None:
+                continue
+            if key not in meta or meta[key] == (None, None):
+                meta[key] = (row.gene, row.protein_change)
+            background = backgrounds.get(key)
+            observations[key].append(
+                LocusObservation(
+                    sample_id=sample.sample_id,
+                    collection_date=sample.collection_date,
+                    alt_reads=min(row.alt_reads, row.depth),
+                    depth=row.depth,
+                    background_error=background.mean if background else BACKGROUND_PARAMS.floor,
+                )
+            )
+    return [
+        LocusSeries(
+            key=key,
+            gene=meta[key][0],
+            protein_change=meta[key][1],
+            observations=tuple(obs),
+            truncal=key in tracked_keys,
+        )
+        for key, obs in sorted(observations.items())
+    ]
+
+
+def _trends(
+    data: _Patient,
+    series: Sequence[LocusSeries],
+    lines: Sequence[TherapyLine],
+    rng: np.random.Generator,
+) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "patient_id": data.patient.patient_id,
+        "samples": [],
+        "variants": [],
+        "responses": [],
+        "therapy_lines": jsonable(lines),
+        "events": [
+            {
+                "type": e.type,
+                "date": e.event_date.isoformat(),
+                "drug": e.drug,
+                "drug_class": e.drug_class,
+            }
+            for e in data.events
+        ],
+        "params_version": LONGITUDINAL_PARAMS.version,
+        "computed_at": utcnow().isoformat(),
+    }
+    meta = {s.sample_id: s for s in data.plasma()}
+    if not series:
+        body["samples"] = [
+            {
+                "sample_id": s.sample_id,
+                "collection_date": s.collection_date.isoformat(),
+                "tumor_fraction": None,
+            }
+            for s in data.plasma()
+        ]
+        return body
+    report = longitudinal_report(series, lines, LONGITUDINAL_PARAMS, rng)
+    math_by_sample = {m.sample_id: m for m in report.math_scores}
+    for tf in report.tumour_fractions:
+        sample = meta.get(tf.sample_id)
+        heterogeneity = math_by_sample.get(tf.sample_id)
+        body["samples"].append(
+            {
+                "sample_id": tf.sample_id,
+                "collection_date": tf.collection_date.isoformat(),
+                "tumor_fraction": tf.estimate,
+                "tumor_fraction_ci": [tf.lower, tf.upper],
+                "tumor_fraction_median_2vaf": tf.median_2vaf,
+                "detected": tf.detected,
+                "p_value": tf.p_value,
+                "lod95": tf.lod95 if np.isfinite(tf.lod95) else None,
+                "mutant_reads": tf.mutant_reads,
+                "informative_reads": tf.informative_reads,
+                "math_score": heterogeneity.math if heterogeneity else None,
+                "plasma_ml": sample.plasma_ml if sample else None,
+                "cfdna_ng_per_ml": sample.cfdna_ng_per_ml if sample else None,
+            }
+        )
+    rccf: dict[tuple[str, str], Any] = {(r.key, r.sample_id): r for r in report.relative_ccfs}
+    for locus in series:
+        points = []
+        for obs in locus.ordered():
+            ratio = rccf.get((locus.key, obs.sample_id))
+            points.append(
+                {
+                    "sample_id": obs.sample_id,
+                    "collection_date": obs.collection_date.isoformat(),
+                    "alt_reads": obs.alt_reads,
+                    "depth": obs.depth,
+                    "vaf": obs.vaf,
+                    "rccf": ratio.rccf if ratio else None,
+                    "rccf_ci": [ratio.lower, ratio.upper] if ratio and ratio.evaluable else None,
+                }
+            )
+        body["variants"].append(
+            {
+                "locus_key": locus.key,
+                "gene": locus.gene,
+                "protein_change": locus.protein_change,
+                "tracked": locus.truncal,
+                "points": points,
+            }
+        )
+    body["responses"] = jsonable(report.responses)
+    return body
+
+
+def _clones(
+    data: _Patient, series: Sequence[LocusSeries], rng: np.random.Generator
+) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "patient_id": data.patient.patient_id,
+        "clones": [],
+        "params_version": CLONE_PARAMS.version,
+        "computed_at": utcnow().isoformat(),
+    }
+    if not series:
+        return body
+    try:
+        fit = fit_clones(series, CLONE_PARAMS, rng, longitudinal_params=LONGITUDINAL_PARAMS)
+    except InvalidInput as exc:
+        body["error"] = exc.detail
+        return body
+    names = {s.key: (s.gene, s.protein_change) for s in series}
+    body.update({"method": fit.method, "n_clones": fit.n_clones, "bic": fit.bic})
+    for clone in fit.clones:
+        body["clones"].append(
+            {
+                "clone_id": clone.clone_id,
+                "status": clone.label,
+                "label_p_value": clone.label_p_value,
+                "label_fold_change": clone.label_fold_change,
+                "members": [
+                    {"locus_key": k, "gene": names[k][0], "protein_change": names[k][1]}
+                    for k in clone.member_keys
+                ],
+                "ccf_series": jsonable(clone.draws),
+            }
+        )
+    body["assignments"] = jsonable(fit.assignments)
+    return body
+
+
+def _resistance(
+    session: Session, data: _Patient, series: Sequence[LocusSeries], lines: Sequence[TherapyLine]
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    rmap = resistance_map()
+    mapped = [s for s in series if s.gene in MONITORED_GENES and s.protein_change]
+    report = resistance_report(mapped, lines, rmap, RESISTANCE_PARAMS)
+    events = [{**jsonable(e), "locus_key": e.key} for e in report.events]
+    body = {
+        "patient_id": data.patient.patient_id,
+        "map_version": report.map_version,
+        "params_version": RESISTANCE_PARAMS.version,
+        "events": events,
+        "variants": jsonable(report.variants),
+        "current_therapy": [jsonable(line) for line in lines if line.stop_date is None],
+        "computed_at": utcnow().isoformat(),
+    }
+    known = {
+        (r.locus_key, r.drug_class, r.status, r.first_detected_date)
+        for r in session.scalars(
+            select(ResistanceEventRecord).where(ResistanceEventRecord.patient_pk == data.patient.id)
+        )
+    }
+    new: list[dict[str, Any]] = []
+    for event in report.events:
+        identity = (event.key, event.drug_class, str(event.status), event.first_detected_date)
+        if identity in known:
+            continue
+        known.add(identity)
+        session.add(
+            ResistanceEventRecord(
+                patient_pk=data.patient.id,
+                locus_key=event.key,
+                drug_class=event.drug_class,
+                status=str(event.status),
+                first_detected_date=event.first_detected_date,
+                sample_id=event.sample_id,
+                created_at=utcnow(),
+            )
+        )
+        new.append(
+            {
+                "patient_id": data.patient.patient_id,
+                "sample_id": event.sample_id,
+                "gene": event.gene,
+                "protein_change": event.protein_change,
+                "status": str(event.status),
+                "first_detected_date": event.first_detected_date,
+                "drug_class": event.drug_class,
+                "implication": event.implication,
+                "map_version": event.map_version,
+            }
+        )
+    return body, new
+
+
+# --- storage ------------------------------------------------------------------------------------
+
+
+def _stored_status(session: Session, patient_pk: int, kind: str) -> str | None:
+    return session.scalar(
+        select(PatientAnalysis.status).where(
+            PatientAnalysis.patient_pk == patient_pk, PatientAnalysis.kind == kind
+        )
+    )
+
+
+def _store(
+    session: Session, patient_pk: int, kind: str, body: dict[str, Any], status: str | None
+) -> None:
+    row = session.scalar(
+        select(PatientAnalysis).where(
+            PatientAnalysis.patient_pk == patient_pk, PatientAnalysis.kind == kind
+        )
+    )
+    text = dumps(body)
+    if row is None:
+        session.add(
+            PatientAnalysis(
+                patient_pk=patient_pk, kind=kind, status=status, body=text, computed_at=utcnow()
+            )
+        )
+    else:
+        row.body, row.status, row.computed_at = text, status, utcnow()
+
+
+def stored_body(session: Session, patient_pk: int, kind: str) -> str | None:
+    return session.scalar(
+        select(PatientAnalysis.body).where(
+            PatientAnalysis.patient_pk == patient_pk, PatientAnalysis.kind == kind
+        )
+    )
