@@ -242,7 +242,7 @@ def demo(
     if settings.embedded_database:
         migrate()
     with Progress(console=err, transient=True) as progress:
-        task = progress.add_task("loading demo samples", total=patients * (draws + 1))
+        task = progress.add_task("loading demo samples", total=None)
         loaded = load_demo(site, patients_n=patients, draws=draws, seed=seed,
                            on_sample=lambda *_: progress.advance(task))
     with unit_of_work() as session:
@@ -259,11 +259,12 @@ def simulate(
     seed: Annotated[int, typer.Option()] = 1,
 ) -> None:
     """Write a simulated cohort with known truth (tissue + plasma VCFs, manifest.csv)."""
-    from services.demo import write_cohort
+    from services.demo import write_demo, write_manifest
 
-    written = write_cohort(out, patients_n=patients, draws=draws, seed=seed)
-    err.print(f"{len(written.rows)} VCFs for {patients} patients in {out}")
-    print(written.manifest)
+    cohort = write_demo(out, patients_n=patients, draws=draws, seed=seed)
+    manifest = write_manifest(out, cohort)
+    err.print(f"{sum(len(p.samples) for p in cohort)} VCFs for {len(cohort)} patients in {out}")
+    print(manifest)
 
 
 def _spawn_worker(*, beat: bool) -> subprocess.Popen[bytes]:

@@ -1,13 +1,16 @@
-"""`ctdna demo` and `ctdna simulate`: a simulated cohort with known truth, written as real VCF
+"""`ctdna demo` and `ctdna simulate`: simulated patients with known truth, written as real VCF
 files and loaded through the service layer (the same storage, sample, job and ingest code as
-an upload), so the web view and the API have something to show at once."""
+an upload), so the web view and the API have something to show at once.
+
+Two kinds of patient: early breast cancer after surgery (tumour-informed MRD; some relapse)
+and metastatic ER+ disease on letrozole + palbociclib in whom an ESR1 D538G clone emerges."""
 
 from __future__ import annotations
 
 import csv
 import datetime as dt
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,14 +21,10 @@ from sqlalchemy import select
 from schemas.patients import EventCreate
 from services.config import get_settings
 from services.db import unit_of_work
-from services.genomics.simulate import (
-    Cohort,
-    SimPatient,
-    simulate_cohort,
-    write_plasma_vcf,
-    write_tissue_vcf,
-)
+from services.genomics.simulate import simulate_cohort, write_plasma_vcf, write_tissue_vcf
+from services.genomics.simulate_metastatic import simulate_metastatic_patient, write_panel_vcf
 from services.jobs.models import Job
+from services.jobs.service import INGEST_TASK
 from services.patients import service as patients
 from services.patients.repository import events as patient_events
 from services.samples import ingest, storage
@@ -44,26 +43,26 @@ class ManifestRow:
 
 
 @dataclass(frozen=True, slots=True)
-class Written:
-    cohort: Cohort
-    rows: tuple[ManifestRow, ...]
-    manifest: Path
+class DemoPatient:
+    patient_id: str
+    events: tuple[EventCreate, ...]
+    samples: tuple[ManifestRow, ...]
+    truth: dict[str, object]
 
 
-def write_cohort(folder: Path, *, patients_n: int, draws: int, seed: int) -> Written:
-    """Simulate a cohort and write its tissue and plasma VCFs plus a manifest.csv (with the
-    truth columns a test or a lab can check against)."""
+def write_mrd_cohort(folder: Path, *, patients_n: int, draws: int, seed: int) -> list[DemoPatient]:
+    """Post-surgery patients: a tumour tissue VCF and serial force-called plasma VCFs."""
     folder.mkdir(parents=True, exist_ok=True)
     cohort = simulate_cohort(patients_n, draws, np.random.default_rng(seed))
-    rows: list[ManifestRow] = []
+    out: list[DemoPatient] = []
     for patient in cohort.patients:
         tissue = folder / f"{patient.tissue_sample_id}.vcf.gz"
         write_tissue_vcf(tissue, patient)
-        rows.append(
+        rows = [
             ManifestRow(
                 patient.patient_id, patient.tissue_sample_id, "tissue", patient.surgery_date, tissue
             )
-        )
+        ]
         for draw in patient.draws:
             path = folder / f"{draw.sample_id}.vcf.gz"
             write_plasma_vcf(path, draw, patient)
@@ -72,58 +71,91 @@ def write_cohort(folder: Path, *, patients_n: int, draws: int, seed: int) -> Wri
                     patient.patient_id, draw.sample_id, "plasma", draw.collection_date, path
                 )
             )
+        events = [EventCreate(type="surgery", date=patient.surgery_date)]
+        if patient.clinical_relapse_date is not None:
+            events.append(EventCreate(type="clinical_relapse", date=patient.clinical_relapse_date))
+        out.append(
+            DemoPatient(
+                patient.patient_id,
+                tuple(events),
+                tuple(rows),
+                {
+                    "relapsing": patient.relapsing,
+                    "true_fractions": {d.sample_id: d.true_fraction for d in patient.draws},
+                },
+            )
+        )
+    return out
+
+
+def write_metastatic(folder: Path, *, patients_n: int, seed: int) -> list[DemoPatient]:
+    """Patients on an aromatase inhibitor with an emerging ESR1 clone (hotspot panels)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    out: list[DemoPatient] = []
+    for index in range(1, patients_n + 1):
+        patient = simulate_metastatic_patient(f"MET-{index:03d}", rng)
+        rows = []
+        for draw in patient.draws:
+            path = folder / f"{draw.sample_id}.vcf.gz"
+            write_panel_vcf(path, draw)
+            rows.append(
+                ManifestRow(
+                    patient.patient_id, draw.sample_id, "plasma", draw.collection_date, path
+                )
+            )
+        events = tuple(
+            EventCreate(type="therapy_start", date=patient.therapy_start, drug=drug)
+            for drug in patient.drugs
+        )
+        out.append(
+            DemoPatient(
+                patient.patient_id,
+                events,
+                tuple(rows),
+                {
+                    "first_visible_draw": patient.first_visible_draw,
+                    "emerging": f"{patient.emerging.gene} {patient.emerging.protein}",
+                },
+            )
+        )
+    return out
+
+
+def write_manifest(folder: Path, cohort: Sequence[DemoPatient]) -> Path:
     manifest = folder / "manifest.csv"
-    truth = {p.patient_id: p for p in cohort.patients}
     with manifest.open("w", newline="") as out:
         writer = csv.writer(out)
-        writer.writerow(
-            [
-                "patient_id",
-                "sample_id",
-                "sample_type",
-                "collection_date",
-                "file",
-                "surgery_date",
-                "relapsing",
-                "clinical_relapse_date",
-            ]
-        )
-        for row in rows:
-            patient = truth[row.patient_id]
-            writer.writerow(
-                [
-                    row.patient_id,
-                    row.sample_id,
-                    row.sample_type,
-                    row.collection_date.isoformat(),
-                    row.path.name,
-                    patient.surgery_date.isoformat(),
-                    patient.relapsing,
-                    patient.clinical_relapse_date or "",
-                ]
-            )
-    return Written(cohort, tuple(rows), manifest)
+        writer.writerow(["patient_id", "sample_id", "sample_type", "collection_date", "file"])
+        for patient in cohort:
+            for row in patient.samples:
+                writer.writerow(
+                    [
+                        row.patient_id,
+                        row.sample_id,
+                        row.sample_type,
+                        row.collection_date.isoformat(),
+                        row.path.name,
+                    ]
+                )
+    return manifest
 
 
 def load(
-    written: Written, *, site: str, on_sample: Callable[[str, str], None] | None = None
+    cohort: Sequence[DemoPatient], *, site: str, on_sample: Callable[[str, str], None] | None = None
 ) -> int:
     """Create the patients, their clinical events and samples through the service layer and
     run each ingest job in this process. Returns the number of samples loaded."""
     settings = get_settings()
-    by_patient: dict[str, list[ManifestRow]] = {}
-    for row in written.rows:
-        by_patient.setdefault(row.patient_id, []).append(row)
     loaded = 0
-    for patient in written.cohort.patients:
+    for patient in cohort:
         with unit_of_work() as session:
             record = patients.get_or_create_patient(session, site, patient.patient_id)
             if not patient_events(session, record.id):
-                for event in clinical_events(patient):
+                for event in patient.events:
                     patients.add_event(session, record, event)
         for row in sorted(
-            by_patient[patient.patient_id],
-            key=lambda r: (r.sample_type != "tissue", r.collection_date),
+            patient.samples, key=lambda r: (r.sample_type != "tissue", r.collection_date)
         ):
             with row.path.open("rb") as fh:
                 stored = storage.store(
@@ -153,26 +185,27 @@ def load(
     return loaded
 
 
-def clinical_events(patient: SimPatient) -> list[EventCreate]:
-    events = [EventCreate(type="surgery", date=patient.surgery_date)]
-    if patient.clinical_relapse_date is not None:
-        events.append(EventCreate(type="clinical_relapse", date=patient.clinical_relapse_date))
-    return events
-
-
 def _drain_reextractions(site: str) -> None:
     """Run, here, the re-extraction jobs a tissue sample's tracked set created."""
     while True:
         with unit_of_work() as session:
             queued = session.scalars(
                 select(Job.id)
-                .where(Job.site == site, Job.status == "queued", Job.task == "samples.ingest")
+                .where(Job.site == site, Job.status == "queued", Job.task == INGEST_TASK)
                 .order_by(Job.created_at)
             ).all()
         if not queued:
             return
         for job_id in queued:
             ingest.run(job_id)
+
+
+def write_demo(folder: Path, *, patients_n: int, draws: int, seed: int) -> list[DemoPatient]:
+    metastatic_n = max(1, patients_n // 4)
+    return [
+        *write_mrd_cohort(folder, patients_n=patients_n - metastatic_n, draws=draws, seed=seed),
+        *write_metastatic(folder, patients_n=metastatic_n, seed=seed + 1),
+    ]
 
 
 def demo(
@@ -184,5 +217,5 @@ def demo(
     on_sample: Callable[[str, str], None] | None = None,
 ) -> int:
     with tempfile.TemporaryDirectory(prefix="ctdna-demo-") as tmp:
-        written = write_cohort(Path(tmp), patients_n=patients_n, draws=draws, seed=seed)
-        return load(written, site=site, on_sample=on_sample)
+        cohort = write_demo(Path(tmp), patients_n=patients_n, draws=draws, seed=seed)
+        return load(cohort, site=site, on_sample=on_sample)

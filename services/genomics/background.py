@@ -78,6 +78,7 @@ class BackgroundParams:
     min_loci_for_class_prior: int = 50
     min_prior_concentration: float = 2.0
     max_prior_concentration: float = 1e9
+    prior_concentration_confidence: float = 0.9
 
     def __post_init__(self) -> None:
         if not 0.0 < self.floor < 0.5:
@@ -86,6 +87,8 @@ class BackgroundParams:
             raise InvalidInput("default prior needs a mean in (0, 0.5) and a positive pseudo-depth")
         if not 0 < self.min_prior_concentration < self.max_prior_concentration:
             raise InvalidInput("prior concentration bounds must satisfy 0 < min < max")
+        if not 0.5 <= self.prior_concentration_confidence < 1.0:
+            raise InvalidInput("prior_concentration_confidence must be in [0.5, 1)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,7 +163,9 @@ def fit_beta_prior(
 
     Maximises sum_i log B(a + S_i, b + T_i - S_i) - log B(a, b) over the mean (logit scale)
     and the concentration a + b (log scale, bounded by the params), starting from the method
-    of moments. Falls back to ``default_prior`` with fewer than ``min_loci_for_prior`` loci.
+    of moments; then lowers the concentration to its one-sided profile-likelihood bound at
+    ``prior_concentration_confidence`` (0.5 = the MLE). Falls back to ``default_prior`` with
+    fewer than ``min_loci_for_prior`` loci.
     """
     alt = np.asarray(alt_totals, dtype=np.float64)
     depth = np.asarray(depth_totals, dtype=np.float64)
@@ -190,7 +195,22 @@ def fit_beta_prior(
     result = optimize.minimize(negative_log_marginal, start, method="L-BFGS-B", bounds=bounds)
     theta = result.x if np.all(np.isfinite(result.x)) else start
     mean = float(special.expit(theta[0]))
-    kappa = math.exp(float(theta[1]))
+    log_kappa = float(theta[1])
+    # Conservative empirical Bayes: an over-estimated concentration makes every posterior
+    # over-confident and the MRD null too narrow, so take the lower profile-likelihood bound of
+    # log(a + b) (mean held at its MLE) at ``prior_concentration_confidence``. Tight when the
+    # controls are rich, wide when they are sparse.
+    drop = float(special.chdtri(1, 2.0 * (1.0 - params.prior_concentration_confidence))) / 2.0
+    best = negative_log_marginal(np.array([theta[0], log_kappa]))
+
+    def excess(log_k: float) -> float:
+        return negative_log_marginal(np.array([theta[0], log_k])) - best - drop
+
+    if log_kappa > lo_k and excess(lo_k) > 0.0:
+        log_kappa = float(optimize.brentq(excess, lo_k, log_kappa, xtol=1e-6))
+    elif log_kappa > lo_k:
+        log_kappa = lo_k
+    kappa = math.exp(log_kappa)
     return BetaPrior(alpha=mean * kappa, beta=(1.0 - mean) * kappa, source=source, n_loci=alt.size)
 
 

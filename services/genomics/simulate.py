@@ -482,7 +482,7 @@ def _chrom_order(chrom: str) -> int:
     return list(GRCH38_CONTIG_LENGTHS).index(chrom)
 
 
-def _write_vcf(
+def write_records(
     path: str | Path,
     sample: str,
     records: Sequence[tuple[str, int, str, str, int, int, str]],
@@ -527,7 +527,7 @@ def write_plasma_vcf(
         (locus.chrom, locus.pos, locus.ref, locus.alt, alt, depth, "PASS")
         for locus, alt, depth in zip(patient.loci, draw.alt_reads, draw.depths, strict=True)
     ]
-    return _write_vcf(path, draw.sample_id, records, params or SimulationParams())
+    return write_records(path, draw.sample_id, records, params or SimulationParams())
 
 
 def write_tissue_vcf(
@@ -537,4 +537,4 @@ def write_tissue_vcf(
     records = [
         (v.chrom, v.pos, v.ref, v.alt, v.alt_reads, v.depth, v.filter) for v in patient.tissue
     ]
-    return _write_vcf(path, patient.tissue_sample_id, records, params or SimulationParams())
+    return write_records(path, patient.tissue_sample_id, records, params or SimulationParams())

@@ -7,15 +7,16 @@ molecules each. They are seeded, hence deterministic; tolerances are set so that
 caller passes for almost every seed while the plug-in calibration the brief warns about fails
 clearly. Measured with these seeds and 1,000 null replicates per sample:
 
-* specificity, 2,000 null draws, 20 controls per locus: posterior predictive 1.25 % positives
-  (0.96 % averaged over five seeds, p-values uniform: 5.2 % <= 0.05, 10.2 % <= 0.10);
-  plug-in e_i (uncertainty ignored) from the matched normal alone 24 %, from 5 controls 7.7 %,
-  from all 20 controls 2.45 %;
-* sensitivity, ours vs the oracle LR (true e_i) at 99 % specificity, 500 draws each, 100
-  controls per locus: 1e-4: 13.4 vs 13.8 %; 3e-4: 46.8 vs 49.6 %; 1e-3: 95.6 vs 96.8 %. With
-  the true e_i our pipeline (outlier suppression, >= 2 loci) matches the oracle, so the gap is
-  the price of not knowing e_i (4-6 points at 3e-4 with 20-50 controls);
-* 95 % profile CI coverage at 1e-3: 95.6 % (median p_hat / p = 0.97).
+* specificity, 2,000 null draws, 20 controls per locus: posterior predictive 0.70 % positives
+  (p-values uniform: 5.0 % <= 0.05; 0.96-1.01 % averaged over five other seeds); plug-in e_i
+  (uncertainty ignored) from the matched normal alone 24 % (300 draws), from 5 controls 9.2 %
+  (500), from all 20 controls 2.4 % (1,000; the posterior predictive: 0.7 % on those);
+* sensitivity, ours vs the oracle LR (true e_i) at 99 % specificity, 500 draws each, 250
+  cross-patient controls per locus: 1e-4: 11.0 vs 14.0 %; 3e-4: 46.4 vs 48.4 %; 1e-3: 96.2 vs
+  96.2 % (gap over four cohorts: 1.4, 2.5, 0.5 points on average). With the true e_i our
+  pipeline (outlier suppression, >= 2 loci) matches the oracle: the gap is the price of not
+  knowing e_i (3.7 points at 3e-4 with 100 controls) and of the 1e-5 floor (~1 point);
+* 95 % profile CI coverage at 1e-3: 96.6 %.
 """
 
 from __future__ import annotations
@@ -134,16 +135,17 @@ def test_plug_in_calibration_is_anti_conservative(
     """The brief's warning, reproduced: same draws, same controls, uncertainty ignored."""
     draws = [(p, d) for p in sparse_cohort.patients for d in p.draws]
     rates = {}
-    for name, n_controls, n_draws in (("matched_normal", 1, 300), ("all_controls", 20, 2000)):
+    for n_controls, n_draws in ((1, 300), (5, 500), (20, 1000)):
         bg = {
             key: plug_in(key, list(counts[:n_controls]), 1e-5)
             for key, counts in sparse_cohort.controls.items()
         }
         samples = [(locus_evidence(p, d, bg), 100) for p, d in draws[:n_draws]]
         calls = call_samples(samples, params=FAST, rng=np.random.default_rng(7))
-        rates[name] = positive_rate(calls)
-    assert rates["matched_normal"] > 0.05
-    assert rates["all_controls"] > 0.016 >= positive_rate(null_calls)
+        rates[n_controls] = positive_rate(calls)
+    assert rates[1] > 0.05 and rates[5] > 0.03
+    # the same 1,000 draws and controls, only the uncertainty of e_i ignored
+    assert rates[20] > 2 * positive_rate(null_calls[:1000])
 
 
 # -- sensitivity against the oracle --------------------------------------------------------------

@@ -31,8 +31,17 @@ class Handler(BaseHTTPRequestHandler):
         mode = control.get("mode", "ok")
         code = {"ok": 200, "down": 503, "gone": 410}[mode]
         with LOG.open("a") as log:
-            log.write(json.dumps({"webhook_id": headers.get("webhook-id"), "verified": verified,
-                                  "code": code, "body": json.loads(body)}) + "\n")
+            log.write(
+                json.dumps(
+                    {
+                        "webhook_id": headers.get("webhook-id"),
+                        "verified": verified,
+                        "code": code,
+                        "body": json.loads(body),
+                    }
+                )
+                + "\n"
+            )
         self.send_response(code)
         self.end_headers()
         self.wfile.write(b"ok" if code == 200 else b"nope")

@@ -202,8 +202,14 @@ def test_tissue_proposes_tracked_set_and_put_replaces_it(
     plain.write_bytes(gzip.decompress(path.read_bytes()))
     monitored = {"ESR1", "PIK3CA", "ERBB2", "AKT1"}
     with stack.client() as client:
-        tissue = upload(client, path, patient_id="P-trk", sample_id="S-trk-tissue",
-                        genome_build="GRCh38", sample_type="tissue").json()
+        tissue = upload(
+            client,
+            path,
+            patient_id="P-trk",
+            sample_id="S-trk-tissue",
+            genome_build="GRCh38",
+            sample_type="tissue",
+        ).json()
         assert wait_job(client, tissue["job_id"])["status"] == "succeeded"
         proposed = client.get("/v1/patients/P-trk/tracked-variants").json()["items"]
         kept = [t for t in proposed if t["kept"]]
@@ -211,19 +217,23 @@ def test_tissue_proposes_tracked_set_and_put_replaces_it(
         assert 0 < len(kept) <= 16 and dropped
         assert all(t["source"] == "tissue" and t["reason"] for t in proposed)
 
-        plasma = upload(client, plain, patient_id="P-trk", sample_id="S-trk-plasma",
-                        genome_build="GRCh38").json()
+        plasma = upload(
+            client, plain, patient_id="P-trk", sample_id="S-trk-plasma", genome_build="GRCh38"
+        ).json()
         assert wait_job(client, plasma["job_id"])["status"] == "succeeded"
         rows = client.get("/v1/samples/S-trk-plasma/variants").json()["items"]
         assert {t["locus_key"] for t in kept} <= {r["locus_key"] for r in rows if r["tracked"]}
 
         # an explicit list replaces the proposal and re-extracts the plasma sample from its file
         chosen = next(t for t in dropped if t["gene"] not in monitored)
-        put = client.put("/v1/patients/P-trk/tracked-variants",
-                         json={"variants": [{"locus_key": chosen["locus_key"], "tumor_af": 0.3}]})
+        put = client.put(
+            "/v1/patients/P-trk/tracked-variants",
+            json={"variants": [{"locus_key": chosen["locus_key"], "tumor_af": 0.3}]},
+        )
         assert put.status_code == 200, put.text
         assert [(t["locus_key"], t["source"]) for t in put.json()["items"]] == [
-            (chosen["locus_key"], "manual")]
+            (chosen["locus_key"], "manual")
+        ]
         job_id = client.get("/v1/samples/S-trk-plasma").json()["job_id"]
         assert job_id != plasma["job_id"]
         assert wait_job(client, job_id)["status"] == "succeeded"

@@ -1,17 +1,17 @@
 """Tumour-informed MRD through the whole service: a simulated cohort with known truth is
-written as real VCFs, posted over HTTP (tissue, then surgery and relapse events, then serial
+written as real VCFs, posted over HTTP (surgery and relapse events, the tissue, then serial
 plasma), processed by a real Celery worker, and the /mrd answers are checked against the
 truth."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 
-from services.demo import Written, write_cohort
+from services.genomics.simulate import Cohort, simulate_cohort, write_plasma_vcf, write_tissue_vcf
 from tests.conftest import create_key, service_env, start_api, start_worker, wait_job
 
 pytestmark = [pytest.mark.queue, pytest.mark.postgres]
@@ -20,49 +20,69 @@ pytestmark = [pytest.mark.queue, pytest.mark.postgres]
 @pytest.fixture(scope="module")
 def loaded(
     pg_url: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[tuple[httpx.Client, Written]]:
+) -> Iterator[tuple[httpx.Client, Cohort]]:
     tmp = tmp_path_factory.mktemp("mrd")
-    written = write_cohort(tmp / "vcf", patients_n=6, draws=5, seed=5)
+    cohort = simulate_cohort(6, 5, np.random.default_rng(5))
     env = service_env(tmp, CTDNA_DATABASE_URL=pg_url, CTDNA_BROKER_URL=redis_url)
     worker = start_worker(env, tmp, "--concurrency", "2", "--beat")
     api, base = start_api(env, tmp, "--no-worker")
     key = create_key(env, "site-mrd")
     client = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=60)
     try:
-        truth = {p.patient_id: p for p in written.cohort.patients}
-        for patient_id, patient in truth.items():
+        for patient in cohort.patients:
+            patient_id = patient.patient_id
             assert client.post("/v1/patients", json={"patient_id": patient_id}).status_code == 201
             events = [{"type": "surgery", "date": patient.surgery_date.isoformat()}]
             if patient.clinical_relapse_date:
-                events.append({"type": "clinical_relapse",
-                               "date": patient.clinical_relapse_date.isoformat()})
+                events.append(
+                    {"type": "clinical_relapse", "date": patient.clinical_relapse_date.isoformat()}
+                )
             for event in events:
                 response = client.post(f"/v1/patients/{patient_id}/events", json=event)
                 assert response.status_code == 201, response.text
-        ordered = sorted(written.rows, key=lambda r: (r.sample_type != "tissue",
-                                                      r.collection_date))
-        for row in ordered:
-            with row.path.open("rb") as fh:
-                response = client.post(
-                    "/v1/samples",
-                    data={"patient_id": row.patient_id, "sample_id": row.sample_id,
-                          "sample_type": row.sample_type,
-                          "collection_date": row.collection_date.isoformat(),
-                          "plasma_ml": "4", "cfdna_ng_per_ml": "6"},
-                    files={"file": (row.path.name, fh)},
-                )
-            assert response.status_code == 202, response.text
-            assert wait_job(client, response.json()["job_id"])["status"] == "succeeded"
-        yield client, written
+            uploads = [
+                (
+                    write_tissue_vcf(tmp / f"{patient.tissue_sample_id}.vcf.gz", patient),
+                    patient.tissue_sample_id,
+                    "tissue",
+                    patient.surgery_date,
+                ),
+                *[
+                    (
+                        write_plasma_vcf(tmp / f"{d.sample_id}.vcf.gz", d, patient),
+                        d.sample_id,
+                        "plasma",
+                        d.collection_date,
+                    )
+                    for d in patient.draws
+                ],
+            ]
+            for path, sample_id, sample_type, collected in uploads:
+                with path.open("rb") as fh:
+                    response = client.post(
+                        "/v1/samples",
+                        data={
+                            "patient_id": patient_id,
+                            "sample_id": sample_id,
+                            "sample_type": sample_type,
+                            "collection_date": collected.isoformat(),
+                            "plasma_ml": "4",
+                            "cfdna_ng_per_ml": "6",
+                        },
+                        files={"file": (path.name, fh)},
+                    )
+                assert response.status_code == 202, response.text
+                assert wait_job(client, response.json()["job_id"])["status"] == "succeeded"
+        yield client, cohort
     finally:
         client.close()
         api.stop()
         worker.stop()
 
 
-def test_tracked_sets_come_from_tissue(loaded: tuple[httpx.Client, Written]) -> None:
-    client, written = loaded
-    for patient in written.cohort.patients:
+def test_tracked_sets_come_from_tissue(loaded: tuple[httpx.Client, Cohort]) -> None:
+    client, cohort = loaded
+    for patient in cohort.patients:
         items = client.get(f"/v1/patients/{patient.patient_id}/tracked-variants").json()["items"]
         kept = {t["locus_key"] for t in items if t["kept"]}
         truth = {locus.key for locus in patient.loci}
@@ -72,9 +92,9 @@ def test_tracked_sets_come_from_tissue(loaded: tuple[httpx.Client, Written]) -> 
         assert all(t["reason"] for t in items)
 
 
-def test_mrd_calls_match_the_truth(loaded: tuple[httpx.Client, Written]) -> None:
-    client, written = loaded
-    for patient in written.cohort.patients:
+def test_mrd_calls_match_the_truth(loaded: tuple[httpx.Client, Cohort]) -> None:
+    client, cohort = loaded
+    for patient in cohort.patients:
         mrd = client.get(f"/v1/patients/{patient.patient_id}/mrd").json()
         calls = {c["sample_id"]: c for c in mrd["calls"]}
         assert set(calls) == {d.sample_id for d in patient.draws}
@@ -96,9 +116,9 @@ def test_mrd_calls_match_the_truth(loaded: tuple[httpx.Client, Written]) -> None
             assert mrd["status"] in ("NEGATIVE", "INDETERMINATE")
 
 
-def test_trends_clones_and_plots_are_served(loaded: tuple[httpx.Client, Written]) -> None:
-    client, written = loaded
-    patient = next(p for p in written.cohort.patients if p.relapsing)
+def test_trends_clones_and_plots_are_served(loaded: tuple[httpx.Client, Cohort]) -> None:
+    client, cohort = loaded
+    patient = next(p for p in cohort.patients if p.relapsing)
     trends = client.get(f"/v1/patients/{patient.patient_id}/trends").json()
     assert [s["sample_id"] for s in trends["samples"]] == [d.sample_id for d in patient.draws]
     assert trends["variants"] and all(v["points"] for v in trends["variants"])

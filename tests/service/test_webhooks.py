@@ -51,8 +51,9 @@ class Env:
     receiver: Receiver
 
     def client(self) -> httpx.Client:
-        return httpx.Client(base_url=self.base, timeout=30,
-                            headers={"Authorization": f"Bearer {self.admin_key}"})
+        return httpx.Client(
+            base_url=self.base, timeout=30, headers={"Authorization": f"Bearer {self.admin_key}"}
+        )
 
 
 @pytest.fixture(scope="module")
@@ -62,19 +63,37 @@ def env(pg_url: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory) -
     control, log = tmp / "control.json", tmp / "received.jsonl"
     control.write_text(json.dumps({"mode": "ok", "secret": "whsec_unset"}))
     receiver = Receiver(
-        url=f"http://127.0.0.1:{port}/hook", control=control, log=log,
-        process=Process([sys.executable, str(Path(__file__).with_name("receiver.py")), str(port),
-                         str(control), str(log)], service_env(tmp), tmp / "receiver.log"),
+        url=f"http://127.0.0.1:{port}/hook",
+        control=control,
+        log=log,
+        process=Process(
+            [
+                sys.executable,
+                str(Path(__file__).with_name("receiver.py")),
+                str(port),
+                str(control),
+                str(log),
+            ],
+            service_env(tmp),
+            tmp / "receiver.log",
+        ),
     )
     environment = service_env(
-        tmp, CTDNA_DATABASE_URL=pg_url, CTDNA_BROKER_URL=redis_url,
-        CTDNA_WEBHOOK_ALLOWED_HOSTS="127.0.0.1", CTDNA_WEBHOOK_RETRY_SCALE="0.02",
-        CTDNA_SWEEP_INTERVAL_SECONDS="1", CTDNA_JOB_RESEND_AFTER_SECONDS="2",
+        tmp,
+        CTDNA_DATABASE_URL=pg_url,
+        CTDNA_BROKER_URL=redis_url,
+        CTDNA_WEBHOOK_ALLOWED_HOSTS="127.0.0.1",
+        CTDNA_WEBHOOK_RETRY_SCALE="0.02",
+        CTDNA_SWEEP_INTERVAL_SECONDS="1",
+        CTDNA_JOB_RESEND_AFTER_SECONDS="2",
     )
     worker = start_worker(environment, tmp, "--concurrency", "2", "--beat")
     api, base = start_api(environment, tmp, "--no-worker")
-    yield Env(base=base, admin_key=create_key(environment, "site-hooks", "ingest,read,admin"),
-              receiver=receiver)
+    yield Env(
+        base=base,
+        admin_key=create_key(environment, "site-hooks", "ingest,read,admin"),
+        receiver=receiver,
+    )
     api.stop()
     worker.stop()
     receiver.process.stop()
@@ -94,8 +113,13 @@ def bad_upload(client: httpx.Client, tmp_path: Path, sample_id: str) -> str:
     path.write_bytes(b"\x00\x01 not a vcf at all " * 50 + sample_id.encode())
     response = client.post(
         "/v1/samples",
-        data={"patient_id": "P-hook", "sample_id": sample_id, "sample_type": "plasma",
-              "collection_date": "2025-04-01", "genome_build": "GRCh38"},
+        data={
+            "patient_id": "P-hook",
+            "sample_id": sample_id,
+            "sample_type": "plasma",
+            "collection_date": "2025-04-01",
+            "genome_build": "GRCh38",
+        },
         files={"file": (path.name, path.read_bytes())},
     )
     assert response.status_code == 202, response.text
@@ -114,8 +138,7 @@ def make_endpoint(client: httpx.Client, receiver: Receiver, events: list[str]) -
 
 
 def events_for(receiver: Receiver, sample_id: str) -> list[dict[str, object]]:
-    return [r for r in receiver.seen()
-            if r["body"]["data"].get("sample_id") == sample_id]  # type: ignore[index,union-attr]
+    return [r for r in receiver.seen() if r["body"]["data"].get("sample_id") == sample_id]  # type: ignore[index,union-attr]
 
 
 def test_failed_sample_is_delivered_once_and_verified(env: Env, tmp_path: Path) -> None:
@@ -142,8 +165,10 @@ def test_receiver_down_then_up_gets_every_event_once(env: Env, tmp_path: Path) -
         ids = [bad_upload(client, tmp_path, f"S-down-{i}") for i in range(3)]
         wait_for(lambda: all(events_for(env.receiver, s) for s in ids))
         env.receiver.set(mode="ok")
-        wait_for(lambda: all(any(r["code"] == 200 for r in events_for(env.receiver, s))
-                             for s in ids), timeout=60)
+        wait_for(
+            lambda: all(any(r["code"] == 200 for r in events_for(env.receiver, s)) for s in ids),
+            timeout=60,
+        )
         for sample_id in ids:
             seen = events_for(env.receiver, sample_id)
             assert len({r["webhook_id"] for r in seen}) == 1, "webhook-id stable across retries"
@@ -165,8 +190,9 @@ def test_gone_disables_and_wrong_secret_fails_verification(env: Env, tmp_path: P
         env.receiver.set(mode="gone")
         gone_id = bad_upload(client, tmp_path, "S-gone")
         wait_for(lambda: bool(events_for(env.receiver, gone_id)))
-        wait_for(lambda: client.get(f"/v1/webhook-endpoints/{endpoint['id']}").json()["enabled"]
-                 is False)
+        wait_for(
+            lambda: client.get(f"/v1/webhook-endpoints/{endpoint['id']}").json()["enabled"] is False
+        )
         state = client.get(f"/v1/webhook-endpoints/{endpoint['id']}").json()
         assert "410" in state["disabled_reason"]
         client.delete(f"/v1/webhook-endpoints/{endpoint['id']}")
@@ -187,20 +213,24 @@ def test_redeliver_reuses_the_webhook_id(env: Env, tmp_path: Path) -> None:
         client.delete(f"/v1/webhook-endpoints/{endpoint['id']}")
 
 
-@pytest.mark.parametrize("url", [
-    "http://localhost:9/hook",            # a DNS name resolving to loopback, not allow-listed
-    "https://10.1.2.3/hook",              # private
-    "https://169.254.169.254/latest",     # cloud metadata (link-local)
-    "https://100.64.0.1/hook",            # CGNAT
-    "https://[::ffff:127.0.0.1]/hook",    # IPv4-mapped loopback
-    "https://[64:ff9b::a00:1]/hook",      # NAT64-embedded 10.0.0.1
-    "https://[2002:c0a8:0101::1]/hook",   # 6to4-embedded 192.168.1.1
-    "http://example.org/hook",            # plain http to a host not allow-listed
-])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://localhost:9/hook",  # a DNS name resolving to loopback, not allow-listed
+        "https://10.1.2.3/hook",  # private
+        "https://169.254.169.254/latest",  # cloud metadata (link-local)
+        "https://100.64.0.1/hook",  # CGNAT
+        "https://[::ffff:127.0.0.1]/hook",  # IPv4-mapped loopback
+        "https://[64:ff9b::a00:1]/hook",  # NAT64-embedded 10.0.0.1
+        "https://[2002:c0a8:0101::1]/hook",  # 6to4-embedded 192.168.1.1
+        "http://example.org/hook",  # plain http to a host not allow-listed
+    ],
+)
 def test_internal_addresses_are_refused_at_create(env: Env, url: str) -> None:
     with env.client() as client:
-        response = client.post("/v1/webhook-endpoints",
-                               json={"url": url, "events": ["sample.failed"]})
+        response = client.post(
+            "/v1/webhook-endpoints", json={"url": url, "events": ["sample.failed"]}
+        )
     assert response.status_code == 422, response.text
     assert response.headers["content-type"].startswith("application/problem+json")
 
@@ -213,5 +243,6 @@ def test_endpoints_are_site_scoped(env: Env, pg_url: str, tmp_path: Path) -> Non
     with httpx.Client(base_url=env.base, headers={"Authorization": f"Bearer {other}"}) as intruder:
         assert intruder.get(f"/v1/webhook-endpoints/{endpoint['id']}").status_code == 404
         assert intruder.get(f"/v1/webhook-endpoints/{endpoint['id']}/deliveries").status_code == 404
-        assert endpoint["id"] not in {e["id"] for e in
-                                      intruder.get("/v1/webhook-endpoints").json()["items"]}
+        assert endpoint["id"] not in {
+            e["id"] for e in intruder.get("/v1/webhook-endpoints").json()["items"]
+        }
