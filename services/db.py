@@ -53,12 +53,22 @@ def utcnow() -> datetime:
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     # The API and the worker are separate processes on one SQLite file: WAL lets readers
     # proceed during a write and busy_timeout makes writers queue instead of failing.
+    # pysqlite's own transaction handling breaks SAVEPOINTs and keeps locks past COMMIT;
+    # switch it off and let SQLAlchemy emit BEGIN itself (see _sqlite_begin).
+    dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
+
+
+def _sqlite_begin(connection: Any) -> None:
+    # IMMEDIATE takes the write lock at BEGIN, so two processes never deadlock upgrading a
+    # read transaction to a write one (every request writes an audit row); they queue on
+    # busy_timeout instead. The embedded default serves one laptop, not a clinic.
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def make_engine(url: str, *, pooled: bool = True) -> Engine:
@@ -69,6 +79,7 @@ def make_engine(url: str, *, pooled: bool = True) -> Engine:
             **({} if pooled else {"poolclass": NullPool}),
         )
         event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "begin", _sqlite_begin)
         return engine
     if not pooled:
         return create_engine(url, poolclass=NullPool, connect_args={"connect_timeout": 5})

@@ -19,6 +19,7 @@ import structlog
 from sqlalchemy import select
 
 from schemas.patients import EventCreate
+from services.analysis.service import CLONES_TASK, run_clones
 from services.config import get_settings
 from services.db import unit_of_work
 from services.genomics.simulate import simulate_cohort, write_plasma_vcf, write_tissue_vcf
@@ -186,18 +187,20 @@ def load(
 
 
 def _drain_reextractions(site: str) -> None:
-    """Run, here, the re-extraction jobs a tissue sample's tracked set created."""
+    """Run, here, the jobs the loaded samples created (re-extractions after a tracked set
+    was chosen from tissue, clone fits)."""
+    runners = {INGEST_TASK: ingest.run, CLONES_TASK: run_clones}
     while True:
         with unit_of_work() as session:
-            queued = session.scalars(
-                select(Job.id)
-                .where(Job.site == site, Job.status == "queued", Job.task == INGEST_TASK)
+            queued = session.execute(
+                select(Job.id, Job.task)
+                .where(Job.site == site, Job.status == "queued", Job.task.in_(runners))
                 .order_by(Job.created_at)
             ).all()
         if not queued:
             return
-        for job_id in queued:
-            ingest.run(job_id)
+        for job_id, task in queued:
+            runners[task](job_id)
 
 
 def write_demo(folder: Path, *, patients_n: int, draws: int, seed: int) -> list[DemoPatient]:

@@ -30,6 +30,10 @@ def after_commit(session: Session, task: str, row_id: str, model: Any) -> None:
 
 @event.listens_for(Session, "after_commit")
 def _publish_after_commit(session: Session) -> None:
+    # after_commit also fires when a SAVEPOINT is released; only the outermost commit makes
+    # the rows visible to a worker.
+    if session.in_transaction():
+        return
     pending = session.info.pop(_KEY, None)
     if pending:
         publish(pending)
@@ -37,7 +41,10 @@ def _publish_after_commit(session: Session) -> None:
 
 @event.listens_for(Session, "after_rollback")
 def _forget_after_rollback(session: Session) -> None:
-    session.info.pop(_KEY, None)
+    # A rolled-back SAVEPOINT leaves the outer transaction's messages pending (one whose row
+    # was rolled back finds nothing to do); a top-level rollback drops them all.
+    if not session.in_transaction():
+        session.info.pop(_KEY, None)
 
 
 def publish(messages: Iterable[Message], countdown: float | None = None) -> None:

@@ -17,7 +17,10 @@ from services.logging import configure_logging
 
 def create_celery() -> Celery:
     settings = get_settings()
-    app = Celery("ctdna", include=["workers.ingest", "workers.sweep", "workers.webhooks"])
+    app = Celery(
+        "ctdna",
+        include=["workers.ingest", "workers.sweep", "workers.webhooks", "workers.analysis"],
+    )
     app.conf.update(celery_config(settings))
     app.conf.beat_schedule = {
         "sweep-outbox": {"task": SWEEP_TASK, "schedule": settings.sweep_interval_seconds},

@@ -9,6 +9,8 @@ of MRD status (`mrd.status_changed`) and each new resistance event (`resistance.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import json
 import zlib
 from collections import defaultdict
 from collections.abc import Sequence
@@ -24,7 +26,7 @@ from sqlalchemy.orm import Session
 from services.alerts import service as alerts
 from services.analysis.models import PatientAnalysis, ResistanceEventRecord
 from services.analysis.serialize import dumps, jsonable
-from services.db import utcnow
+from services.db import unit_of_work, utcnow
 from services.errors import InvalidInput
 from services.genomics.background import (
     BackgroundCounts,
@@ -61,6 +63,7 @@ from services.genomics.therapy import TherapyEvent, TherapyLine, therapy_lines
 from services.genomics.tracking import TissueCandidate, TrackingParams, select_tracked
 from services.genomics.types import Locus
 from services.jobs import service as jobs
+from services.jobs.models import Job
 from services.patients.models import Patient, PatientEvent
 from services.samples.models import Sample
 from services.variants.models import TrackedVariant, Variant
@@ -68,6 +71,7 @@ from services.variants.models import TrackedVariant, Variant
 log = structlog.get_logger(__name__)
 
 KINDS = ("mrd", "trends", "clones", "resistance")
+CLONES_TASK = "patients.clones"
 NOT_APPLICABLE = "NOT_APPLICABLE"
 # Tissue AF assumed for a tracked locus posted without one: a clonal heterozygous variant in a
 # tumour of moderate purity. The INVAR likelihood only needs it up to a scale.
@@ -147,15 +151,15 @@ def recompute(session: Session, patient: Patient) -> None:
     rng = np.random.default_rng(_seed(patient))
     series = _series(data, tracked, backgrounds)
 
-    mrd_body = _mrd(data, tracked, backgrounds)
+    previous_mrd = stored_body(session, patient.id, "mrd")
+    mrd_body = _mrd(data, tracked, backgrounds, json.loads(previous_mrd) if previous_mrd else None)
     trends_body = _trends(data, series, lines, rng)
-    clones_body = _clones(data, series, rng)
     resistance_body, new_events = _resistance(session, data, series, lines)
 
     previous = _stored_status(session, patient.id, "mrd")
     _store(session, patient.id, "mrd", mrd_body, mrd_body["status"])
     _store(session, patient.id, "trends", trends_body, None)
-    _store(session, patient.id, "clones", clones_body, None)
+    request_clones(session, patient)
     _store(
         session,
         patient.id,
@@ -166,6 +170,38 @@ def recompute(session: Session, patient: Patient) -> None:
     _announce_mrd(session, patient, previous, mrd_body)
     for event in new_events:
         alerts.emit(session, patient.site, "resistance.emerged", event)
+
+
+def request_clones(session: Session, patient: Patient) -> None:
+    """Clone fitting (an EM over K with restarts) is the slowest analysis and the least
+    urgent, so it runs as its own job, coalesced: one queued fit per patient at a time."""
+    pending = session.scalar(
+        select(Job.id)
+        .where(Job.patient_pk == patient.id, Job.task == CLONES_TASK, Job.status == "queued")
+        .limit(1)
+    )
+    if pending is None:
+        jobs.create_job(session, task=CLONES_TASK, site=patient.site, patient_pk=patient.id)
+
+
+def run_clones(job_id: str) -> str:
+    """The `patients.clones` task: refit the patient's clones from its current data."""
+    with unit_of_work() as session:
+        if not jobs.claim(session, job_id):
+            return "skipped"
+    with unit_of_work() as session:
+        job = session.get(Job, job_id, with_for_update=True)
+        assert job is not None and job.patient_pk is not None
+        patient = session.get(Patient, job.patient_pk)
+        if patient is not None:
+            data = _load(session, patient)
+            tracked = [t for t in data.tracked if t.kept]
+            backgrounds = _backgrounds(session, data, {t.locus_key for t in tracked})
+            series = _series(data, tracked, backgrounds)
+            rng = np.random.default_rng(_seed(patient))
+            _store(session, patient.id, "clones", _clones(data, series, rng), None)
+        jobs.finish(session, job)
+    return "succeeded"
 
 
 # --- loading ------------------------------------------------------------------------------------
@@ -362,9 +398,46 @@ def _backgrounds(session: Session, data: _Patient, keys: set[str]) -> dict[str, 
 # --- MRD ----------------------------------------------------------------------------------------
 
 
+def _fingerprint(evidence: Sequence[LocusEvidence], days: int) -> str:
+    """What a call depends on: its evidence, its backgrounds, its timing and the rule."""
+    text = repr(
+        (
+            MRD_PARAMS,
+            days,
+            [
+                (
+                    e.key,
+                    e.alt_reads,
+                    e.depth,
+                    e.tumor_af,
+                    e.background.alpha,
+                    e.background.beta,
+                    e.background.blacklisted,
+                )
+                for e in evidence
+            ],
+        )
+    )
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _call_from_json(stored: dict[str, Any]) -> MrdCall:
+    fields = {f: stored[f] for f in MrdCall.__dataclass_fields__}
+    fields["call"] = MrdStatus(fields["call"])
+    for name in ("dropped_loci", "excluded_loci"):
+        fields[name] = tuple(fields[name])
+    return MrdCall(**fields)
+
+
 def _mrd(
-    data: _Patient, tracked: Sequence[TrackedVariant], backgrounds: dict[str, LocusBackground]
+    data: _Patient,
+    tracked: Sequence[TrackedVariant],
+    backgrounds: dict[str, LocusBackground],
+    previous: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """MRD calls of every post-surgery plasma sample; a call whose inputs did not change
+    since the previous computation (same fingerprint) is reused, not recomputed."""
+    cached = {c["sample_id"]: c for c in (previous or {}).get("calls", []) if c.get("fingerprint")}
     surgeries = data.event_dates("surgery")
     relapses = data.event_dates("clinical_relapse")
     body: dict[str, Any] = {
@@ -416,13 +489,16 @@ def _mrd(
             and row.depth
             and row.alt_reads is not None
         ]
-        rng = np.random.default_rng([_seed(data.patient), zlib.crc32(sample.sample_id.encode())])
-        call = call_sample(
-            evidence,
-            days_since_surgery=(sample.collection_date - surgery).days,
-            params=MRD_PARAMS,
-            rng=rng,
-        )
+        days = (sample.collection_date - surgery).days
+        fingerprint = _fingerprint(evidence, days)
+        hit = cached.get(sample.sample_id)
+        if hit is not None and hit["fingerprint"] == fingerprint:
+            call = _call_from_json(hit)
+        else:
+            rng = np.random.default_rng(
+                [_seed(data.patient), zlib.crc32(sample.sample_id.encode())]
+            )
+            call = call_sample(evidence, days_since_surgery=days, params=MRD_PARAMS, rng=rng)
         dated.append((sample.collection_date, call))
         # A locus a file did not report is missing evidence, not zero reads: it is neither
         # used nor counted as informative (loci_tracked stays the tracked set).
@@ -433,6 +509,7 @@ def _mrd(
                 **jsonable(call),
                 "loci_tracked": len(tracked),
                 "loci_reported": len(evidence),
+                "fingerprint": fingerprint,
             }
         )
         if call.call == MrdStatus.NEGATIVE:
@@ -450,7 +527,7 @@ def _announce_mrd(
     session: Session, patient: Patient, previous: str | None, body: dict[str, Any]
 ) -> None:
     status = body["status"]
-    if status == previous or status == NOT_APPLICABLE or not body["calls"]:
+    if status in (previous, NOT_APPLICABLE) or not body["calls"]:
         return
     latest = body["calls"][-1]
     alerts.emit(

@@ -9,12 +9,15 @@ artefacts). Following deepSNV / shearwater (Gerstung et al., Nat Commun 2012; Bi
     M_ij | e_i ~ Binomial(R_ij, e_i)      control j (matched normal, panel-of-normal plasma,
                                           cross-patient control) at locus i
 
-The prior is estimated once across all clean loci by marginal maximum likelihood (method-of-
-moments start), which borrows strength: a locus with few or no controls shrinks to the prior,
-a locus with many controls is dominated by its own counts. Each locus gets the conjugate
-posterior ``Beta(alpha_0 + sum M_ij, beta_0 + sum (R_ij - M_ij))``; the MRD caller uses its mean
-in the likelihood and the whole posterior in the calibration (``services.genomics.mrd``), so the
-uncertainty of a rate estimated from a few thousand control molecules is carried, not plugged in.
+The prior is estimated once across loci by marginal maximum likelihood (method-of-moments
+start), which borrows strength: a locus with few or no controls shrinks to the prior, a locus
+with many controls is dominated by its own counts. Each locus gets the conjugate posterior
+``Beta(alpha_0 + sum M_ij, beta_0 + sum (R_ij - M_ij))``, averaged over the uncertainty of the
+fitted hyperparameters (3 x 3 Gauss-Hermite nodes of a Laplace approximation, moment-matched
+back to one Beta; it matters only when controls are sparse). The MRD caller uses the posterior
+mean in the likelihood and the whole posterior in the calibration (``services.genomics.mrd``),
+so the uncertainty of a rate estimated from a few thousand control molecules is carried, not
+plugged in.
 
 Assumption worth knowing: all controls of a locus share one rate (no extra between-sample
 over-dispersion at a locus). Loci whose controls disagree wildly are the ones the blacklist
@@ -28,7 +31,7 @@ reads): a rate of zero would make a single mutant read infinitely significant.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -78,7 +81,6 @@ class BackgroundParams:
     min_loci_for_class_prior: int = 50
     min_prior_concentration: float = 2.0
     max_prior_concentration: float = 1e9
-    prior_concentration_confidence: float = 0.9
 
     def __post_init__(self) -> None:
         if not 0.0 < self.floor < 0.5:
@@ -87,18 +89,21 @@ class BackgroundParams:
             raise InvalidInput("default prior needs a mean in (0, 0.5) and a positive pseudo-depth")
         if not 0 < self.min_prior_concentration < self.max_prior_concentration:
             raise InvalidInput("prior concentration bounds must satisfy 0 < min < max")
-        if not 0.5 <= self.prior_concentration_confidence < 1.0:
-            raise InvalidInput("prior_concentration_confidence must be in [0.5, 1)")
 
 
 @dataclass(frozen=True, slots=True)
 class BetaPrior:
-    """A Beta(alpha, beta) prior on a per-locus error rate, with where it came from."""
+    """A Beta(alpha, beta) prior on a per-locus error rate, with where it came from.
+
+    ``nodes`` are (weight, alpha, beta) quadrature points over the uncertainty of the fitted
+    hyperparameters (empty for a prior given rather than fitted).
+    """
 
     alpha: float
     beta: float
     source: str
     n_loci: int
+    nodes: tuple[tuple[float, float, float], ...] = ()
 
     @property
     def mean(self) -> float:
@@ -163,9 +168,7 @@ def fit_beta_prior(
 
     Maximises sum_i log B(a + S_i, b + T_i - S_i) - log B(a, b) over the mean (logit scale)
     and the concentration a + b (log scale, bounded by the params), starting from the method
-    of moments; then lowers the concentration to its one-sided profile-likelihood bound at
-    ``prior_concentration_confidence`` (0.5 = the MLE). Falls back to ``default_prior`` with
-    fewer than ``min_loci_for_prior`` loci.
+    of moments. Falls back to ``default_prior`` with fewer than ``min_loci_for_prior`` loci.
     """
     alt = np.asarray(alt_totals, dtype=np.float64)
     depth = np.asarray(depth_totals, dtype=np.float64)
@@ -195,23 +198,53 @@ def fit_beta_prior(
     result = optimize.minimize(negative_log_marginal, start, method="L-BFGS-B", bounds=bounds)
     theta = result.x if np.all(np.isfinite(result.x)) else start
     mean = float(special.expit(theta[0]))
-    log_kappa = float(theta[1])
-    # Conservative empirical Bayes: an over-estimated concentration makes every posterior
-    # over-confident and the MRD null too narrow, so take the lower profile-likelihood bound of
-    # log(a + b) (mean held at its MLE) at ``prior_concentration_confidence``. Tight when the
-    # controls are rich, wide when they are sparse.
-    drop = float(special.chdtri(1, 2.0 * (1.0 - params.prior_concentration_confidence))) / 2.0
-    best = negative_log_marginal(np.array([theta[0], log_kappa]))
+    kappa = math.exp(float(theta[1]))
+    return BetaPrior(
+        alpha=mean * kappa,
+        beta=(1.0 - mean) * kappa,
+        source=source,
+        n_loci=alt.size,
+        nodes=_hyperparameter_nodes(negative_log_marginal, theta, bounds),
+    )
 
-    def excess(log_k: float) -> float:
-        return negative_log_marginal(np.array([theta[0], log_k])) - best - drop
 
-    if log_kappa > lo_k and excess(lo_k) > 0.0:
-        log_kappa = float(optimize.brentq(excess, lo_k, log_kappa, xtol=1e-6))
-    elif log_kappa > lo_k:
-        log_kappa = lo_k
-    kappa = math.exp(log_kappa)
-    return BetaPrior(alpha=mean * kappa, beta=(1.0 - mean) * kappa, source=source, n_loci=alt.size)
+def _hyperparameter_nodes(
+    negative_log_marginal: Callable[[npt.NDArray[np.float64]], float],
+    theta: npt.NDArray[np.float64],
+    bounds: Sequence[tuple[float, float]],
+) -> tuple[tuple[float, float, float], ...]:
+    """3 x 3 Gauss-Hermite nodes over a Laplace approximation of the hyperparameters.
+
+    The posterior of (logit mean, log concentration) is approximated by a normal centred on
+    the marginal-ML estimate with the inverse Hessian as covariance (finite differences).
+    """
+    step = 1e-3
+    hessian = np.empty((2, 2))
+    for i in range(2):
+        for j in range(2):
+            shifts = []
+            for si, sj in ((1, 1), (1, -1), (-1, 1), (-1, -1)):
+                point = theta.copy()
+                point[i] += si * step
+                point[j] += sj * step
+                shifts.append(si * sj * negative_log_marginal(point))
+            hessian[i, j] = sum(shifts) / (4 * step * step)
+    try:
+        covariance = np.linalg.inv(hessian)
+        root = np.linalg.cholesky(covariance)
+    except np.linalg.LinAlgError:
+        return ()
+    points, weights = np.polynomial.hermite_e.hermegauss(3)
+    weights = weights / weights.sum()
+    nodes = []
+    for u, wu in zip(points, weights, strict=True):
+        for v, wv in zip(points, weights, strict=True):
+            node = theta + root @ np.array([u, v])
+            node = np.clip(node, [b[0] for b in bounds], [b[1] for b in bounds])
+            m = float(special.expit(node[0]))
+            k = math.exp(float(node[1]))
+            nodes.append((float(wu * wv), m * k, (1.0 - m) * k))
+    return tuple(nodes)
 
 
 def _floored(alpha: float, beta: float, floor: float) -> tuple[float, float, bool]:
@@ -249,7 +282,21 @@ def _posterior(
 ) -> LocusBackground:
     alt = sum(c.alt_reads for c in counts)
     depth = sum(c.depth for c in counts)
-    alpha, beta, floored = _floored(prior.alpha + alt, prior.beta + depth - alt, params.floor)
+    alpha, beta = prior.alpha + alt, prior.beta + depth - alt
+    if prior.nodes:
+        # The mixture over the hyperparameter nodes, moment-matched by one Beta: same mean
+        # and variance of e, hence the same mean and variance of every predictive count.
+        w = np.array([n[0] for n in prior.nodes])
+        a = np.array([n[1] for n in prior.nodes]) + alt
+        b = np.array([n[2] for n in prior.nodes]) + depth - alt
+        means = a / (a + b)
+        second = float(np.sum(w * (means * (1 - means) / (a + b + 1) + means**2)))
+        mean = float(np.sum(w * means))
+        variance = second - mean * mean
+        if variance > 0:
+            kappa = mean * (1 - mean) / variance - 1.0
+            alpha, beta = mean * kappa, (1 - mean) * kappa
+    alpha, beta, floored = _floored(alpha, beta, params.floor)
     return LocusBackground(
         key=key,
         alpha=alpha,

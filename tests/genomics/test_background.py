@@ -47,6 +47,25 @@ def test_prior_recovered_by_marginal_ml() -> None:
     assert prior.mean == pytest.approx(mean, rel=0.1)
     assert prior.alpha == pytest.approx(shape, rel=0.3)
     assert prior.source == "global" and prior.n_loci == 3000
+    # hyperparameter uncertainty: nine quadrature nodes around the estimate, weights sum to 1
+    assert len(prior.nodes) == 9
+    assert sum(w for w, _, _ in prior.nodes) == pytest.approx(1.0)
+    assert min(a for _, a, _ in prior.nodes) < prior.alpha < max(a for _, a, _ in prior.nodes)
+
+
+def test_sparse_controls_widen_the_posterior_beyond_the_plug_in_prior() -> None:
+    rng = np.random.default_rng(6)
+    rates = rng.beta(2.0, 5e4, size=300)
+    counts = panel(rates, 2, rng)
+    counts["new"] = [BackgroundCounts(0, 3000)]
+    fitted = fit_background(counts, PARAMS)
+    alt = [sum(c.alt_reads for c in v) for k, v in counts.items() if k != "new"]
+    depth = [sum(c.depth for c in v) for k, v in counts.items() if k != "new"]
+    prior = fit_beta_prior(alt, depth, PARAMS)
+    plug_in_concentration = prior.alpha + prior.beta + 3000
+    # same mean, more spread: the hyperparameters are uncertain with 300 sparse loci
+    assert fitted["new"].mean == pytest.approx(prior.alpha / plug_in_concentration, rel=0.1)
+    assert fitted["new"].alpha + fitted["new"].beta < plug_in_concentration
 
 
 def test_posterior_shrinks_sparse_loci_and_follows_rich_ones() -> None:
