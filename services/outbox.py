@@ -31,8 +31,9 @@ def after_commit(session: Session, task: str, row_id: str, model: Any) -> None:
 @event.listens_for(Session, "after_commit")
 def _publish_after_commit(session: Session) -> None:
     # after_commit also fires when a SAVEPOINT is released; only the outermost commit makes
-    # the rows visible to a worker.
-    if session.in_transaction():
+    # the rows visible to a worker. (in_transaction() cannot tell them apart: it is still
+    # True inside after_commit of the outermost commit.)
+    if session.get_nested_transaction() is not None:
         return
     pending = session.info.pop(_KEY, None)
     if pending:
@@ -43,7 +44,7 @@ def _publish_after_commit(session: Session) -> None:
 def _forget_after_rollback(session: Session) -> None:
     # A rolled-back SAVEPOINT leaves the outer transaction's messages pending (one whose row
     # was rolled back finds nothing to do); a top-level rollback drops them all.
-    if not session.in_transaction():
+    if session.get_nested_transaction() is None:
         session.info.pop(_KEY, None)
 
 
