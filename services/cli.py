@@ -163,6 +163,25 @@ def keys_revoke(key_id: str) -> None:
     err.print(f"revoked {key_id}")
 
 
+@keys_app.command("rotate")
+def keys_rotate(key_id: str) -> None:
+    """Replace a key by a new one (same site and scopes); prints the new key alone on the last
+    line. The old key stops working at once."""
+    from services.auth.service import rotate_key
+    from services.db import unit_of_work
+    from services.errors import DomainError
+
+    try:
+        with unit_of_work() as session:
+            key, secret = rotate_key(session, key_id)
+            new_id = key.id
+    except DomainError as exc:
+        err.print(f"[red]{exc.detail}[/red]")
+        raise typer.Exit(1) from exc
+    err.print(f"key {key_id} revoked; its replacement {new_id} is shown only now:")
+    print(secret, flush=True)
+
+
 @app.command()
 def submit(
     file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True)],
@@ -265,6 +284,48 @@ def simulate(
     manifest = write_manifest(out, cohort)
     err.print(f"{sum(len(p.samples) for p in cohort)} VCFs for {len(cohort)} patients in {out}")
     print(manifest)
+
+
+@app.command()
+def bench(
+    sections: Annotated[str, typer.Option(help="parse,memory,latency,throughput,reads")] = (
+        "parse,memory,latency,throughput,reads"
+    ),
+    parse_records: Annotated[int, typer.Option(help="Records of the large VCF.gz")] = 2_000_000,
+    latency_uploads: Annotated[int, typer.Option(help="Sequential panel uploads")] = 50,
+    throughput_samples: Annotated[int, typer.Option(help="Panel samples (issue: 1000)")] = 300,
+    read_patients: Annotated[int, typer.Option(help="Bulk patients (× 30 samples)")] = 10_000,
+    wrk_seconds: Annotated[int, typer.Option(help="Seconds per wrk run")] = 10,
+    api_workers: Annotated[int | None, typer.Option(help="API processes (default nproc)")] = None,
+    tissue: Annotated[bool, typer.Option(help="Also measure a tissue ingest's memory")] = True,
+    output: Annotated[Path | None, typer.Option(help="Default benchmarks/results.json")] = None,
+) -> None:
+    """Benchmark ingest, throughput and reads against fresh PostgreSQL/Redis databases on
+    127.0.0.1 (README, "Benchmarks"); prints a table and writes results.json."""
+    from benchmarks.run import SECTIONS, BenchOptions, run
+
+    options = BenchOptions(
+        sections=tuple(s for s in SECTIONS if s in sections.split(",")),
+        parse_records=parse_records,
+        latency_uploads=latency_uploads,
+        throughput_samples=throughput_samples,
+        read_patients=read_patients,
+        wrk_seconds=wrk_seconds,
+        memory_tissue=tissue,
+    )
+    options.api_workers = api_workers or options.api_workers
+    options.output = output or options.output
+    run(options, Console())
+
+
+def _no_patients() -> bool:
+    from sqlalchemy import select
+
+    from services.db import unit_of_work
+    from services.patients.models import Patient
+
+    with unit_of_work() as session:
+        return session.scalar(select(Patient.id).limit(1)) is None
 
 
 def _spawn_worker(*, beat: bool) -> subprocess.Popen[bytes]:

@@ -39,6 +39,17 @@ class Settings(BaseSettings):
     ui_session_hours: int = 12
     log_level: str = "INFO"
     log_json: bool = False
+    # /metrics reads job and webhook counts from the database at most this often.
+    metrics_cache_seconds: float = Field(default=5.0, ge=0)
+    # Token buckets per API key (rate = tokens per second, burst = bucket size; rate 0 turns a
+    # limit off). Shared by every API process through Redis when the broker is Redis, else
+    # kept in each process (then N processes allow N times the rate).
+    rate_limit_uploads_per_second: float = Field(default=10.0, ge=0)
+    rate_limit_uploads_burst: int = Field(default=50, ge=1)
+    rate_limit_reads_per_second: float = Field(default=100.0, ge=0)
+    rate_limit_reads_burst: int = Field(default=200, ge=1)
+    # A stored answer to an Idempotency-Key is replayed for this long.
+    idempotency_ttl_hours: float = Field(default=24.0, gt=0)
 
     @field_validator("database_url")
     @classmethod

@@ -5,6 +5,7 @@ from services.analysis.models import PatientAnalysis, ResistanceEventRecord
 from services.audit.models import AuditEntry
 from services.auth.models import ApiKey
 from services.db import Base
+from services.idempotency.models import IdempotentRequest
 from services.jobs.models import Job
 from services.patients.models import Patient, PatientEvent
 from services.samples.models import Sample
@@ -14,6 +15,7 @@ __all__ = [
     "ApiKey",
     "AuditEntry",
     "Base",
+    "IdempotentRequest",
     "Job",
     "Patient",
     "PatientAnalysis",

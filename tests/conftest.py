@@ -3,14 +3,17 @@ helpers to run the real API and Celery worker as subprocesses."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
+import shutil
 import socket
 import subprocess
 import sys
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -19,6 +22,7 @@ import pytest
 import redis
 
 ROOT = Path(__file__).resolve().parents[1]
+PANEL_VCF = ROOT / "tests" / "data" / "vcf" / "panel_grch38.vcf"
 SHARED_DATA = ROOT.parent / "shared" / "data"
 PG_ADMIN_URL = os.environ.get("CTDNA_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_BASE = os.environ.get("CTDNA_TEST_REDIS", "redis://127.0.0.1:6379")
@@ -56,8 +60,12 @@ def pg_url() -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def redis_url() -> str:
-    """A Redis logical database of its own, emptied first."""
-    db = 1 + secrets.randbelow(14)
+    """A Redis logical database of its own, emptied first: one that no client is connected
+    to, since other test runs on this machine may share the server (a worker of theirs on our
+    database would take our messages)."""
+    busy = {int(c["db"]) for c in redis.Redis.from_url(REDIS_BASE).client_list()}
+    idle = [db for db in range(1, 15) if db not in busy]
+    db = secrets.choice(idle) if idle else 1 + secrets.randbelow(14)
     url = f"{REDIS_BASE}/{db}"
     redis.Redis.from_url(url).flushdb()
     return url
@@ -74,15 +82,16 @@ class Process:
         )
 
     def kill(self, sig: int = 9) -> None:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.popen.pid, sig)
-        except ProcessLookupError:
-            pass
         self.popen.wait(timeout=30)
 
     def stop(self) -> None:
         if self.popen.poll() is None:
-            self.kill(15)
+            try:
+                self.kill(15)
+            except subprocess.TimeoutExpired:
+                self.kill(9)  # a shutdown that hangs must not leave the process behind
         self._log.close()
 
     def output(self) -> str:
@@ -107,9 +116,38 @@ def ctdna(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def start_redis(port: int, folder: Path, log: Path, *, appendonly: str = "no") -> Process:
+    """A private redis-server on 127.0.0.1:`port` keeping its files in `folder`, for tests
+    that stop it or must not share the machine's Redis; returns once it answers."""
+    server = shutil.which("redis-server")
+    if server is None:
+        pytest.skip("redis-server is not installed")
+    argv = [server, "--bind", "127.0.0.1", "--port", str(port), "--dir", str(folder)]
+    argv += ["--appendonly", appendonly, "--appendfsync", "everysec", "--save", ""]
+    argv += ["--maxmemory-policy", "noeviction"]
+    process = Process(argv, {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}, log)
+    client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=1)
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            if client.ping():  # answers LOADING while it reads its append-only file
+                return process
+        except redis.exceptions.RedisError:
+            if process.popen.poll() is not None or time.monotonic() > deadline:
+                process.stop()
+                raise RuntimeError(f"redis-server did not start:\n{process.output()}") from None
+            time.sleep(0.05)
+
+
 def create_key(env: dict[str, str], site: str, scopes: str = "ingest,read") -> str:
     out = ctdna(env, "keys", "create", "--site", site, "--scopes", scopes)
     return out.stdout.strip().splitlines()[-1]
+
+
+def create_keys(env: dict[str, str], *specs: tuple[str, str]) -> list[str]:
+    """Several keys, (site, scopes) each, made by parallel `ctdna keys create` runs."""
+    with ThreadPoolExecutor(max_workers=len(specs)) as pool:
+        return list(pool.map(lambda spec: create_key(env, *spec), specs))
 
 
 def start_api(env: dict[str, str], log_dir: Path, *extra: str) -> tuple[Process, str]:
@@ -140,6 +178,39 @@ def start_worker(env: dict[str, str], log_dir: Path, *extra: str) -> Process:
     )
 
 
+class Running:
+    """The processes a fixture starts, all stopped when the `with` block ends, also when the
+    setup fails half-way (nothing left consuming a shared broker after the test)."""
+
+    def __init__(self) -> None:
+        self.processes: list[Process] = []
+
+    def __enter__(self) -> Running:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        for process in reversed(self.processes):
+            process.stop()
+
+    def worker(self, env: dict[str, str], log_dir: Path, *extra: str) -> Process:
+        self.processes.append(start_worker(env, log_dir, *extra))
+        return self.processes[-1]
+
+    def apis(self, log_dir: Path, *envs: dict[str, str]) -> list[str]:
+        """Start one API per environment, in parallel; their base URLs."""
+        with ThreadPoolExecutor(max_workers=len(envs)) as pool:
+            futures = [pool.submit(start_api, env, log_dir, "--no-worker") for env in envs]
+        bases = []
+        for future in futures:
+            if future.exception() is None:
+                process, base = future.result()
+                self.processes.append(process)
+                bases.append(base)
+        for future in futures:
+            future.result()  # raises the first failure, once every started API is tracked
+        return bases
+
+
 def wait_job(client: httpx.Client, job_id: str, timeout: float = 60) -> dict[str, object]:
     deadline = time.monotonic() + timeout
     job: dict[str, object] = {}
@@ -149,3 +220,31 @@ def wait_job(client: httpx.Client, job_id: str, timeout: float = 60) -> dict[str
             return job
         time.sleep(0.1)
     raise AssertionError(f"job {job_id} did not finish in {timeout}s: {job}")
+
+
+def panel_vcf(directory: Path, tag: str) -> Path:
+    """The small GRCh38 panel VCF with a header line naming `tag`: other bytes, so another
+    sample, processed in well under a second."""
+    lines = PANEL_VCF.read_text().splitlines(keepends=True)
+    path = directory / f"panel-{tag}.vcf"
+    path.write_text(lines[0] + f"##ctdna_test={tag}\n" + "".join(lines[1:]))
+    return path
+
+
+def upload_panel(
+    client: httpx.Client, directory: Path, patient_id: str, sample_id: str, **headers: str
+) -> httpx.Response:
+    path = panel_vcf(directory, sample_id)
+    with path.open("rb") as fh:
+        return client.post(
+            "/v1/samples",
+            data={
+                "patient_id": patient_id,
+                "sample_id": sample_id,
+                "collection_date": "2025-02-01",
+                "sample_type": "plasma",
+                "genome_build": "GRCh38",
+            },
+            files={"file": (path.name, fh)},
+            headers=headers,
+        )

@@ -23,6 +23,10 @@ log = structlog.get_logger(__name__)
     default_retry_delay=2,
 )
 def ingest_sample(self: object, job_id: str) -> str:
+    if self.request.retries:  # type: ignore[attr-defined]
+        # A retry after the database went away: the hand-back below may have failed with it,
+        # leaving the job held under this task's lease; give it back so the retry can claim it.
+        release(job_id)
     try:
         return ingest.run(job_id)
     except OperationalError as exc:

@@ -1,13 +1,18 @@
 """jobs.sweep: re-send outbox rows (jobs, webhook deliveries) that were never picked up, whose
-worker died, or whose retry is due."""
+worker died, or whose retry is due; forget expired idempotency keys."""
 
 from __future__ import annotations
 
 from services.alerts.service import sweep_due
+from services.idempotency.service import purge_expired
 from services.jobs.service import SWEEP_TASK, sweep
 from workers.celery_app import app
 
 
 @app.task(name=SWEEP_TASK, acks_late=True, ignore_result=True)
 def sweep_outbox() -> dict[str, int]:
-    return {"jobs": sweep(), "webhook_deliveries": sweep_due()}
+    return {
+        "jobs": sweep(),
+        "webhook_deliveries": sweep_due(),
+        "idempotency_keys_expired": purge_expired(),
+    }

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response, status
+from fastapi import APIRouter, Request, Response, status
 
 from schemas.webhooks import (
     AttemptRead,
@@ -18,6 +18,7 @@ from schemas.webhooks import (
 from services.alerts import service
 from services.alerts.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint, WebhookEvent
 from services.api.deps import Admin, SessionDep
+from services.audit.service import audit
 
 router = APIRouter(tags=["webhooks"])
 
@@ -110,8 +111,19 @@ def event_deliveries(event_id: str, principal: Admin, session: SessionDep) -> De
 @router.post(
     "/v1/webhook-deliveries/{delivery_id}/redeliver", status_code=202, response_model=DeliveryRead
 )
-def redeliver(delivery_id: str, principal: Admin, session: SessionDep) -> DeliveryRead:
+def redeliver(
+    delivery_id: str, principal: Admin, session: SessionDep, request: Request
+) -> DeliveryRead:
     delivery = service.redeliver(session, principal.site, delivery_id)
     event = session.get(WebhookEvent, delivery.event_id)
     assert event is not None
+    # The event's payload names a patient and leaves for the endpoint again: a disclosure.
+    payload = event.payload or {}
+    audit(
+        session,
+        request,
+        principal,
+        patient_id=payload.get("patient_id"),
+        sample_id=payload.get("sample_id"),
+    )
     return _delivery(delivery, event, [])

@@ -21,7 +21,7 @@ from typing import Any
 
 import httpx
 import structlog
-from sqlalchemy import or_, select, update
+from sqlalchemy import case, func, or_, select, update
 from sqlalchemy.orm import Session
 from standardwebhooks import Webhook
 
@@ -238,6 +238,7 @@ class _Outgoing:
     url: str
     secret: str
     created_at: datetime
+    previous_secret: str | None = None
 
 
 def deliver(delivery_id: str) -> str:
@@ -295,15 +296,32 @@ def _claim(delivery_id: str) -> _Outgoing | None:
             {"type": event.type, "timestamp": event.created_at.isoformat(), "data": event.payload},
             separators=(",", ":"),
         )
+        previous = endpoint.previous_secret
+        expires = endpoint.previous_secret_expires_at
         return _Outgoing(
-            delivery.id, event.id, event.type, body, endpoint.url, endpoint.secret, event.created_at
+            delivery.id,
+            event.id,
+            event.type,
+            body,
+            endpoint.url,
+            endpoint.secret,
+            event.created_at,
+            previous_secret=previous if previous and expires and expires > utcnow() else None,
         )
 
 
 def _send(outgoing: _Outgoing) -> tuple[int, str]:
     target = check_url(outgoing.url, get_settings().allowed_webhook_hosts)
     now = utcnow()
-    signature = Webhook(outgoing.secret).sign(outgoing.event_id, now, outgoing.body)
+    # During a rotation's grace period both secrets sign (space-separated signatures, as the
+    # Standard Webhooks spec allows), so a receiver still on the old secret verifies too.
+    secrets_in_use = [
+        outgoing.secret,
+        *([outgoing.previous_secret] if outgoing.previous_secret else []),
+    ]
+    signature = " ".join(
+        Webhook(s).sign(outgoing.event_id, now, outgoing.body) for s in secrets_in_use
+    )
     headers = {
         "content-type": "application/json",
         "user-agent": "ctdna-webhooks/1",
@@ -416,3 +434,28 @@ def sweep_due(limit: int = 500) -> int:
     if due:
         outbox.publish((DELIVER_TASK, d, WebhookDelivery) for d in due)
     return len(due)
+
+
+# --- metrics ----------------------------------------------------------------------------------
+
+
+def delivery_counts(session: Session) -> dict[str, int]:
+    """Deliveries per status (pending, succeeded, failed = gave up, cancelled)."""
+    rows = session.execute(
+        select(WebhookDelivery.status, func.count()).group_by(WebhookDelivery.status)
+    )
+    return {status: int(n) for status, n in rows}
+
+
+def attempt_outcomes(session: Session, *, since: datetime) -> dict[str, tuple[int, int]]:
+    """Attempts per outcome (success, gone, http_error, network_error): (all, since `since`)."""
+    code = WebhookAttempt.status_code
+    outcome = case(
+        (code.is_(None), "network_error"),
+        ((code >= 200) & (code < 300), "success"),
+        (code == 410, "gone"),
+        else_="http_error",
+    ).label("outcome")
+    recent = func.coalesce(func.sum(case((WebhookAttempt.attempted_at >= since, 1), else_=0)), 0)
+    rows = session.execute(select(outcome, func.count(), recent).group_by(outcome))
+    return {name: (int(n), int(r)) for name, n, r in rows}

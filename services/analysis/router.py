@@ -1,16 +1,24 @@
 """HTTP edge for the precomputed analyses: returns the stored JSON bodies as they are (no ORM
-objects or response models on the hot read path)."""
+objects or response models on the hot read path).
+
+These are the most frequent reads (trend plots, MRD status), so each is one trip to the thread
+pool: the key comes from the principal cache on the event loop, then one unit of work reads the
+patient and its body in a single query and writes the audit row."""
 
 from __future__ import annotations
 
 import json
 
 from fastapi import APIRouter, Request, Response
+from fastapi.concurrency import run_in_threadpool
 
-from services.analysis.service import NOT_APPLICABLE, stored_body
-from services.api.deps import Reader, SessionDep
+from services.analysis import repository
+from services.analysis.service import NOT_APPLICABLE
+from services.api.deps import Reader
 from services.audit.service import audit
-from services.patients.service import get_patient_or_raise
+from services.auth.service import Principal
+from services.db import unit_of_work
+from services.errors import NotFound
 
 router = APIRouter(prefix="/v1/patients", tags=["analyses"])
 
@@ -28,41 +36,39 @@ EMPTY: dict[str, dict[str, object]] = {
 }
 
 
-def _serve(
-    kind: str, patient_id: str, principal: Reader, session: SessionDep, request: Request
-) -> Response:
-    patient = get_patient_or_raise(session, principal.site, patient_id)
-    audit(session, request, principal, patient_id=patient.patient_id)
-    body = stored_body(session, patient.id, kind)
-    if body is None:
-        body = json.dumps({"patient_id": patient.patient_id, **EMPTY[kind]})
+def _read(kind: str, patient_id: str, principal: Principal, request: Request) -> str:
+    with unit_of_work() as session:
+        found = repository.patient_and_body(session, principal.site, patient_id, kind)
+        if found is None:
+            raise NotFound(f"patient {patient_id!r} not found")
+        stored_id, body = found
+        audit(session, request, principal, patient_id=stored_id)
+    return body or json.dumps({"patient_id": stored_id, **EMPTY[kind]})
+
+
+async def _serve(kind: str, patient_id: str, principal: Principal, request: Request) -> Response:
+    body = await run_in_threadpool(_read, kind, patient_id, principal, request)
     return Response(content=body, media_type="application/json")
 
 
 @router.get("/{patient_id}/mrd", summary="Tumour-informed MRD calls after surgery")
-def get_mrd(patient_id: str, principal: Reader, session: SessionDep, request: Request) -> Response:
+async def get_mrd(patient_id: str, principal: Reader, request: Request) -> Response:
     """`{status, calls: [{sample_id, collection_date, call, score, p_value, tumor_fraction,
     lod95, loci_detected, loci_tracked, informative_reads, ...}], molecular_relapse_date,
     lead_time_days}`."""
-    return _serve("mrd", patient_id, principal, session, request)
+    return await _serve("mrd", patient_id, principal, request)
 
 
 @router.get("/{patient_id}/trends", summary="Tumour fraction and per-variant VAF series")
-def get_trends(
-    patient_id: str, principal: Reader, session: SessionDep, request: Request
-) -> Response:
-    return _serve("trends", patient_id, principal, session, request)
+async def get_trends(patient_id: str, principal: Reader, request: Request) -> Response:
+    return await _serve("trends", patient_id, principal, request)
 
 
 @router.get("/{patient_id}/clones", summary="Clones with member variants and CCF series")
-def get_clones(
-    patient_id: str, principal: Reader, session: SessionDep, request: Request
-) -> Response:
-    return _serve("clones", patient_id, principal, session, request)
+async def get_clones(patient_id: str, principal: Reader, request: Request) -> Response:
+    return await _serve("clones", patient_id, principal, request)
 
 
 @router.get("/{patient_id}/resistance", summary="Emerging resistance events on therapy")
-def get_resistance(
-    patient_id: str, principal: Reader, session: SessionDep, request: Request
-) -> Response:
-    return _serve("resistance", patient_id, principal, session, request)
+async def get_resistance(patient_id: str, principal: Reader, request: Request) -> Response:
+    return await _serve("resistance", patient_id, principal, request)

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import structlog
 from sqlalchemy import delete, exists, select
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from services.alerts import service as alerts
@@ -77,6 +78,7 @@ NOT_APPLICABLE = "NOT_APPLICABLE"
 # tumour of moderate purity. The INVAR likelihood only needs it up to a scale.
 DEFAULT_TUMOR_AF = 0.3
 CROSS_PATIENT_CONTROL_LIMIT = 400
+MAX_DROPPED_SHOWN = 200
 
 MRD_PARAMS = MrdParams()
 BACKGROUND_PARAMS = BackgroundParams()
@@ -130,6 +132,10 @@ def recompute_safely(session: Session, patient: Patient) -> bool:
     try:
         with session.begin_nested():
             recompute(session, patient)
+    except OperationalError:
+        # The database went away, not a bug: the whole unit of work fails and is retried (a
+        # savepoint cannot be rolled back on a dead connection anyway).
+        raise
     except Exception:  # noqa: BLE001  the caller's stored data must survive an analysis bug
         log.exception("analysis.recompute_failed", patient_id=patient.patient_id)
         return False
@@ -312,7 +318,11 @@ def _propose_tracked(session: Session, data: _Patient) -> bool:
     by_key = {c.key: c for c in candidates}
     session.execute(delete(TrackedVariant).where(TrackedVariant.patient_pk == data.patient.id))
     now = utcnow()
-    for decision in decisions:
+    # Every kept locus, and the strongest dropped candidates with their reasons (a tumour
+    # exome has ~10^5 PASS variants; listing every one of them informs nobody).
+    dropped = sorted((d for d in decisions if not d.kept), key=lambda d: -by_key[d.key].vaf)
+    shown = [d for d in decisions if d.kept] + dropped[:MAX_DROPPED_SHOWN]
+    for decision in shown:
         candidate = by_key[decision.key]
         session.add(
             TrackedVariant(
@@ -421,6 +431,22 @@ def _fingerprint(evidence: Sequence[LocusEvidence], days: int) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+HAPLOID_GENOMES_PER_NG = 303  # 3.3 pg per haploid genome (domain-anchors §4.5)
+
+
+def _molecules_per_ml(
+    call: MrdCall, evidence: Sequence[LocusEvidence], sample: Sample
+) -> float | None:
+    """Mean mutant molecules per mL of plasma (Signatera's MTM/mL structure, domain-anchors
+    §4.6): background-subtracted mutant fraction × cfDNA ng/mL × 303 genomes/ng. Needs the
+    sample's cfDNA concentration."""
+    if not sample.cfdna_ng_per_ml or not call.informative_reads:
+        return None
+    background = sum(e.background.mean * e.depth for e in evidence) / call.informative_reads
+    fraction = max(0.0, call.mutant_reads / call.informative_reads - background)
+    return fraction * sample.cfdna_ng_per_ml * HAPLOID_GENOMES_PER_NG
+
+
 def _call_from_json(stored: dict[str, Any]) -> MrdCall:
     fields = {f: stored[f] for f in MrdCall.__dataclass_fields__}
     fields["call"] = MrdStatus(fields["call"])
@@ -509,6 +535,7 @@ def _mrd(
                 **jsonable(call),
                 "loci_tracked": len(tracked),
                 "loci_reported": len(evidence),
+                "mutant_molecules_per_ml": _molecules_per_ml(call, evidence, sample),
                 "fingerprint": fingerprint,
             }
         )

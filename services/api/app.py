@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from fastapi import FastAPI, Response
 from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from sqlalchemy import text
 
 import services.models  # noqa: F401  (the whole mapper registry, before any session)
 from services.alerts.router import router as alerts_router
 from services.analysis.router import router as analysis_router
 from services.api import problems, ui
+from services.api.idempotency import Idempotency
+from services.api.metrics import DatabaseCollector
 from services.api.middleware import BodySizeLimit, RequestContext
+from services.api.ratelimit import Limit, RateLimit
+from services.audit.router import router as audit_router
+from services.auth.router import router as keys_router
 from services.config import get_settings
-from services.db import get_engine
+from services.db import get_engine, get_session_factory
 from services.jobs.broker import get_producer
 from services.jobs.router import router as jobs_router
 from services.logging import configure_logging
@@ -41,6 +47,8 @@ def create_app() -> FastAPI:
         variants_router,
         alerts_router,
         analysis_router,
+        audit_router,
+        keys_router,
         ui.plots,
         ui.router,
     ):
@@ -71,10 +79,30 @@ def create_app() -> FastAPI:
             status_code=200 if ready else 503,
         )
 
+    # This process's HTTP metrics, plus the background work as the database records it.
+    background = CollectorRegistry(auto_describe=False)
+    background.register(
+        DatabaseCollector(lambda: get_session_factory()(), max_age=settings.metrics_cache_seconds)
+    )
+
     @app.get("/metrics", tags=["ops"])
     def metrics() -> Response:
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+        return Response(
+            generate_latest() + generate_latest(background), media_type=CONTENT_TYPE_LATEST
+        )
 
+    # The last added runs first: request id and metrics, body caps, rate limits, idempotency.
+    app.add_middleware(Idempotency, ttl=timedelta(hours=settings.idempotency_ttl_hours))
+    app.add_middleware(
+        RateLimit,
+        uploads=Limit(
+            "uploads", settings.rate_limit_uploads_per_second, settings.rate_limit_uploads_burst
+        ),
+        reads=Limit("reads", settings.rate_limit_reads_per_second, settings.rate_limit_reads_burst),
+        redis_url=settings.broker_url
+        if (settings.broker_url or "").startswith(("redis://", "rediss://"))
+        else None,
+    )
     app.add_middleware(BodySizeLimit, upload_max=settings.max_upload_bytes)
     app.add_middleware(RequestContext)
     return app

@@ -2,15 +2,29 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
-from sqlalchemy.orm import Session
+from fastapi.concurrency import run_in_threadpool
+from sqlalchemy import event
+from sqlalchemy.orm import Session, object_session
 
-from services.auth.service import Principal, authenticate
+from services.auth.models import ApiKey
+from services.auth.service import Principal, authenticate, hash_key
 from services.db import get_session_factory
 from services.errors import DomainError
+
+# Known keys are remembered per process for a few seconds: otherwise every request hashes the
+# key and opens a session for one more database round trip. Consequence: a key revoked (or
+# rotated away) in ANOTHER process (the CLI, another API process) keeps working here for at
+# most PRINCIPAL_TTL_SECONDS; a revocation committed in THIS process takes effect at once
+# (see _forget_revoked_keys). Unknown keys are never cached (a new key works at once).
+PRINCIPAL_TTL_SECONDS = 5.0
+_PRINCIPAL_CACHE_MAX = 10_000
+_principals: dict[str, tuple[float, Principal]] = {}
+_KEYS_CHANGED = "ctdna_api_keys_changed"
 
 
 class Unauthorized(DomainError):
@@ -38,13 +52,52 @@ def _session() -> Iterator[Session]:
 SessionDep = Annotated[Session, Depends(_session, scope="function")]
 
 
-def _principal(request: Request) -> Principal:
+def lookup_principal(token: str) -> Principal | None:
+    """The principal of a bearer token, from the per-process cache or the database."""
+    digest = hash_key(token)
+    cached = _principals.get(digest)
+    if cached is not None and cached[0] > time.monotonic():
+        return cached[1]
+    with get_session_factory()() as session:
+        principal = authenticate(session, token)
+    if principal is None:
+        _principals.pop(digest, None)
+        return None
+    if len(_principals) >= _PRINCIPAL_CACHE_MAX:
+        _principals.clear()
+    _principals[digest] = (time.monotonic() + PRINCIPAL_TTL_SECONDS, principal)
+    return principal
+
+
+def _cached_principal(token: str) -> Principal | None:
+    cached = _principals.get(hash_key(token))
+    return cached[1] if cached is not None and cached[0] > time.monotonic() else None
+
+
+@event.listens_for(ApiKey.revoked_at, "set")
+def _note_revocation(target: ApiKey, *_: Any) -> None:
+    session = object_session(target)
+    if session is not None:
+        session.info[_KEYS_CHANGED] = True
+    _principals.clear()
+
+
+@event.listens_for(Session, "after_commit")
+def _forget_revoked_keys(session: Session) -> None:
+    # Cleared again after the commit: a request that re-cached the key between the change and
+    # the commit must not keep it for a whole TTL.
+    if session.info.pop(_KEYS_CHANGED, False):
+        _principals.clear()
+
+
+async def _principal(request: Request) -> Principal:
+    # async: a cached key costs no trip to the thread pool; a lookup goes there.
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
         raise Unauthorized("missing bearer token: send Authorization: Bearer <api key>")
-    with get_session_factory()() as session:
-        principal = authenticate(session, token.strip())
+    principal = _cached_principal(token) or await run_in_threadpool(lookup_principal, token)
     if principal is None:
         raise Unauthorized("unknown or revoked API key")
     request.state.principal = principal
@@ -52,7 +105,7 @@ def _principal(request: Request) -> Principal:
 
 
 def require(scope: str) -> object:
-    def dependency(principal: Annotated[Principal, Depends(_principal)]) -> Principal:
+    async def dependency(principal: Annotated[Principal, Depends(_principal)]) -> Principal:
         if not principal.has(scope):
             raise Forbidden(f"this key lacks the '{scope}' scope")
         return principal

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from http import HTTPStatus
 
 import structlog
 from prometheus_client import Counter, Histogram
@@ -69,23 +70,43 @@ class BodySizeLimit:
 
 
 async def _too_large(send: Send, path: str, limit: int) -> None:
+    await send_problem(
+        send,
+        413,
+        f"request body exceeds the {limit}-byte limit",
+        path,
+        headers=[(b"connection", b"close")],
+    )
+
+
+async def send_problem(
+    send: Send,
+    status: int,
+    detail: str,
+    path: str,
+    *,
+    headers: list[tuple[bytes, bytes]] | None = None,
+    **extra: object,
+) -> None:
+    """An RFC 9457 answer from middleware, where FastAPI's exception handlers do not reach."""
     body = json.dumps(
         {
             "type": "about:blank",
-            "title": "Content Too Large",
-            "status": 413,
-            "detail": f"request body exceeds the {limit}-byte limit",
+            "title": HTTPStatus(status).phrase,
+            "status": status,
+            "detail": detail,
             "instance": path,
+            **extra,
         }
     ).encode()
     await send(
         {
             "type": "http.response.start",
-            "status": 413,
+            "status": status,
             "headers": [
                 (b"content-type", b"application/problem+json"),
                 (b"content-length", str(len(body)).encode()),
-                (b"connection", b"close"),
+                *(headers or []),
             ],
         }
     )

@@ -8,7 +8,7 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from services.api.deps import Forbidden, Unauthorized
@@ -66,6 +66,12 @@ def install(app: FastAPI) -> None:
         response = problem(503, "the database is unavailable; retry shortly", request)
         response.headers["Retry-After"] = "5"
         return response
+
+    @app.exception_handler(IntegrityError)
+    async def _race(request: Request, exc: IntegrityError) -> JSONResponse:
+        # A uniqueness check passed, then a concurrent request committed the same record first.
+        log.info("db.integrity_conflict", error=str(exc.orig)[:200])
+        return problem(409, "a concurrent request changed the same record; retry", request)
 
     @app.exception_handler(DBAPIError)
     async def _db_error(request: Request, exc: DBAPIError) -> JSONResponse:

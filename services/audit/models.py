@@ -1,4 +1,5 @@
-"""Append-only audit trail of every read and write of patient data."""
+"""Append-only audit trail of every read and write of patient data. On PostgreSQL a trigger
+(migration 0004) refuses UPDATE, DELETE and TRUNCATE of the table."""
 
 from __future__ import annotations
 
@@ -12,7 +13,11 @@ from services.db import Base, UtcDateTime, utcnow
 
 class AuditEntry(Base):
     __tablename__ = "audit_log"
-    __table_args__ = (Index("ix_audit_log_site_at", "site", "at"),)
+    __table_args__ = (
+        Index("ix_audit_log_site_at", "site", "at"),
+        Index("ix_audit_log_site_patient_id", "site", "patient_id"),
+        Index("ix_audit_log_site_key_id", "site", "key_id"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)

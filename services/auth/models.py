@@ -20,6 +20,8 @@ class ApiKey(Base):
     prefix: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    # The key this one replaced by rotation (that key was revoked in the same transaction).
+    rotated_from: Mapped[str | None] = mapped_column(String(32))
 
     @property
     def scope_set(self) -> frozenset[str]:

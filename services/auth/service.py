@@ -1,4 +1,4 @@
-"""API keys: creation (secret shown once), verification by hash, revocation."""
+"""API keys: creation (secret shown once), verification by hash, revocation, rotation."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from services.auth.models import ApiKey
 from services.db import utcnow
-from services.errors import InvalidInput
+from services.errors import Conflict, InvalidInput, NotFound
 
 SCOPES = frozenset({"ingest", "read", "admin"})
 KEY_PREFIX = "ctd_"
@@ -47,7 +47,9 @@ def parse_scopes(raw: str | Iterable[str]) -> frozenset[str]:
     return scopes
 
 
-def create_key(session: Session, *, site: str, scopes: frozenset[str]) -> tuple[ApiKey, str]:
+def create_key(
+    session: Session, *, site: str, scopes: frozenset[str], rotated_from: str | None = None
+) -> tuple[ApiKey, str]:
     if not site.strip():
         raise InvalidInput("site must not be empty")
     secret = KEY_PREFIX + secrets.token_urlsafe(32)
@@ -58,6 +60,7 @@ def create_key(session: Session, *, site: str, scopes: frozenset[str]) -> tuple[
         key_hash=hash_key(secret),
         prefix=secret[:10],
         created_at=utcnow(),
+        rotated_from=rotated_from,
     )
     session.add(key)
     session.flush()
@@ -77,6 +80,27 @@ def revoke_key(session: Session, key_id: str) -> bool:
         return False
     key.revoked_at = utcnow()
     return True
+
+
+def get_key_or_raise(
+    session: Session, key_id: str, *, site: str | None = None, for_update: bool = False
+) -> ApiKey:
+    """The key, if it exists and (when `site` is given) belongs to that site: another site's
+    key is reported as missing, like any other site's id."""
+    key = session.get(ApiKey, key_id, with_for_update=for_update)
+    if key is None or (site is not None and key.site != site):
+        raise NotFound(f"key {key_id!r} not found")
+    return key
+
+
+def rotate_key(session: Session, key_id: str, *, site: str | None = None) -> tuple[ApiKey, str]:
+    """A new secret with the same site and scopes; the old key is revoked in the same
+    transaction, so exactly one of the two works once it commits."""
+    old = get_key_or_raise(session, key_id, site=site, for_update=True)
+    if old.revoked_at is not None:
+        raise Conflict(f"key {key_id!r} is revoked; create a new key instead")
+    old.revoked_at = utcnow()
+    return create_key(session, site=old.site, scopes=old.scope_set, rotated_from=old.id)
 
 
 def list_keys(session: Session, site: str | None = None) -> list[ApiKey]:

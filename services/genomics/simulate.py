@@ -24,7 +24,6 @@ flag them; the hotspot and DNMT3A records carry the true GRCh38 REF.
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
@@ -34,6 +33,7 @@ import numpy as np
 import pysam
 
 from services.errors import InvalidInput
+from services.genomics import annotate
 from services.genomics.background import BackgroundCounts, LocusBackground, substitution_class
 from services.genomics.mrd import LocusEvidence
 
@@ -199,20 +199,19 @@ class Hotspot:
     alt: str
 
 
-def load_hotspots(path: Path = HOTSPOTS_PATH) -> tuple[Hotspot, ...]:
-    """The GRCh38 coordinates of ``data/hotspots.tsv``."""
-    with path.open(newline="") as handle:
-        return tuple(
-            Hotspot(
-                gene=row["gene"],
-                protein=row["protein"],
-                chrom=row["grch38_chrom"],
-                pos=int(row["grch38_pos"]),
-                ref=row["ref"],
-                alt=row["alt"],
-            )
-            for row in csv.DictReader(handle, delimiter="\t")
+def load_hotspots() -> tuple[Hotspot, ...]:
+    """The GRCh38 coordinates of ``data/hotspots.tsv`` (parsed once, by the annotator)."""
+    return tuple(
+        Hotspot(
+            gene=h.gene,
+            protein=h.protein_change,
+            chrom=h.locus.chrom,
+            pos=h.locus.pos,
+            ref=h.ref,
+            alt=h.alt,
         )
+        for h in annotate.load_hotspots()
+    )
 
 
 def locus_key(chrom: str, pos: int, ref: str, alt: str) -> str:

@@ -183,24 +183,27 @@ def select_tracked(
         c = candidates[index]
         return (-c.vaf, -c.depth, c.key)
 
-    eligible = sorted((i for i in range(len(candidates)) if i not in failures), key=order)
+    # Lists are rebuilt, never .remove()d from: a tumour exome has ~10^5 candidates.
+    ordered = sorted((i for i in range(len(candidates)) if i not in failures), key=order)
     by_position: dict[tuple[str, int], int] = {}
-    for index in list(eligible):
+    eligible: list[int] = []
+    for index in ordered:
         site = (candidates[index].chrom, candidates[index].pos)
         if site in by_position:
             failures[index] = (
                 "same_position",
                 f"another allele at {site[0]}:{site[1]} has a higher VAF",
             )
-            eligible.remove(index)
         else:
             by_position[site] = index
+            eligible.append(index)
 
     if eligible:
         top = [candidates[i].vaf for i in eligible[: params.top_vaf_count]]
         reference = statistics.median(top)
         cutoff = params.clonal_fraction * reference
-        for index in list(eligible):
+        clonal: list[int] = []
+        for index in eligible:
             vaf = candidates[index].vaf
             if vaf < cutoff:
                 failures[index] = (
@@ -208,7 +211,9 @@ def select_tracked(
                     f"VAF {vaf:.3f} < {params.clonal_fraction} x {reference:.3f} "
                     f"(median of the top {len(top)} VAFs)",
                 )
-                eligible.remove(index)
+            else:
+                clonal.append(index)
+        eligible = clonal
 
     ranks = {index: rank for rank, index in enumerate(eligible, start=1)}
     decisions = []

@@ -34,11 +34,14 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         folder = settings.resolved_data_dir / "broker"
         (folder / "queue").mkdir(parents=True, exist_ok=True)
         (folder / "processed").mkdir(parents=True, exist_ok=True)
+        (folder / "control").mkdir(parents=True, exist_ok=True)
         config["broker_url"] = "filesystem://"
         config["broker_transport_options"] = {
             "data_folder_in": str(folder / "queue"),
             "data_folder_out": str(folder / "queue"),
             "processed_folder": str(folder / "processed"),
+            # the exchange table, else kombu writes ./control in the working directory
+            "control_folder": str(folder / "control"),
             "store_processed": False,
         }
         # The filesystem transport has no fanout exchange for remote control.

@@ -14,7 +14,13 @@ from services.db import Base, UtcDateTime, utcnow
 
 class Job(Base):
     __tablename__ = "jobs"
-    __table_args__ = (Index("ix_jobs_status_sent", "status", "sent_at"),)
+    __table_args__ = (
+        Index("ix_jobs_status_sent", "status", "sent_at"),
+        # a sample's latest job (GET /v1/samples/{id}, re-uploads) and the cascade on delete
+        Index("ix_jobs_sample_created", "sample_pk", "created_at"),
+        # a patient's queued follow-up jobs (coalescing) and the cascade on delete
+        Index("ix_jobs_patient_task_status", "patient_pk", "task", "status"),
+    )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     site: Mapped[str] = mapped_column(String(64))

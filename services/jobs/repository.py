@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import Row, case, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from services.db import utcnow
 from services.jobs.models import Job
+from services.patients.models import Patient
+from services.samples.models import Sample
 
 
 def get(session: Session, job_id: str) -> Job | None:
@@ -19,6 +22,17 @@ def get(session: Session, job_id: str) -> Job | None:
 def get_for_site(session: Session, job_id: str, site: str) -> Job | None:
     job = session.get(Job, job_id)
     return job if job is not None and job.site == site else None
+
+
+def subject(session: Session, job: Job) -> tuple[str | None, str | None]:
+    """The (patient_id, sample_id) a job works on, for its answer and its audit row."""
+    sample = session.get(Sample, job.sample_pk) if job.sample_pk is not None else None
+    patient_pk = sample.patient_pk if sample is not None else job.patient_pk
+    patient = session.get(Patient, patient_pk) if patient_pk is not None else None
+    return (
+        patient.patient_id if patient is not None else None,
+        sample.sample_id if sample is not None else None,
+    )
 
 
 def claim(session: Session, job_id: str, lease: timedelta) -> bool:
@@ -63,3 +77,42 @@ def due_for_resend(
         .limit(limit)
     )
     return session.scalars(stmt).all()
+
+
+def counts_by_status(session: Session, *, finished_since: datetime) -> Sequence[Row[Any]]:
+    """Per (task, status): rows, attempts summed, and rows finished since `finished_since`.
+    One grouped scan; the metrics endpoint calls it at most every few seconds."""
+    recent = case((Job.finished_at >= finished_since, 1), else_=0)
+    stmt = select(
+        Job.task,
+        Job.status,
+        func.count().label("n"),
+        func.coalesce(func.sum(Job.attempts), 0).label("attempts"),
+        func.coalesce(func.sum(recent), 0).label("recent"),
+    ).group_by(Job.task, Job.status)
+    return session.execute(stmt).all()
+
+
+def oldest_queued_at(session: Session) -> datetime | None:
+    return session.scalar(select(func.min(Job.created_at)).where(Job.status == "queued"))
+
+
+def duration_histogram(
+    session: Session, task: str, bounds: Sequence[float]
+) -> tuple[list[int], int, float]:
+    """Cumulative counts of finished jobs of `task` whose last attempt took at most each bound
+    (seconds, from claim to finish), their number and the summed seconds."""
+    seconds = _seconds_between(session, Job.started_at, Job.finished_at)
+    stmt = select(
+        *(func.coalesce(func.sum(case((seconds <= b, 1), else_=0)), 0) for b in bounds),
+        func.count(),
+        func.coalesce(func.sum(seconds), 0.0),
+    ).where(Job.task == task, Job.finished_at.is_not(None), Job.started_at.is_not(None))
+    row = session.execute(stmt).one()
+    return [int(n) for n in row[: len(bounds)]], int(row[-2]), float(row[-1])
+
+
+def _seconds_between(session: Session, start: Any, end: Any) -> Any:
+    if session.get_bind().dialect.name == "postgresql":
+        return func.extract("epoch", end - start)
+    return (func.julianday(end) - func.julianday(start)) * 86400.0

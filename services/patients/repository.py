@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 
 from sqlalchemy import func, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from services.analysis.models import PatientAnalysis
@@ -15,6 +17,17 @@ from services.samples.models import Sample
 def get(session: Session, site: str, patient_id: str) -> Patient | None:
     return session.scalar(
         select(Patient).where(Patient.site == site, Patient.patient_id == patient_id)
+    )
+
+
+def insert_if_absent(session: Session, site: str, patient_id: str, created_at: datetime) -> None:
+    """INSERT ... ON CONFLICT DO NOTHING: of concurrent first uploads for a new patient, one
+    inserts and the others wait for it and then find its row, instead of failing."""
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    session.execute(
+        dialect.insert(Patient)
+        .values(site=site, patient_id=patient_id, created_at=created_at)
+        .on_conflict_do_nothing(index_elements=["site", "patient_id"])
     )
 
 

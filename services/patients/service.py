@@ -29,7 +29,12 @@ def create_patient(session: Session, site: str, patient_id: str) -> Patient:
 
 
 def get_or_create_patient(session: Session, site: str, patient_id: str) -> Patient:
-    return repository.get(session, site, patient_id) or create_patient(session, site, patient_id)
+    patient = repository.get(session, site, patient_id)
+    if patient is None:
+        repository.insert_if_absent(session, site, patient_id, utcnow())
+        patient = repository.get(session, site, patient_id)
+        assert patient is not None
+    return patient
 
 
 def add_event(session: Session, patient: Patient, event: EventCreate) -> PatientEvent:

@@ -80,7 +80,8 @@ def _draw(ax: Any, trends: dict[str, Any], mrd: dict[str, Any]) -> None:
     if dates:
         lo, hi = min(dates), max(dates)
         pad = dt.timedelta(days=max(14, (hi - lo).days // 20))
-        ax.set_xlim(lo - pad, hi + pad)
+        # clamped: a date near the ends of the calendar (year 1, year 9999) must not overflow
+        ax.set_xlim(max(lo, dt.date.min + pad) - pad, min(hi, dt.date.max - pad) + pad)
     ax.xaxis.set_major_formatter(mdates.DateFormatter("%Y-%m"))
     ax.grid(True, which="major", alpha=0.3)
     handles, labels = ax.get_legend_handles_labels()

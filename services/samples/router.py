@@ -7,14 +7,18 @@ from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Request, UploadFile
 from fastapi.responses import JSONResponse
+from sqlalchemy.orm import Session
 
 from schemas.common import Identifier, SampleType
 from schemas.samples import SampleAccepted, SampleRead, VariantList, VariantRead
 from services.api.deps import Ingestor, Reader, SessionDep
 from services.audit.service import audit
+from services.auth.service import Principal
 from services.config import get_settings
 from services.errors import InvalidInput, NotFound
+from services.patients.models import Patient
 from services.samples import repository, service, storage
+from services.samples.models import Sample
 
 router = APIRouter(prefix="/v1/samples", tags=["samples"])
 
@@ -81,15 +85,23 @@ def upload_sample(
     return JSONResponse(body.model_dump(), status_code=202 if accepted.created else 200)
 
 
-@router.get("/{sample_id}", response_model=SampleRead)
-def get_sample(
-    sample_id: str, principal: Reader, session: SessionDep, request: Request
-) -> SampleRead:
+def _read_sample(
+    sample_id: str, principal: Principal, session: Session, request: Request
+) -> tuple[Sample, Patient]:
+    """The caller's site's sample and its patient, with the read audited; 404 otherwise."""
     found = repository.get_with_patient(session, principal.site, sample_id)
     if found is None:
         raise NotFound(f"sample {sample_id!r} not found")
     sample, patient = found
     audit(session, request, principal, patient_id=patient.patient_id, sample_id=sample.sample_id)
+    return sample, patient
+
+
+@router.get("/{sample_id}", response_model=SampleRead)
+def get_sample(
+    sample_id: str, principal: Reader, session: SessionDep, request: Request
+) -> SampleRead:
+    sample, patient = _read_sample(sample_id, principal, session, request)
     job = repository.latest_job(session, sample.id)
     return SampleRead(
         sample_id=sample.sample_id,
@@ -119,11 +131,7 @@ def get_sample(
 def get_variants(
     sample_id: str, principal: Reader, session: SessionDep, request: Request
 ) -> VariantList:
-    found = repository.get_with_patient(session, principal.site, sample_id)
-    if found is None:
-        raise NotFound(f"sample {sample_id!r} not found")
-    sample, patient = found
-    audit(session, request, principal, patient_id=patient.patient_id, sample_id=sample.sample_id)
+    sample, patient = _read_sample(sample_id, principal, session, request)
     return VariantList(
         sample_id=sample.sample_id,
         items=[VariantRead.model_validate(v) for v in repository.variants(session, sample.id)],

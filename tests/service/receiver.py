@@ -1,7 +1,8 @@
 """A webhook receiver for tests, run as its own process on 127.0.0.1. It verifies every request
 with the standardwebhooks library and appends what it saw to a JSON-lines log.
 
-Its behaviour is read from a control file on every request: {"mode": "ok" | "down" | "gone"}.
+Its behaviour is read from a control file on every request: {"mode": "ok" | "down" | "gone",
+"secret": "whsec_..."}; a request that does not verify is answered 401.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ class Handler(BaseHTTPRequestHandler):
         except WebhookVerificationError:
             pass
         mode = control.get("mode", "ok")
-        code = {"ok": 200, "down": 503, "gone": 410}[mode]
+        # like a real receiver: an unverifiable request is refused (and so retried)
+        code = {"ok": 200, "down": 503, "gone": 410}[mode] if verified else 401
         with LOG.open("a") as log:
             log.write(
                 json.dumps(

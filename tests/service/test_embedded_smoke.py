@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import create_key, service_env, start_api, wait_job
 
@@ -39,6 +40,17 @@ def test_embedded_serve_processes_an_upload(tmp_path: Path, shared_data: Path) -
             variants = client.get("/v1/samples/S-emb/variants").json()["items"]
             assert any(v["protein_change"] == "p.H1047R" and v["alt_reads"] == 31 for v in variants)
             assert client.get("/readyz").status_code == 200
+            # the database-derived metrics work on SQLite too
+            samples = {
+                (s.name, tuple(sorted(s.labels.items()))): s.value
+                for family in text_string_to_metric_families(client.get("/metrics").text)
+                for s in family.samples
+            }
+            assert samples[("ctdna_metrics_database_up", ())] == 1
+            finished = (("outcome", "succeeded"), ("task", "samples.ingest"))
+            assert samples[("ctdna_jobs_finished_total", finished)] == 1
+            assert samples[("ctdna_ingest_duration_seconds_count", ())] == 1
+            assert 0 < samples[("ctdna_ingest_duration_seconds_sum", ())] < 60
         assert (tmp_path / "data" / "ctdna.db").exists()
     finally:
         api.stop()

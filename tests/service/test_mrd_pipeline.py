@@ -5,14 +5,29 @@ truth."""
 
 from __future__ import annotations
 
+import json
+import sys
+import time
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
 import pytest
 
 from services.genomics.simulate import Cohort, simulate_cohort, write_plasma_vcf, write_tissue_vcf
-from tests.conftest import create_key, service_env, start_api, start_worker, wait_job
+from tests.conftest import (
+    Process,
+    create_key,
+    free_port,
+    service_env,
+    start_api,
+    start_worker,
+    wait_job,
+)
+
+RECEIVED: list[Path] = []
 
 pytestmark = [pytest.mark.queue, pytest.mark.postgres]
 
@@ -23,12 +38,34 @@ def loaded(
 ) -> Iterator[tuple[httpx.Client, Cohort]]:
     tmp = tmp_path_factory.mktemp("mrd")
     cohort = simulate_cohort(6, 5, np.random.default_rng(5))
-    env = service_env(tmp, CTDNA_DATABASE_URL=pg_url, CTDNA_BROKER_URL=redis_url)
+    env = service_env(
+        tmp,
+        CTDNA_DATABASE_URL=pg_url,
+        CTDNA_BROKER_URL=redis_url,
+        CTDNA_WEBHOOK_ALLOWED_HOSTS="127.0.0.1",
+    )
+    port = free_port()
+    RECEIVED[:] = [tmp / "control.json", tmp / "received.jsonl"]
+    receiver = Process(
+        [
+            sys.executable,
+            str(Path(__file__).with_name("receiver.py")),
+            str(port),
+            *map(str, RECEIVED),
+        ],
+        env,
+        tmp / "receiver.log",
+    )
     worker = start_worker(env, tmp, "--concurrency", "2", "--beat")
     api, base = start_api(env, tmp, "--no-worker")
-    key = create_key(env, "site-mrd")
+    key = create_key(env, "site-mrd", "ingest,read,admin")
     client = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=60)
     try:
+        endpoint = client.post(
+            "/v1/webhook-endpoints",
+            json={"url": f"http://127.0.0.1:{port}/hook", "events": ["mrd.status_changed"]},
+        ).json()
+        RECEIVED[0].write_text(json.dumps({"mode": "ok", "secret": endpoint["secret"]}))
         for patient in cohort.patients:
             patient_id = patient.patient_id
             assert client.post("/v1/patients", json={"patient_id": patient_id}).status_code == 201
@@ -78,6 +115,7 @@ def loaded(
         client.close()
         api.stop()
         worker.stop()
+        receiver.stop()
 
 
 def test_tracked_sets_come_from_tissue(loaded: tuple[httpx.Client, Cohort]) -> None:
@@ -114,6 +152,37 @@ def test_mrd_calls_match_the_truth(loaded: tuple[httpx.Client, Cohort]) -> None:
         else:
             assert mrd["molecular_relapse_date"] is None
             assert mrd["status"] in ("NEGATIVE", "INDETERMINATE")
+
+
+def test_each_status_change_is_one_verified_webhook(loaded: tuple[httpx.Client, Cohort]) -> None:
+    client, cohort = loaded
+    deadline = time.monotonic() + 30
+    finals = {
+        p.patient_id: client.get(f"/v1/patients/{p.patient_id}/mrd").json()["status"]
+        for p in cohort.patients
+    }
+    expected = {pid for pid, status in finals.items() if status != "NOT_APPLICABLE"}
+
+    def received() -> list[dict[str, Any]]:
+        log = RECEIVED[1]
+        return [json.loads(x) for x in log.read_text().splitlines()] if log.exists() else []
+
+    def last_status() -> dict[str, str]:
+        by_patient: dict[str, str] = {}
+        for r in received():
+            by_patient[r["body"]["data"]["patient_id"]] = r["body"]["data"]["status"]
+        return by_patient
+
+    while time.monotonic() < deadline and last_status() != {p: finals[p] for p in expected}:
+        time.sleep(0.2)
+    got = received()
+    assert got and all(r["verified"] for r in got)
+    assert len({r["webhook_id"] for r in got}) == len(got), "one delivery per change"
+    assert last_status() == {p: finals[p] for p in expected}
+    for patient_id in expected:
+        chain = [r["body"]["data"] for r in got if r["body"]["data"]["patient_id"] == patient_id]
+        for before, after in zip(chain, chain[1:], strict=False):
+            assert after["previous_status"] == before["status"] != after["status"]
 
 
 def test_trends_clones_and_plots_are_served(loaded: tuple[httpx.Client, Cohort]) -> None:

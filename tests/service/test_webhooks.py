@@ -187,7 +187,7 @@ def test_gone_disables_and_wrong_secret_fails_verification(env: Env, tmp_path: P
         wait_for(lambda: bool(events_for(env.receiver, sample_id)))
         assert events_for(env.receiver, sample_id)[0]["verified"] is False
 
-        env.receiver.set(mode="gone")
+        env.receiver.set(mode="gone", secret=endpoint["secret"])
         gone_id = bad_upload(client, tmp_path, "S-gone")
         wait_for(lambda: bool(events_for(env.receiver, gone_id)))
         wait_for(
@@ -246,3 +246,70 @@ def test_endpoints_are_site_scoped(env: Env, pg_url: str, tmp_path: Path) -> Non
         assert endpoint["id"] not in {
             e["id"] for e in intruder.get("/v1/webhook-endpoints").json()["items"]
         }
+
+
+def test_rotated_secret_old_and_new_both_verify(env: Env, tmp_path: Path) -> None:
+    with env.client() as client:
+        endpoint = make_endpoint(client, env.receiver, ["sample.failed"])
+        old_secret = endpoint["secret"]
+        rotated = client.post(f"/v1/webhook-endpoints/{endpoint['id']}/rotate-secret").json()
+        assert rotated["secret"] != old_secret
+        for secret, sample_id in ((old_secret, "S-rot-old"), (rotated["secret"], "S-rot-new")):
+            env.receiver.set(secret=secret)
+            bad_upload(client, tmp_path, sample_id)
+            wait_for(lambda s=sample_id: any(r["verified"] for r in events_for(env.receiver, s)))
+            delivered = [r for r in events_for(env.receiver, sample_id) if r["code"] == 200]
+            assert len(delivered) == 1 and delivered[0]["verified"] is True
+        client.delete(f"/v1/webhook-endpoints/{endpoint['id']}")
+
+
+def test_internal_address_is_refused_again_at_send(
+    pg_url: str, redis_url: str, tmp_path: Path
+) -> None:
+    """Created while `localhost` was allow-listed (as by an operator), sent by a worker whose
+    allow-list no longer has it: the name resolves to 127.0.0.1 and the send is refused."""
+    port = free_port()
+    control, log = tmp_path / "control.json", tmp_path / "received.jsonl"
+    control.write_text(json.dumps({"mode": "ok", "secret": "whsec_unset"}))
+    receiver = Process(
+        [
+            sys.executable,
+            str(Path(__file__).with_name("receiver.py")),
+            str(port),
+            str(control),
+            str(log),
+        ],
+        service_env(tmp_path),
+        tmp_path / "recv.log",
+    )
+    base_env = {"CTDNA_DATABASE_URL": pg_url, "CTDNA_BROKER_URL": redis_url}
+    api, base = start_api(
+        service_env(tmp_path, CTDNA_WEBHOOK_ALLOWED_HOSTS="localhost", **base_env),
+        tmp_path,
+        "--no-worker",
+    )
+    worker = start_worker(service_env(tmp_path, **base_env), tmp_path, "--concurrency", "1")
+    key = create_key(service_env(tmp_path, **base_env), "site-send-guard", "ingest,read,admin")
+    try:
+        with httpx.Client(
+            base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=30
+        ) as client:
+            endpoint = client.post(
+                "/v1/webhook-endpoints",
+                json={"url": f"https://localhost:{port}/hook", "events": ["sample.failed"]},
+            ).json()
+            bad_upload(client, tmp_path, "S-send-guard")
+
+            def attempted() -> list[dict[str, object]]:
+                items = client.get(f"/v1/webhook-endpoints/{endpoint['id']}/deliveries").json()
+                return [a for d in items["items"] for a in d["attempt_log"]]
+
+            wait_for(lambda: bool(attempted()))
+            first = attempted()[0]
+            assert first["status_code"] is None
+            assert "non-public address" in str(first["error"])
+        assert not log.exists(), "nothing may reach the internal address"
+    finally:
+        api.stop()
+        worker.stop()
+        receiver.stop()

@@ -1,0 +1,171 @@
+"""Per-key rate limits: token buckets for uploads (POST /v1/samples) and for every other request
+under /v1 and /ui, answered with 429 problem+json and Retry-After before a byte of the body is
+read.
+
+The bucket lives in Redis when the broker is Redis, so every API process on every host shares
+one budget per key (one Lua script: refill by elapsed time, take one token, all atomic, with
+Redis's clock so that hosts' clocks do not matter). Otherwise (embedded default), or while Redis
+does not answer, each process keeps its own buckets: N processes then allow N times the rate,
+and an unreachable Redis makes the limit looser, never the API unavailable."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from services.api.middleware import UPLOAD_PATH, send_problem
+
+log = structlog.get_logger(__name__)
+
+LIMITED_PREFIXES = ("/v1/", "/ui/")
+UI_COOKIE = b"ctdna_session="
+REDIS_PREFIX = "ctdna:ratelimit:"
+# After a Redis error the local buckets serve alone for this long before Redis is tried again,
+# so an outage costs one short timeout, not one per request.
+REDIS_BACKOFF_SECONDS = 5.0
+
+# KEYS[1] bucket; ARGV rate (tokens/s), burst. Returns {allowed 0|1, seconds until a token}.
+TAKE_SCRIPT = """
+local rate = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
+local state = redis.call('HMGET', KEYS[1], 'tokens', 'at')
+local tokens = tonumber(state[1]) or burst
+local at = tonumber(state[2]) or now
+tokens = math.min(burst, tokens + math.max(0, now - at) * rate)
+local allowed = 0
+local wait = 0
+if tokens >= 1 then
+  tokens = tokens - 1
+  allowed = 1
+else
+  wait = (1 - tokens) / rate
+end
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', tostring(now))
+redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate * 1000) + 1000)
+return {allowed, tostring(wait)}
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Limit:
+    name: str
+    rate: float  # tokens per second; 0 = no limit
+    burst: int
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    allowed: bool
+    retry_after: float = 0.0
+
+
+class LocalBuckets:
+    """Token buckets in this process's memory, bounded to the most recently used keys."""
+
+    def __init__(self, max_keys: int = 10_000) -> None:
+        self._state: OrderedDict[str, tuple[float, float]] = OrderedDict()
+        self._max_keys = max_keys
+
+    def take(self, key: str, limit: Limit, now: float) -> Decision:
+        tokens, at = self._state.pop(key, (float(limit.burst), now))
+        tokens = min(float(limit.burst), tokens + max(0.0, now - at) * limit.rate)
+        decision = Decision(True) if tokens >= 1 else Decision(False, (1 - tokens) / limit.rate)
+        self._state[key] = (tokens - 1 if decision.allowed else tokens, now)
+        if len(self._state) > self._max_keys:
+            # the least recently used bucket; forgetting it only lets that key start full
+            self._state.popitem(last=False)
+        return decision
+
+
+class RateLimit:
+    """ASGI middleware applying one bucket per (limit, key) to authenticated requests."""
+
+    def __init__(
+        self, app: ASGIApp, *, uploads: Limit, reads: Limit, redis_url: str | None
+    ) -> None:
+        self.app = app
+        self.uploads = uploads
+        self.reads = reads
+        self.redis_url = redis_url
+        self.local = LocalBuckets()
+        self._redis: Redis | None = None
+        self._script: Any = None
+        self._redis_down_until = 0.0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith(LIMITED_PREFIXES):
+            await self.app(scope, receive, send)
+            return
+        identity = _credential_digest(scope)
+        is_upload = scope["method"] == "POST" and scope["path"].rstrip("/") == UPLOAD_PATH
+        limit = self.uploads if is_upload else self.reads
+        if identity is None or limit.rate <= 0:
+            await self.app(scope, receive, send)
+            return
+        decision = await self._take(f"{limit.name}:{identity}", limit)
+        if decision.allowed:
+            await self.app(scope, receive, send)
+            return
+        retry_after = max(1, math.ceil(decision.retry_after))
+        await send_problem(
+            send,
+            429,
+            f"rate limit for {limit.name} exceeded ({limit.rate:g}/s, burst {limit.burst}); "
+            f"retry after {retry_after} s",
+            scope["path"],
+            headers=[(b"retry-after", str(retry_after).encode())],
+            retry_after=retry_after,
+        )
+
+    async def _take(self, key: str, limit: Limit) -> Decision:
+        now = time.monotonic()
+        if self.redis_url is not None and now >= self._redis_down_until:
+            try:
+                return await self._take_redis(key, limit)
+            except (RedisError, OSError) as exc:
+                log.warning("ratelimit.redis_unavailable", error=str(exc)[:200])
+                self._redis_down_until = now + REDIS_BACKOFF_SECONDS
+        return self.local.take(key, limit, now)
+
+    async def _take_redis(self, key: str, limit: Limit) -> Decision:
+        if self._redis is None:
+            assert self.redis_url is not None
+            # created lazily, inside the server's event loop
+            self._redis = Redis.from_url(
+                self.redis_url, socket_timeout=0.25, socket_connect_timeout=0.25
+            )
+            self._script = self._redis.register_script(TAKE_SCRIPT)
+        allowed, wait = await self._script(
+            keys=[REDIS_PREFIX + key], args=[limit.rate, limit.burst]
+        )
+        return Decision(bool(int(allowed)), float(wait))
+
+
+def _credential_digest(scope: Scope) -> str | None:
+    """Whose budget a request spends: a digest of its Bearer key (or of its web-view session
+    cookie). Unauthenticated requests are not limited here: they end in 401 at once."""
+    for name, value in scope.get("headers", ()):
+        if name == b"authorization":
+            scheme, _, token = value.partition(b" ")
+            if scheme.lower() == b"bearer" and token.strip():
+                return _digest(token.strip())
+        elif name == b"cookie" and UI_COOKIE in value:
+            cookie = value.split(UI_COOKIE, 1)[1].split(b";", 1)[0]
+            return _digest(cookie)
+    return None
+
+
+def _digest(credential: bytes) -> str:
+    # Salted apart from the stored key hash, so that Redis never holds a piece of a verifier.
+    return hashlib.sha256(b"ctdna-ratelimit:" + credential).hexdigest()[:32]
