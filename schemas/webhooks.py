@@ -127,3 +127,8 @@ PAYLOADS: dict[str, type[_Payload]] = {
     "mrd.status_changed": MrdStatusChangedV1,
     "resistance.emerged": ResistanceEmergedV1,
 }
+
+
+def json_schemas() -> dict[str, dict[str, object]]:
+    """The JSON Schema of every webhook payload, by file name (`mrd.status_changed.v1.json`)."""
+    return {f"{event}.v1.json": model.model_json_schema() for event, model in PAYLOADS.items()}

@@ -318,6 +318,23 @@ def bench(
     run(options, Console())
 
 
+@app.command("schemas")
+def export_schemas(
+    out: Annotated[Path, typer.Argument(help="Folder for the JSON Schema files")] = Path(
+        "schemas/json"
+    ),
+) -> None:
+    """Export the JSON Schema of every versioned webhook payload."""
+    import json
+
+    from schemas.webhooks import json_schemas
+
+    out.mkdir(parents=True, exist_ok=True)
+    for name, schema in json_schemas().items():
+        (out / name).write_text(json.dumps(schema, indent=2, sort_keys=True) + "\n")
+        print(out / name)
+
+
 def _no_patients() -> bool:
     from sqlalchemy import select
 
