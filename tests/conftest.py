@@ -4,6 +4,7 @@ helpers to run the real API and Celery worker as subprocesses."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
 import shutil
@@ -14,7 +15,9 @@ import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psycopg
@@ -92,6 +95,10 @@ class Process:
                 self.kill(15)
             except subprocess.TimeoutExpired:
                 self.kill(9)  # a shutdown that hangs must not leave the process behind
+        # The leader may be gone while its children are not (`serve` spawns a worker and the
+        # demo loader in its group): nothing of the group may outlive the test.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.popen.pid, 9)
         self._log.close()
 
     def output(self) -> str:
@@ -248,3 +255,36 @@ def upload_panel(
             files={"file": (path.name, fh)},
             headers=headers,
         )
+
+
+@dataclass
+class Receiver:
+    """A webhook receiver process on 127.0.0.1 (tests/service/receiver.py) that verifies every
+    request with standardwebhooks and logs what it saw."""
+
+    url: str
+    control: Path
+    log: Path
+    process: Process
+
+    def set(self, **control: str) -> None:
+        current = json.loads(self.control.read_text()) if self.control.exists() else {}
+        self.control.write_text(json.dumps({**current, **control}))
+
+    def seen(self) -> list[dict[str, Any]]:
+        if not self.log.exists():
+            return []
+        return [json.loads(line) for line in self.log.read_text().splitlines() if line]
+
+
+def start_receiver(tmp: Path, secret: str = "whsec_unset") -> Receiver:
+    port = free_port()
+    control, log = tmp / "control.json", tmp / "received.jsonl"
+    control.write_text(json.dumps({"mode": "ok", "secret": secret}))
+    script = Path(__file__).resolve().parent / "service" / "receiver.py"
+    process = Process(
+        [sys.executable, str(script), str(port), str(control), str(log)],
+        service_env(tmp),
+        tmp / "receiver.log",
+    )
+    return Receiver(url=f"http://127.0.0.1:{port}/hook", control=control, log=log, process=process)

@@ -5,11 +5,8 @@ truth."""
 
 from __future__ import annotations
 
-import json
-import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -18,16 +15,16 @@ import pytest
 
 from services.genomics.simulate import Cohort, simulate_cohort, write_plasma_vcf, write_tissue_vcf
 from tests.conftest import (
-    Process,
+    Receiver,
     create_key,
-    free_port,
     service_env,
     start_api,
+    start_receiver,
     start_worker,
     wait_job,
 )
 
-RECEIVED: list[Path] = []
+RECEIVER: list[Receiver] = []
 
 pytestmark = [pytest.mark.queue, pytest.mark.postgres]
 
@@ -44,18 +41,8 @@ def loaded(
         CTDNA_BROKER_URL=redis_url,
         CTDNA_WEBHOOK_ALLOWED_HOSTS="127.0.0.1",
     )
-    port = free_port()
-    RECEIVED[:] = [tmp / "control.json", tmp / "received.jsonl"]
-    receiver = Process(
-        [
-            sys.executable,
-            str(Path(__file__).with_name("receiver.py")),
-            str(port),
-            *map(str, RECEIVED),
-        ],
-        env,
-        tmp / "receiver.log",
-    )
+    RECEIVER[:] = [start_receiver(tmp)]
+    receiver = RECEIVER[0]
     worker = start_worker(env, tmp, "--concurrency", "2", "--beat")
     api, base = start_api(env, tmp, "--no-worker")
     key = create_key(env, "site-mrd", "ingest,read,admin")
@@ -63,9 +50,9 @@ def loaded(
     try:
         endpoint = client.post(
             "/v1/webhook-endpoints",
-            json={"url": f"http://127.0.0.1:{port}/hook", "events": ["mrd.status_changed"]},
+            json={"url": receiver.url, "events": ["mrd.status_changed"]},
         ).json()
-        RECEIVED[0].write_text(json.dumps({"mode": "ok", "secret": endpoint["secret"]}))
+        receiver.set(secret=endpoint["secret"])
         for patient in cohort.patients:
             patient_id = patient.patient_id
             assert client.post("/v1/patients", json={"patient_id": patient_id}).status_code == 201
@@ -115,7 +102,7 @@ def loaded(
         client.close()
         api.stop()
         worker.stop()
-        receiver.stop()
+        receiver.process.stop()
 
 
 def test_tracked_sets_come_from_tissue(loaded: tuple[httpx.Client, Cohort]) -> None:
@@ -164,8 +151,7 @@ def test_each_status_change_is_one_verified_webhook(loaded: tuple[httpx.Client, 
     expected = {pid for pid, status in finals.items() if status != "NOT_APPLICABLE"}
 
     def received() -> list[dict[str, Any]]:
-        log = RECEIVED[1]
-        return [json.loads(x) for x in log.read_text().splitlines()] if log.exists() else []
+        return RECEIVER[0].seen()
 
     def last_status() -> dict[str, str]:
         by_patient: dict[str, str] = {}

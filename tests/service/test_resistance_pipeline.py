@@ -6,8 +6,6 @@ resistance.emerged webhook reaches a receiver."""
 from __future__ import annotations
 
 import datetime as dt
-import json
-import sys
 import time
 from pathlib import Path
 
@@ -17,11 +15,10 @@ import pytest
 
 from services.genomics.simulate_metastatic import simulate_metastatic_patient, write_panel_vcf
 from tests.conftest import (
-    Process,
     create_key,
-    free_port,
     service_env,
     start_api,
+    start_receiver,
     start_worker,
     wait_job,
 )
@@ -33,19 +30,7 @@ def test_esr1_emergence_on_an_aromatase_inhibitor(
     pg_url: str, redis_url: str, tmp_path: Path
 ) -> None:
     patient = simulate_metastatic_patient("MET-T1", np.random.default_rng(11))
-    port = free_port()
-    control, log = tmp_path / "control.json", tmp_path / "received.jsonl"
-    receiver = Process(
-        [
-            sys.executable,
-            str(Path(__file__).with_name("receiver.py")),
-            str(port),
-            str(control),
-            str(log),
-        ],
-        service_env(tmp_path),
-        tmp_path / "recv.log",
-    )
+    receiver = start_receiver(tmp_path)
     env = service_env(
         tmp_path,
         CTDNA_DATABASE_URL=pg_url,
@@ -61,9 +46,9 @@ def test_esr1_emergence_on_an_aromatase_inhibitor(
         ) as client:
             endpoint = client.post(
                 "/v1/webhook-endpoints",
-                json={"url": f"http://127.0.0.1:{port}/hook", "events": ["resistance.emerged"]},
+                json={"url": receiver.url, "events": ["resistance.emerged"]},
             ).json()
-            control.write_text(json.dumps({"mode": "ok", "secret": endpoint["secret"]}))
+            receiver.set(secret=endpoint["secret"])
             client.post("/v1/patients", json={"patient_id": patient.patient_id})
             for drug in patient.drugs:  # a known drug name alone implies its class
                 response = client.post(
@@ -106,20 +91,15 @@ def test_esr1_emergence_on_an_aromatase_inhibitor(
         # no event from the truncal PIK3CA variant: it is not resistance to an AI
         assert all(e["gene"] == "ESR1" for e in body["events"])
 
-        def received() -> list[dict[str, object]]:
-            if not log.exists():
-                return []
-            return [json.loads(line) for line in log.read_text().splitlines() if line]
-
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and len(received()) < len(body["events"]):
+        while time.monotonic() < deadline and len(receiver.seen()) < len(body["events"]):
             time.sleep(0.2)
         time.sleep(1)  # a duplicate, if any, would arrive by now
-        got = received()
+        got = receiver.seen()
         assert got and all(r["verified"] for r in got)
         assert {r["body"]["data"]["gene"] for r in got} == {"ESR1"}  # type: ignore[index]
         assert len(got) == len({r["webhook_id"] for r in got}) == len(body["events"])
     finally:
         api.stop()
         worker.stop()
-        receiver.stop()
+        receiver.process.stop()

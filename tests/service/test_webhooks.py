@@ -4,8 +4,6 @@ Celery worker delivering it signed (Standard Webhooks) to a real receiver proces
 
 from __future__ import annotations
 
-import json
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -15,33 +13,16 @@ import httpx
 import pytest
 
 from tests.conftest import (
-    Process,
+    Receiver,
     create_key,
-    free_port,
     service_env,
     start_api,
+    start_receiver,
     start_worker,
     wait_job,
 )
 
 pytestmark = [pytest.mark.queue, pytest.mark.postgres]
-
-
-@dataclass
-class Receiver:
-    url: str
-    control: Path
-    log: Path
-    process: Process
-
-    def set(self, **control: str) -> None:
-        current = json.loads(self.control.read_text()) if self.control.exists() else {}
-        self.control.write_text(json.dumps({**current, **control}))
-
-    def seen(self) -> list[dict[str, object]]:
-        if not self.log.exists():
-            return []
-        return [json.loads(line) for line in self.log.read_text().splitlines() if line]
 
 
 @dataclass
@@ -59,25 +40,7 @@ class Env:
 @pytest.fixture(scope="module")
 def env(pg_url: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     tmp = tmp_path_factory.mktemp("webhooks")
-    port = free_port()
-    control, log = tmp / "control.json", tmp / "received.jsonl"
-    control.write_text(json.dumps({"mode": "ok", "secret": "whsec_unset"}))
-    receiver = Receiver(
-        url=f"http://127.0.0.1:{port}/hook",
-        control=control,
-        log=log,
-        process=Process(
-            [
-                sys.executable,
-                str(Path(__file__).with_name("receiver.py")),
-                str(port),
-                str(control),
-                str(log),
-            ],
-            service_env(tmp),
-            tmp / "receiver.log",
-        ),
-    )
+    receiver = start_receiver(tmp)
     environment = service_env(
         tmp,
         CTDNA_DATABASE_URL=pg_url,
@@ -268,20 +231,8 @@ def test_internal_address_is_refused_again_at_send(
 ) -> None:
     """Created while `localhost` was allow-listed (as by an operator), sent by a worker whose
     allow-list no longer has it: the name resolves to 127.0.0.1 and the send is refused."""
-    port = free_port()
-    control, log = tmp_path / "control.json", tmp_path / "received.jsonl"
-    control.write_text(json.dumps({"mode": "ok", "secret": "whsec_unset"}))
-    receiver = Process(
-        [
-            sys.executable,
-            str(Path(__file__).with_name("receiver.py")),
-            str(port),
-            str(control),
-            str(log),
-        ],
-        service_env(tmp_path),
-        tmp_path / "recv.log",
-    )
+    receiver = start_receiver(tmp_path)
+    port = receiver.url.split(":")[2].split("/")[0]
     base_env = {"CTDNA_DATABASE_URL": pg_url, "CTDNA_BROKER_URL": redis_url}
     api, base = start_api(
         service_env(tmp_path, CTDNA_WEBHOOK_ALLOWED_HOSTS="localhost", **base_env),
@@ -308,8 +259,8 @@ def test_internal_address_is_refused_again_at_send(
             first = attempted()[0]
             assert first["status_code"] is None
             assert "non-public address" in str(first["error"])
-        assert not log.exists(), "nothing may reach the internal address"
+        assert not receiver.seen(), "nothing may reach the internal address"
     finally:
         api.stop()
         worker.stop()
-        receiver.stop()
+        receiver.process.stop()
