@@ -147,15 +147,13 @@ def recompute(session: Session, patient: Patient) -> None:
     data = _load(session, patient)
     if _propose_tracked(session, data):
         data = _load(session, patient)
-    tracked = [t for t in data.tracked if t.kept]
-    backgrounds = _backgrounds(session, data, {t.locus_key for t in tracked})
+    tracked, backgrounds, series = _evidence(session, data)
     lines = therapy_lines(
         TherapyEvent(type=e.type, date=e.event_date, drug=e.drug, drug_class=e.drug_class)
         for e in data.events
         if e.type in ("therapy_start", "therapy_stop")
     )
     rng = np.random.default_rng(_seed(patient))
-    series = _series(data, tracked, backgrounds)
 
     previous_mrd = stored_body(session, patient.id, "mrd")
     mrd_body = _mrd(data, tracked, backgrounds, json.loads(previous_mrd) if previous_mrd else None)
@@ -201,9 +199,7 @@ def run_clones(job_id: str) -> str:
         patient = session.get(Patient, job.patient_pk)
         if patient is not None:
             data = _load(session, patient)
-            tracked = [t for t in data.tracked if t.kept]
-            backgrounds = _backgrounds(session, data, {t.locus_key for t in tracked})
-            series = _series(data, tracked, backgrounds)
+            _, _, series = _evidence(session, data)
             rng = np.random.default_rng(_seed(patient))
             _store(session, patient.id, "clones", _clones(data, series, rng), None)
         jobs.finish(session, job)
@@ -254,6 +250,15 @@ def _load(session: Session, patient: Patient) -> _Patient:
         ):
             data.rows_by_sample.setdefault(row.sample_pk, {})[row.locus_key] = _Row(*row)
     return data
+
+
+def _evidence(
+    session: Session, data: _Patient
+) -> tuple[list[TrackedVariant], dict[str, LocusBackground], list[LocusSeries]]:
+    """The kept tracked loci, their background posteriors and the per-variant series."""
+    tracked = [t for t in data.tracked if t.kept]
+    backgrounds = _backgrounds(session, data, {t.locus_key for t in tracked})
+    return tracked, backgrounds, _series(data, tracked, backgrounds)
 
 
 def _seed(patient: Patient) -> int:

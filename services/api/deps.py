@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session, object_session
 
 from services.auth.models import ApiKey
 from services.auth.service import Principal, authenticate, hash_key
-from services.db import get_session_factory
+from services.db import get_session_factory, unit_of_work
 from services.errors import DomainError
 
 # Known keys are remembered per process for a few seconds: otherwise every request hashes the
@@ -36,15 +36,8 @@ class Forbidden(DomainError):
 
 
 def _session() -> Iterator[Session]:
-    session = get_session_factory()()
-    try:
+    with unit_of_work() as session:
         yield session
-        session.commit()
-    except BaseException:
-        session.rollback()
-        raise
-    finally:
-        session.close()
 
 
 # "function" scope: commit before the response is sent, so a client that gets 202 can poll
