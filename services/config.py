@@ -23,6 +23,9 @@ class Settings(BaseSettings):
     webhook_allowed_hosts: str = ""
 
     max_upload_bytes: int = 2 * 1024**3
+    # A gzip/BGZF upload whose content inflates past this is refused at upload (413): a zip
+    # bomb never reaches a worker's disk or memory. Real VCF.gz files inflate about 5-15x.
+    max_decompressed_bytes: int = Field(default=16 * 1024**3, gt=0)
     # A Redis-delivered message not acked within this many seconds is handed to another
     # worker; it must exceed the longest task (a 2M-record tissue VCF takes well under this).
     broker_visibility_timeout: int = 3600

@@ -11,13 +11,13 @@ from sqlalchemy.orm import Session
 
 from schemas.common import Identifier, SampleType
 from schemas.samples import SampleAccepted, SampleRead, VariantList, VariantRead
-from services.api.deps import Ingestor, Reader, SessionDep
+from services.api.deps import Ingestor, Reader, SessionDep, page_params
 from services.audit.service import audit
 from services.auth.service import Principal
-from services.config import get_settings
 from services.errors import InvalidInput, NotFound
+from services.pagination import PageRequest
 from services.patients.models import Patient
-from services.samples import repository, service, storage
+from services.samples import repository, service
 from services.samples.models import Sample
 
 router = APIRouter(prefix="/v1/samples", tags=["samples"])
@@ -63,7 +63,6 @@ def upload_sample(
     plasma_ml: Annotated[float | None, Form(gt=0, lt=1000)] = None,
     cfdna_ng_per_ml: Annotated[float | None, Form(ge=0, lt=100000)] = None,
 ) -> JSONResponse:
-    settings = get_settings()
     form = service.SampleForm(
         patient_id=patient_id,
         sample_id=sample_id,
@@ -76,7 +75,7 @@ def upload_sample(
         cfdna_ng_per_ml=cfdna_ng_per_ml,
         file_name=(file.filename or "upload.vcf").rsplit("/", 1)[-1][:512],
     )
-    stored = storage.store(file.file, settings.uploads_dir, max_bytes=settings.max_upload_bytes)
+    stored = service.store_upload(file.file, form.file_name)
     accepted = service.accept_upload(session, principal.site, form, stored)
     audit(
         session, request, principal, patient_id=form.patient_id, sample_id=accepted.sample.sample_id
@@ -127,12 +126,18 @@ def get_sample(
     )
 
 
+VARIANTS_PAGE = Annotated[PageRequest, page_params(default=1000, maximum=5000)]
+
+
 @router.get("/{sample_id}/variants", response_model=VariantList)
 def get_variants(
-    sample_id: str, principal: Reader, session: SessionDep, request: Request
+    sample_id: str, principal: Reader, session: SessionDep, request: Request, page: VARIANTS_PAGE
 ) -> VariantList:
+    """The sample's stored variant rows by position, a page at a time (follow `next_cursor`)."""
     sample, patient = _read_sample(sample_id, principal, session, request)
+    rows, next_cursor = repository.variants(session, sample.id, page)
     return VariantList(
         sample_id=sample.sample_id,
-        items=[VariantRead.model_validate(v) for v in repository.variants(session, sample.id)],
+        items=[VariantRead.model_validate(v) for v in rows],
+        next_cursor=next_cursor,
     )

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from typing import BinaryIO
 
 from sqlalchemy.orm import Session
 
+from services.config import get_settings
 from services.db import utcnow
 from services.errors import Conflict, NotFound
+from services.genomics.sniff import UploadCheck
 from services.jobs import service as jobs
 from services.jobs.models import Job
 from services.patients import service as patients
-from services.samples import repository
+from services.samples import repository, storage
 from services.samples.models import Sample
 from services.samples.storage import StoredFile
 
@@ -36,6 +39,17 @@ class Accepted:
     sample: Sample
     job: Job
     created: bool
+
+
+def store_upload(source: BinaryIO, file_name: str) -> StoredFile:
+    """Keep the uploaded bytes under their sha256, refusing on the way anything that is not a
+    VCF or BCF, over the size cap, or inflating past the decompression cap (nothing is kept
+    then)."""
+    settings = get_settings()
+    check = UploadCheck(file_name, max_decompressed_bytes=settings.max_decompressed_bytes)
+    return storage.store(
+        source, settings.uploads_dir, max_bytes=settings.max_upload_bytes, check=check
+    )
 
 
 def accept_upload(session: Session, site: str, form: SampleForm, stored: StoredFile) -> Accepted:

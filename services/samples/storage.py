@@ -8,7 +8,7 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 from services.errors import PayloadTooLarge
 
@@ -22,13 +22,24 @@ class StoredFile:
     path: Path
 
 
+class StreamCheck(Protocol):
+    """Judges the bytes as they are copied; raises to refuse the upload."""
+
+    def feed(self, chunk: bytes) -> None: ...
+
+    def finish(self) -> None: ...
+
+
 def path_for(uploads_dir: Path, sha256: str) -> Path:
     return uploads_dir / sha256[:2] / sha256
 
 
-def store(source: BinaryIO, uploads_dir: Path, *, max_bytes: int) -> StoredFile:
-    """Copy a stream to its content address, hashing on the way; the temp file is renamed into
-    place only when complete, so a reader never sees half a file."""
+def store(
+    source: BinaryIO, uploads_dir: Path, *, max_bytes: int, check: StreamCheck | None = None
+) -> StoredFile:
+    """Copy a stream to its content address, hashing (and `check`ing) on the way; the temp
+    file is renamed into place only when complete and accepted, so a reader never sees half a
+    file and a refused upload leaves nothing behind."""
     tmp_dir = uploads_dir / "tmp"
     tmp_dir.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha256()
@@ -40,8 +51,12 @@ def store(source: BinaryIO, uploads_dir: Path, *, max_bytes: int) -> StoredFile:
                 size += len(chunk)
                 if size > max_bytes:
                     raise PayloadTooLarge(f"upload exceeds the {max_bytes}-byte limit")
+                if check is not None:
+                    check.feed(chunk)
                 digest.update(chunk)
                 out.write(chunk)
+        if check is not None:
+            check.finish()
         sha = digest.hexdigest()
         final = path_for(uploads_dir, sha)
         final.parent.mkdir(parents=True, exist_ok=True)

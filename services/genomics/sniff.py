@@ -1,0 +1,200 @@
+"""Tell, from the bytes of an upload as they stream in, whether it is a VCF or a BCF at all,
+and how far its gzip content inflates.
+
+The API runs this while it copies an upload to disk, so that a PDF, a BAM, a FASTA or a web
+page is refused at once with a clear answer (no sample, no job, no file kept), and a gzip bomb
+is refused before any worker inflates it. What it accepts may still be a bad VCF: the reader
+(vcf.py) judges the records. Pure stdlib (zlib): nothing here decodes a record.
+"""
+
+from __future__ import annotations
+
+import re
+import zlib
+
+from services.errors import PayloadTooLarge, VcfError
+
+UTF8_BOM = b"\xef\xbb\xbf"
+_GZIP_MAGIC = b"\x1f\x8b"
+_INFLATE_CHUNK = 1 << 20  # inflate at most this much per call: memory stays flat on a bomb
+_HEAD = 256  # bytes of (inflated) content needed to judge the first line
+_VERSION = re.compile(rb"##fileformat=VCFv(\d+)\.(\d+)")
+
+# What the first bytes of common wrong uploads are, so the answer can say what was sent.
+_LOOKS_LIKE: tuple[tuple[bytes, str], ...] = (
+    (b"%PDF", "a PDF document"),
+    (b"BAM\x01", "a BAM file (aligned reads, not variant calls)"),
+    (b"CRAM", "a CRAM file (aligned reads, not variant calls)"),
+    (b"PK\x03\x04", "a ZIP archive (send the VCF itself, or compress it with bgzip)"),
+    (b"BZh", "a bzip2 archive (compress the VCF with bgzip instead)"),
+    (b"\xfd7zXZ\x00", "an xz archive (compress the VCF with bgzip instead)"),
+    (b"\x28\xb5\x2f\xfd", "a zstd archive (compress the VCF with bgzip instead)"),
+    (b"\x89HDF", "an HDF5 file"),
+    (b"\x89PNG", "a PNG image"),
+    (b"\xff\xd8\xff", "a JPEG image"),
+    (b"{\\rtf", "an RTF document"),
+    (b"\xd0\xcf\x11\xe0", "a Microsoft Office document"),
+    (b"##gff-version", "a GFF file"),
+    (b"##maf", "a MAF alignment"),
+    (b"#version", "a MAF file"),
+    (b"@HD\t", "a SAM file (aligned reads, not variant calls)"),
+    (b">", "a FASTA file"),
+    (b"@", "a FASTQ file"),
+    (b"<", "an HTML or XML document"),
+    (b"{", "a JSON document"),
+)
+
+
+class InflatesTooFar(PayloadTooLarge):
+    """Compressed content that inflates past the configured cap (a zip bomb, or just huge)."""
+
+
+class UploadCheck:
+    """Feed the upload's bytes in order; raises VcfError (not a VCF/BCF, corrupt or truncated
+    gzip) or InflatesTooFar as soon as the bytes seen so far decide it.
+
+    Plain text must start with `##fileformat=VCFv4.x` (after a UTF-8 BOM, if any). A gzip
+    stream, BGZF or not, is inflated as it arrives, member after member, counting the bytes
+    and keeping none but the first few, which must be a VCF's first line or BCF 2's magic.
+    """
+
+    def __init__(self, display_name: str, *, max_decompressed_bytes: int) -> None:
+        self._name = display_name
+        self._max = max_decompressed_bytes
+        self._raw_head = b""  # the upload's first bytes, until the kind is known
+        self._kind: str | None = None  # "gzip" | "plain"
+        self._content_head = b""  # the (inflated) content's first bytes, until judged
+        self._judged = False
+        self._inflater: zlib._Decompress | None = None
+        self._pending = b""  # bytes after a gzip member, before the next one's magic
+        self._inflated = 0
+        self._trailing = False  # non-gzip bytes after the last member: no reader gets there
+
+    @property
+    def inflated_bytes(self) -> int:
+        """Bytes the gzip content inflated to so far (0 for an uncompressed upload)."""
+        return self._inflated
+
+    def feed(self, chunk: bytes) -> None:
+        if not chunk:
+            return
+        if self._kind is None:
+            self._raw_head += chunk
+            if len(self._raw_head) < 2:
+                return
+            self._kind = "gzip" if self._raw_head[:2] == _GZIP_MAGIC else "plain"
+            chunk, self._raw_head = self._raw_head, b""
+        if self._kind == "plain":
+            self._look(chunk)
+        else:
+            self._inflate(chunk)
+
+    def finish(self) -> None:
+        """The upload is complete: judge what is left undecided."""
+        if self._kind is None:
+            if not self._raw_head:
+                raise VcfError(self._name, "the file is empty (0 bytes)")
+            self._kind = "plain"
+            self._look(self._raw_head)
+        if self._kind == "gzip" and not self._trailing:
+            member_open = self._inflater is not None and not self._inflater.eof
+            if member_open or self._pending == _GZIP_MAGIC[:1]:
+                raise VcfError(self._name, "the gzip stream is truncated (the upload is cut short)")
+        if not self._judged:
+            self._judge(final=True)
+
+    # -- gzip --
+
+    def _inflate(self, chunk: bytes) -> None:
+        data = self._pending + chunk
+        self._pending = b""
+        while data and not self._trailing:
+            if self._inflater is None or self._inflater.eof:
+                if len(data) < 2:
+                    self._pending = data
+                    return
+                if data[:2] != _GZIP_MAGIC:
+                    # Padding or junk after the last member; htslib and Python's gzip stop
+                    # (or fail) there, so no reader inflates anything past it.
+                    self._trailing = True
+                    return
+                self._inflater = zlib.decompressobj(wbits=31)
+            inflater = self._inflater
+            try:
+                self._count(inflater.decompress(data, _INFLATE_CHUNK))
+                while inflater.unconsumed_tail and not inflater.eof:
+                    self._count(inflater.decompress(inflater.unconsumed_tail, _INFLATE_CHUNK))
+            except zlib.error as exc:
+                raise VcfError(self._name, f"corrupt gzip data ({exc})") from exc
+            data = inflater.unused_data if inflater.eof else b""
+
+    def _count(self, out: bytes) -> None:
+        self._inflated += len(out)
+        if self._inflated > self._max:
+            raise InflatesTooFar(
+                f"{self._name}: the compressed content inflates beyond {self._max:,} bytes "
+                "(the CTDNA_MAX_DECOMPRESSED_BYTES cap); refusing it"
+            )
+        self._look(out)
+
+    # -- content --
+
+    def _look(self, data: bytes) -> None:
+        if self._judged:
+            return
+        self._content_head += data[: _HEAD - len(self._content_head)]
+        if len(self._content_head) >= _HEAD or b"\n" in self._content_head:
+            self._judge(final=False)
+
+    def _judge(self, *, final: bool) -> None:
+        head = self._content_head
+        if head.startswith(UTF8_BOM):
+            head = head[len(UTF8_BOM) :]
+        compressed = self._kind == "gzip"
+        if head[:3] == b"BCF":
+            if head[3:4] != b"\x02":
+                raise VcfError(self._name, "unsupported BCF version (only BCF 2 is supported)")
+        elif compressed and head[:2] == _GZIP_MAGIC:
+            raise VcfError(self._name, "gzip inside gzip; compress the VCF once, with bgzip")
+        elif not head:
+            if final:
+                what = "the gzip content is empty" if compressed else "the file is empty"
+                raise VcfError(self._name, what)
+            return
+        else:
+            self._judge_text(head)
+        self._judged = True
+        self._content_head = b""
+
+    def _judge_text(self, head: bytes) -> None:
+        first = head.split(b"\n", 1)[0].rstrip(b"\r")
+        version = _VERSION.match(first)
+        if version is not None:
+            major, minor = int(version.group(1)), int(version.group(2))
+            if major != 4:
+                raise VcfError(
+                    self._name,
+                    f"unsupported VCF version {major}.{minor} (VCF 4.0 to 4.5 are supported)",
+                    line=1,
+                )
+            return
+        if first.startswith(b"##fileformat="):
+            shown = first[13:60].decode("ascii", "replace")
+            raise VcfError(self._name, f"unsupported file format {shown!r}", line=1)
+        what = next((text for magic, text in _LOOKS_LIKE if head.startswith(magic)), None)
+        if what is None:
+            what = "text" if _is_text(head) else "binary data"
+        inside = ", gzip-compressed" if self._kind == "gzip" else ""
+        raise VcfError(
+            self._name,
+            f"not a VCF or BCF file: it looks like {what}{inside}, and a VCF starts with "
+            "'##fileformat=VCFv4.x'. Send a VCF, a bgzip-compressed VCF.gz or a BCF",
+        )
+
+
+def _is_text(head: bytes) -> bool:
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return exc.start >= len(head) - 3  # a character cut at the end of the probe
+    return b"\x00" not in head
