@@ -237,7 +237,7 @@ def trim_alleles(pos: int, ref: str, alt: str) -> tuple[int, str, str]:
     return pos, ref, alt
 
 
-_MAX_SHIFT = 10_000  # a longer repeat than this is not a real indel context; stop shifting
+MAX_LEFT_SHIFT = 10_000  # a longer repeat than this is not a real indel context; stop shifting
 
 
 def left_align(
@@ -253,7 +253,7 @@ def left_align(
     if reference.fetch(chrom, pos - 1, pos - 1 + len(ref)) != ref:
         return pos, ref, alt
     new_pos, new_ref, new_alt = pos, ref, alt
-    for _ in range(_MAX_SHIFT):
+    for _ in range(MAX_LEFT_SHIFT):
         if new_ref and new_alt and new_ref[-1] == new_alt[-1]:
             new_ref, new_alt = new_ref[:-1], new_alt[:-1]
         elif not new_ref or not new_alt:

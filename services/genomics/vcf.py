@@ -29,6 +29,7 @@ from pysam.utils import SamtoolsError
 from services.errors import VcfError
 from services.genomics import annotate, dialects
 from services.genomics.build import (
+    MAX_LEFT_SHIFT,
     ReferenceSequence,
     canonical_chrom,
     contig_votes,
@@ -39,6 +40,7 @@ from services.genomics.build import (
     trim_alleles,
 )
 from services.genomics.regions import GENE_REGIONS, IntervalSet, gene_at
+from services.genomics.sniff import UTF8_BOM
 from services.genomics.types import Build, Locus, SampleType, ScanMode, VariantCall, VcfReadResult
 
 # What htslib/pysam raise on bad input: OSError for I/O and truncation, ValueError for parse
@@ -75,16 +77,67 @@ def read_vcf(
     reference_fasta: Path | None = None,
     max_decompressed_bytes: int = MAX_DECOMPRESSED_BYTES,
 ) -> VcfReadResult:
-    """Read the variants of one sample that the service stores.
+    """Read the variants of one sample that the service stores, all in memory.
 
     Multi-allelic records are split per ALT; '*' and symbolic ALTs are skipped and counted.
     Alleles are trimmed of their shared suffix then prefix and, with `reference_fasta`,
     left-aligned (Tan, Abecasis & Kang 2015). Each allele gets its GRCh38 key (UCSC chain
     liftover for GRCh37), read counts by the caller's dialect (dialects.COUNT_READERS), and
     gene / protein change / hotspot flag (annotate.annotate). The same allele twice in a file
-    is stored once: the PASS, quantitative, deepest copy.
+    is stored once: the PASS, quantitative, deepest copy. For a large file whose calls need
+    not all be held at once, use `open_vcf`.
 
     Raises VcfError (GenomeBuildError for build problems); nothing else on bad input.
+    """
+    with open_vcf(
+        path,
+        display_name=display_name,
+        sample_type=sample_type,
+        genome_build=genome_build,
+        tumor_sample=tumor_sample,
+        normal_sample=normal_sample,
+        tracked=tracked,
+        reference_fasta=reference_fasta,
+        max_decompressed_bytes=max_decompressed_bytes,
+    ) as stream:
+        kept: dict[tuple[str, int, str, str], VariantCall] = {}
+        for call in stream.calls():
+            key = (call.chrom, call.pos, call.ref, call.alt)
+            # An unsorted file can repeat an allele further apart than the stream's window.
+            if key not in kept or _preference(call) > _preference(kept[key]):
+                kept[key] = call
+        return VcfReadResult(
+            build=stream.build,
+            build_source=stream.build_source,
+            tumor_sample=stream.tumor_sample,
+            normal_sample=stream.normal_sample,
+            records_read=stream.records_read,
+            alleles_skipped=stream.alleles_skipped,
+            variants=tuple(kept.values()),
+            scan=stream.scan,
+        )
+
+
+@contextlib.contextmanager
+def open_vcf(
+    path: Path,
+    *,
+    display_name: str,
+    sample_type: SampleType,
+    genome_build: Build | None = None,
+    tumor_sample: str | None = None,
+    normal_sample: str | None = None,
+    tracked: frozenset[Locus] = frozenset(),
+    reference_fasta: Path | None = None,
+    max_decompressed_bytes: int = MAX_DECOMPRESSED_BYTES,
+) -> Iterator[VcfStream]:
+    """The same read as `read_vcf`, as a stream: the header's decisions (build, sample
+    columns) at once, then the calls one at a time, so memory does not grow with the file.
+
+    The header, build and columns are checked on entry (VcfError there); a bad record raises
+    VcfError from the `calls()` iterator when it is reached. The stream holds the same allele
+    once within a window of positions (a sorted file repeats an allele only there); an
+    unsorted file may yield the same allele again later, and the first copy should win.
     """
     with _quiet_htslib(), tempfile.TemporaryDirectory(prefix="ctdna-vcf-") as tmp:
         workdir = Path(tmp)
@@ -92,7 +145,7 @@ def read_vcf(
         reference = _open_reference(reference_fasta, display_name)
         try:
             reader = _Reader(source, display_name, workdir)
-            return reader.read(
+            yield reader.open(
                 sample_type=sample_type,
                 genome_build=genome_build,
                 tumor_sample=tumor_sample,
@@ -129,9 +182,11 @@ def _sniff(
     if head[:2] == b"\x1f\x8b":
         if inflated:
             raise VcfError(display_name, "gzip inside gzip; compress the VCF once, with bgzip")
-        if not _is_bgzf(head):
+        # htslib cannot iterate plain gzip, nor read a VCF behind a UTF-8 byte-order mark
+        # (Windows editors write one): both are inflated to plain text first.
+        if not _is_bgzf(head) or _starts_with_bom(path, display_name):
             plain = workdir / "inflated.vcf"
-            _gunzip(path, plain, display_name, max_bytes)
+            _inflate(path, plain, display_name, max_bytes)
             return _sniff(plain, display_name, workdir, max_bytes, inflated=True)
         with _gzip_errors(display_name):
             with gzip.open(path, "rb") as stream:
@@ -142,8 +197,17 @@ def _sniff(
                 return _Source(path, "bgzf_vcf", _check_text_header(stream, display_name))
     if head[:3] == b"BCF":
         return _bcf_source(path, head, display_name)  # uncompressed BCF
+    if head.startswith(UTF8_BOM) and not inflated:
+        plain = workdir / "inflated.vcf"
+        _inflate(path, plain, display_name, max_bytes)
+        return _sniff(plain, display_name, workdir, max_bytes, inflated=True)
     with path.open("rb") as stream:
         return _Source(path, "vcf", _check_text_header(stream, display_name))
+
+
+def _starts_with_bom(path: Path, display_name: str) -> bool:
+    with _gzip_errors(display_name), gzip.open(path, "rb") as stream:
+        return stream.read(len(UTF8_BOM)) == UTF8_BOM
 
 
 def _is_bgzf(head: bytes) -> bool:
@@ -167,11 +231,21 @@ def _gzip_errors(display_name: str) -> Iterator[None]:
         raise VcfError(display_name, f"corrupt gzip data ({exc})") from exc
 
 
-def _gunzip(path: Path, target: Path, display_name: str, max_bytes: int) -> None:
-    """Inflate a plain (non-BGZF) gzip file; htslib cannot iterate one."""
+def _inflate(path: Path, target: Path, display_name: str, max_bytes: int) -> None:
+    """Copy a (plain-gzip, BGZF or uncompressed) file to plain text without its UTF-8 BOM."""
     written = 0
-    with _gzip_errors(display_name), gzip.open(path, "rb") as src, target.open("wb") as dst:
+    with path.open("rb") as probe:
+        compressed = probe.read(2) == b"\x1f\x8b"
+    with (
+        _gzip_errors(display_name),
+        gzip.open(path, "rb") if compressed else path.open("rb") as src,
+        target.open("wb") as dst,
+    ):
+        first = True
         while chunk := src.read(1 << 20):
+            if first and chunk.startswith(UTF8_BOM):
+                chunk = chunk[len(UTF8_BOM) :]
+            first = False
             written += len(chunk)
             if written > max_bytes:
                 raise VcfError(
@@ -334,18 +408,83 @@ class _Scope:
     keep_passed: bool
 
 
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """What the header decided: everything a record needs to become calls."""
+
+    build: Build
+    build_source: str
+    tumor: str | None
+    normal: str | None
+    tracked: frozenset[Locus]
+    scope: _Scope
+    header: _Header
+    reference: ReferenceSequence | None
+
+
+class VcfStream:
+    """One sample's variants being read (see `open_vcf`): the header's decisions as attributes,
+    the calls from `calls()`, and `records_read` / `alleles_skipped` once it is exhausted."""
+
+    def __init__(self, reader: _Reader, plan: _Plan) -> None:
+        self._reader = reader
+        self._plan = plan
+        self._counter = _Counter()
+        self._started = False
+        self.build: Build = plan.build
+        self.build_source = plan.build_source
+        self.tumor_sample = plan.tumor
+        self.normal_sample = plan.normal
+        self.scan: ScanMode = "indexed" if reader.indexed(plan.scope) else "full"
+
+    @property
+    def records_read(self) -> int:
+        """Records decoded so far; with scan == "indexed" only those in the regions."""
+        return self._counter.records
+
+    @property
+    def alleles_skipped(self) -> int:
+        """'*' and symbolic ALT alleles seen so far."""
+        return self._counter.skipped
+
+    def calls(self) -> Iterator[VariantCall]:
+        """The kept alleles in file order, each once within a window of positions: a copy is
+        held back until no later record of a sorted file can repeat it, and of two copies
+        the PASS, quantitative, deepest one is yielded. One pass only."""
+        if self._started:
+            raise RuntimeError("VcfStream.calls() can be iterated once")
+        self._started = True
+        plan, reader, counter = self._plan, self._reader, self._counter
+        # Trimming only moves an allele right of its record's POS; left-alignment moves it
+        # left by at most MAX_LEFT_SHIFT.
+        window = MAX_LEFT_SHIFT + 1 if plan.reference is not None else 0
+        pending: dict[tuple[str, int, str, str], VariantCall] = {}
+        records = reader.records(plan.scope, plan.header, plan.tumor, plan.normal, counter)
+        for record in records:
+            while pending:
+                key = next(iter(pending))
+                if key[0] == record.chrom and key[1] >= record.pos - window:
+                    break
+                yield pending.pop(key)
+            for call in reader.calls(record, plan, counter):
+                key = (call.chrom, call.pos, call.ref, call.alt)
+                kept = pending.get(key)
+                if kept is None or _preference(call) > _preference(kept):
+                    pending[key] = call
+        yield from pending.values()
+
+
 class _Reader:
     def __init__(self, source: _Source, display_name: str, workdir: Path) -> None:
         self._source = source
         self._name = display_name
         self._workdir = workdir
         self._index: Path | None = None
-        self._indexed = False
         self._canon: dict[str, str] = {}
 
     # -- orchestration --
 
-    def read(
+    def open(
         self,
         *,
         sample_type: SampleType,
@@ -354,7 +493,7 @@ class _Reader:
         normal_sample: str | None,
         tracked: frozenset[Locus],
         reference: ReferenceSequence | None,
-    ) -> VcfReadResult:
+    ) -> VcfStream:
         header = self._read_header()
         # A header-only file is valid (zero variants): nothing in it needs a build or a column.
         has_records = self._has_records()
@@ -378,28 +517,9 @@ class _Reader:
             allow_undetermined=not has_records,
         )
         scope = _Scope(_interval_scope(build, tracked), keep_passed=sample_type == "tissue")
-        counter = _Counter()
-        calls: dict[tuple[str, int, str, str], VariantCall] = {}
-        order: list[tuple[str, int, str, str]] = []
-        for record in self._records(scope, header, tumor, normal, counter):
-            for call in self._calls(record, build, tracked, scope, header, reference, counter):
-                key = (call.chrom, call.pos, call.ref, call.alt)
-                kept = calls.get(key)
-                if kept is None:
-                    order.append(key)
-                    calls[key] = call
-                elif _preference(call) > _preference(kept):
-                    calls[key] = call
-        mode: ScanMode = "indexed" if self._indexed else "full"
-        return VcfReadResult(
-            build=build,
-            build_source=build_source,
-            tumor_sample=tumor,
-            normal_sample=normal,
-            records_read=counter.records,
-            alleles_skipped=counter.skipped,
-            variants=tuple(calls[k] for k in order),
-            scan=mode,
+        return VcfStream(
+            self,
+            _Plan(build, build_source, tumor, normal, tracked, scope, header, reference),
         )
 
     # -- header --
@@ -438,6 +558,10 @@ class _Reader:
         if target.exists():
             self._index = target
 
+    def indexed(self, scope: _Scope) -> bool:
+        """Whether records come from region fetches (an index was built) or a full scan."""
+        return self._index is not None and not scope.keep_passed
+
     def _has_records(self) -> bool:
         with self._open() as vcf:
             try:
@@ -455,7 +579,7 @@ class _Reader:
         scope = _Scope(spots, keep_passed=False)
         header = _Header((), (), (), dialects.SampleHints(), (), False)
         alleles: list[tuple[str, int, str, str]] = []
-        for record in self._records(scope, header, None, None, _Counter()):
+        for record in self.records(scope, header, None, None, _Counter()):
             record_ref = record.ref.upper()
             for alt in (a.upper() for a in record.alts):
                 if _ALLELE.fullmatch(alt) and _REF.fullmatch(record_ref):
@@ -471,7 +595,7 @@ class _Reader:
             canon = self._canon[chrom] = canonical_chrom(chrom)
         return canon
 
-    def _records(
+    def records(
         self,
         scope: _Scope,
         header: _Header,
@@ -481,8 +605,7 @@ class _Reader:
     ) -> Iterator[_Record]:
         """Copy every record that the scope may need, mapping htslib errors to VcfError."""
         with self._open() as vcf:
-            indexed = self._index is not None and not scope.keep_passed
-            self._indexed = indexed
+            indexed = self.indexed(scope)
             stream = self._fetch(vcf, scope) if indexed else iter(vcf)
             header_lines = self._source.header_lines
             seen: set[tuple[str, int, str, tuple[str, ...] | None]] = set()
@@ -537,16 +660,10 @@ class _Reader:
 
     # -- alleles --
 
-    def _calls(
-        self,
-        record: _Record,
-        build: Build,
-        tracked: frozenset[Locus],
-        scope: _Scope,
-        header: _Header,
-        reference: ReferenceSequence | None,
-        counter: _Counter,
-    ) -> Iterator[VariantCall]:
+    def calls(self, record: _Record, plan: _Plan, counter: _Counter) -> Iterator[VariantCall]:
+        """The kept alleles of one record, with counts, key and annotation."""
+        build, tracked, scope = plan.build, plan.tracked, plan.scope
+        header, reference = plan.header, plan.reference
         record_ref = record.ref.upper()
         canon = self._canonical(record.chrom)
         passed = _passed(record.filters)
