@@ -22,6 +22,7 @@ from services.audit.router import router as audit_router
 from services.auth.router import router as keys_router
 from services.config import get_settings
 from services.db import get_engine, get_session_factory
+from services.exports.router import router as exports_router
 from services.jobs.broker import get_producer
 from services.jobs.router import router as jobs_router
 from services.logging import configure_logging
@@ -48,6 +49,7 @@ def create_app() -> FastAPI:
         alerts_router,
         analysis_router,
         audit_router,
+        exports_router,
         keys_router,
         ui.plots,
         ui.router,
