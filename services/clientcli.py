@@ -1,0 +1,676 @@
+"""The `ctdna` commands that talk to a running API over HTTP: `patients`, `patient P`,
+`submit` (one file, or a folder of VCFs with a manifest) and `export ...`.
+
+They need only a URL and a key (`--url`/`CTDNA_URL`, `--api-key`/`CTDNA_API_KEY`), never the
+database, so they work from a lab workstation. Failures the user can act on (a wrong key, an
+unknown patient, a server that does not answer, a bad manifest row) end in one readable line
+and a non-zero exit code, not a traceback."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import math
+import time
+import zipfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any
+
+import httpx
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from rich.text import Text
+
+out = Console()
+err = Console(stderr=True)
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+SPARKS = "▁▂▃▄▅▆▇█"
+SAMPLE_TYPES = ("plasma", "tissue", "normal")
+BADGES = {
+    "POSITIVE": ("POSITIVE", "bold white on red"),
+    "NEGATIVE": ("NEGATIVE", "bold white on green"),
+    "INDETERMINATE": ("INDETERMINATE", "bold black on yellow"),
+    "NOT_APPLICABLE": ("n/a", "dim"),
+}
+
+Url = Annotated[
+    str,
+    typer.Option(
+        "--url", envvar=["CTDNA_URL", "CTDNA_API_URL"], help="API base URL", show_default=True
+    ),
+]
+ApiKey = Annotated[
+    str | None,
+    typer.Option("--api-key", "--key", envvar="CTDNA_API_KEY", help="Bearer key"),
+]
+
+
+class ClientError(Exception):
+    """Something the user can fix; printed as one line. `status` is the HTTP status of an
+    error answer, None when the server could not be reached."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class Api:
+    """A thin httpx client that turns HTTP and connection failures into ClientError."""
+
+    def __init__(self, url: str, key: str | None, timeout: float = 60.0) -> None:
+        if not key:
+            raise ClientError("no API key: pass --api-key or set CTDNA_API_KEY")
+        self.url = url.rstrip("/")
+        self.client = httpx.Client(
+            base_url=self.url, headers={"Authorization": f"Bearer {key}"}, timeout=timeout
+        )
+
+    def close(self) -> None:
+        self.client.close()
+
+    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            response = self.client.request(method, path, **kwargs)
+        except httpx.ConnectError as exc:
+            raise ClientError(f"cannot connect to {self.url}: {_reason(exc)}") from exc
+        except httpx.TimeoutException as exc:
+            raise ClientError(f"{self.url} did not answer in time ({method} {path})") from exc
+        except httpx.TransportError as exc:
+            raise ClientError(f"{self.url}: {_reason(exc)}") from exc
+        if response.status_code >= 400:
+            raise ClientError(describe(response), response.status_code)
+        return response
+
+    def json(self, path: str, **params: Any) -> Any:
+        return self.request("GET", path, params=params or None).json()
+
+
+def describe(response: httpx.Response) -> str:
+    """One line for an error answer, from its problem+json detail when there is one."""
+    detail = None
+    try:
+        body = response.json()
+        detail = body.get("detail") or body.get("title") if isinstance(body, dict) else None
+    except ValueError:
+        detail = response.text.strip()[:200] or None
+    status = response.status_code
+    hint = {
+        401: " (check --api-key / CTDNA_API_KEY)",
+        403: " (this key lacks the scope)",
+    }.get(status, "")
+    phrase = response.reason_phrase or ""
+    return f"{status} {phrase}: {detail or 'no detail'}{hint}"
+
+
+def _reason(exc: Exception) -> str:
+    text = str(exc) or type(exc).__name__
+    if "refused" in text.lower():
+        return "connection refused (is `ctdna serve` running there?)"
+    return text
+
+
+@contextmanager
+def _session(url: str, key: str | None) -> Iterator[Api]:
+    """The API client of one command; a ClientError ends the command with exit code 1."""
+    api = None
+    try:
+        api = Api(url, key)
+        yield api
+    except ClientError as exc:
+        err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+    finally:
+        if api is not None:
+            api.close()
+
+
+# --- ctdna patients / patient ------------------------------------------------------------------
+
+
+def badge(status: str | None) -> Text:
+    label, style = BADGES.get(status or "NOT_APPLICABLE", (status or "n/a", ""))
+    return Text(f" {label} ", style=style)
+
+
+def sparkline(values: Sequence[float | None]) -> str:
+    """One character per value on a log scale between the smallest and largest positive value
+    (tumour fractions span orders of magnitude); 0 is the lowest bar, a missing value "·"."""
+    positive = [v for v in values if v is not None and v > 0]
+    if not positive:
+        return "".join("·" if v is None else SPARKS[0] for v in values)
+    low, high = math.log10(min(positive)), math.log10(max(positive))
+    chars = []
+    for v in values:
+        if v is None:
+            chars.append("·")
+        elif v <= 0:
+            chars.append(SPARKS[0])
+        else:
+            share = 1.0 if high == low else (math.log10(v) - low) / (high - low)
+            chars.append(SPARKS[1 + round(share * (len(SPARKS) - 2))])
+    return "".join(chars)
+
+
+def _fraction(value: Any) -> str:
+    if value in (None, ""):
+        return ""
+    number = float(value)
+    return "0" if number == 0 else f"{number:.2e}" if number < 0.001 else f"{number:.4f}"
+
+
+def patients(url: Url = DEFAULT_URL, api_key: ApiKey = None) -> None:
+    """Table of the site's patients: ctDNA status, resistance, last draw, current therapy."""
+    with _session(url, api_key) as api:
+        text = api.request("GET", "/v1/exports/patients.csv").text
+    rows = list(csv.DictReader(io.StringIO(text)))
+    table = Table(title=f"{len(rows)} patients", header_style="bold")
+    table.add_column("patient", no_wrap=True)
+    table.add_column("samples", justify="right")
+    table.add_column("last draw", no_wrap=True)
+    table.add_column("ctDNA (MRD)", no_wrap=True)
+    table.add_column("tumour fraction", justify="right")
+    table.add_column("resistance")
+    table.add_column("current therapy")
+    for row in rows:
+        resistance = (
+            Text(f"⚠ {row['resistance_events']}", style="bold red")
+            if row["resistance"]
+            else Text("")
+        )
+        table.add_row(
+            row["patient_id"],
+            row["samples"],
+            row["last_draw"],
+            badge(row["mrd_status"]),
+            _fraction(row["latest_tumor_fraction"]),
+            resistance,
+            row["current_therapy"],
+        )
+    out.print(table)
+
+
+def patient(
+    patient_id: Annotated[str, typer.Argument(help="patient_id")],
+    url: Url = DEFAULT_URL,
+    api_key: ApiKey = None,
+) -> None:
+    """One patient: samples with their ctDNA calls, a tumour-fraction sparkline, resistance."""
+    with _session(url, api_key) as api:
+        detail = api.json(f"/v1/patients/{patient_id}")
+        mrd = api.json(f"/v1/patients/{patient_id}/mrd")
+        trends = api.json(f"/v1/patients/{patient_id}/trends")
+        resistance = api.json(f"/v1/patients/{patient_id}/resistance")
+    calls = {c["sample_id"]: c for c in mrd.get("calls", [])}
+    fractions = {s["sample_id"]: s for s in trends.get("samples", [])}
+
+    header = Text.assemble(
+        (f"{detail['patient_id']}  ", "bold"), "ctDNA MRD ", badge(mrd.get("status"))
+    )
+    if mrd.get("molecular_relapse_date"):
+        header.append(f"  molecular relapse {mrd['molecular_relapse_date']}", style="red")
+        if mrd.get("lead_time_days") is not None:
+            header.append(f" (lead time {mrd['lead_time_days']} days)")
+    out.print(header)
+    therapy = [
+        line.get("drug") or line.get("drug_class") for line in resistance.get("current_therapy", [])
+    ]
+    events = ", ".join(
+        f"{e['type']} {e['date']}" + (f" {e['drug']}" if e.get("drug") else "")
+        for e in detail.get("events", [])
+    )
+    out.print(f"therapy: {', '.join(therapy) or 'none'}; events: {events or 'none'}")
+
+    plasma = [s for s in detail["samples"] if s["sample_type"] == "plasma"]
+    series = [_tumour_fraction(s["sample_id"], calls, fractions) for s in plasma]
+    if plasma:
+        out.print(
+            Text.assemble(
+                "tumour fraction ",
+                (sparkline(series), "bold cyan"),
+                f"  {plasma[0]['collection_date']} → {plasma[-1]['collection_date']}",
+            )
+        )
+
+    table = Table(header_style="bold")
+    for name, justify in (
+        ("sample", "left"),
+        ("date", "left"),
+        ("type", "left"),
+        ("status", "left"),
+        ("call", "left"),
+        ("tumour fraction (95% CI)", "right"),
+        ("LoD95", "right"),
+        ("loci", "right"),
+        ("informative reads", "right"),
+    ):
+        table.add_column(name, justify=justify, no_wrap=name in ("sample", "date"))  # type: ignore[arg-type]
+    for sample in detail["samples"]:
+        call = calls.get(sample["sample_id"])
+        point = fractions.get(sample["sample_id"]) or {}
+        source = call or point
+        ci = (
+            (call.get("ci_low"), call.get("ci_high"))
+            if call
+            else tuple(point.get("tumor_fraction_ci") or (None, None))
+        )
+        estimate = _fraction(source.get("tumor_fraction"))
+        if estimate and ci[0] is not None:
+            estimate += f" ({_fraction(ci[0])}–{_fraction(ci[1])})"
+        table.add_row(
+            sample["sample_id"],
+            sample["collection_date"],
+            sample["sample_type"],
+            sample["status"],
+            badge(call["call"]) if call else Text(_detected(point)),
+            estimate,
+            _fraction(source.get("lod95")),
+            f"{call['loci_detected']}/{call['loci_tracked']}" if call else "",
+            str(source.get("informative_reads") or ""),
+        )
+    out.print(table)
+
+    if resistance.get("events"):
+        events_table = Table(title="emerging resistance", header_style="bold red")
+        for name in ("gene", "change", "status", "first detected", "drug class", "implication"):
+            events_table.add_column(name)
+        for event in resistance["events"]:
+            events_table.add_row(
+                event.get("gene") or "",
+                event.get("protein_change") or "",
+                str(event.get("status") or ""),
+                str(event.get("first_detected_date") or ""),
+                event.get("drug_class") or "",
+                event.get("implication") or "",
+            )
+        out.print(events_table)
+
+
+def _tumour_fraction(
+    sample_id: str, calls: dict[str, Any], fractions: dict[str, Any]
+) -> float | None:
+    source = calls.get(sample_id) or fractions.get(sample_id) or {}
+    value = source.get("tumor_fraction")
+    return float(value) if value is not None else None
+
+
+def _detected(point: dict[str, Any]) -> str:
+    if point.get("detected") is None:
+        return ""
+    return "detected" if point["detected"] else "not detected"
+
+
+# --- ctdna submit -------------------------------------------------------------------------------
+
+MANIFEST_NAMES = ("manifest.csv", "manifest.tsv", "manifest.txt")
+# Column names a manifest may use for each form field (the first is ours).
+COLUMN_ALIASES = {
+    "file": ("file", "path", "filename", "vcf"),
+    "patient_id": ("patient_id", "patient"),
+    "sample_id": ("sample_id", "sample"),
+    "sample_type": ("sample_type", "type"),
+    "collection_date": ("collection_date", "collected_at", "collected", "date"),
+    "genome_build": ("genome_build", "build"),
+    "tumor_sample": ("tumor_sample",),
+    "normal_sample": ("normal_sample",),
+    "plasma_ml": ("plasma_ml",),
+    "cfdna_ng_per_ml": ("cfdna_ng_per_ml",),
+}
+REQUIRED = ("file", "patient_id", "sample_id", "collection_date")
+
+
+@dataclass
+class Upload:
+    """One file to post, from the command line or a manifest row."""
+
+    path: Path
+    form: dict[str, str]
+    where: str  # "manifest.csv line 3" or the file name, for messages
+    outcome: str = "pending"  # accepted | duplicate | failed
+    job_id: str | None = None
+    job_status: str | None = None
+    reason: str = ""
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+class ManifestError(ClientError):
+    """A manifest that cannot be used; lists every bad row."""
+
+
+def read_manifest(manifest: Path, folder: Path) -> list[Upload]:
+    """The uploads a manifest describes, every row checked before anything is sent."""
+    try:
+        text = manifest.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ManifestError(f"{manifest}: cannot read it ({exc})") from exc
+    delimiter = "\t" if manifest.suffix == ".tsv" or "\t" in text.split("\n", 1)[0] else ","
+    reader = csv.DictReader(io.StringIO(text), delimiter=delimiter)
+    columns = {(c or "").strip().lower(): c for c in reader.fieldnames or ()}
+    resolved: dict[str, str] = {}
+    for name, aliases in COLUMN_ALIASES.items():
+        found = next((columns[a] for a in aliases if a in columns), None)
+        if found is not None:
+            resolved[name] = found
+    missing = [name for name in REQUIRED if name not in resolved]
+    if missing:
+        raise ManifestError(
+            f"{manifest.name}: the header lacks {', '.join(missing)} "
+            f"(columns: {', '.join(reader.fieldnames or ()) or 'none'})"
+        )
+    uploads: list[Upload] = []
+    problems: list[str] = []
+    seen: dict[str, int] = {}
+    for row in reader:
+        line = reader.line_num
+        where = f"{manifest.name} line {line}"
+        values = {k: (row.get(col) or "").strip() for k, col in resolved.items()}
+        if not any(values.values()):
+            continue
+        row_problems = _check_row(values, folder)
+        sample_id = values.get("sample_id", "")
+        if sample_id and sample_id in seen:
+            row_problems.append(f"sample_id {sample_id!r} already on line {seen[sample_id]}")
+        seen.setdefault(sample_id, line)
+        if row_problems:
+            label = f" (sample {sample_id})" if sample_id else ""
+            problems.append(f"{where}{label}: {'; '.join(row_problems)}")
+            continue
+        form = {k: v for k, v in values.items() if k != "file" and v}
+        form.setdefault("sample_type", "plasma")
+        uploads.append(Upload(path=_resolve(values["file"], folder), form=form, where=where))
+    if problems:
+        raise ManifestError("\n".join(problems))
+    if not uploads:
+        raise ManifestError(f"{manifest.name}: no rows")
+    # Tissue first (it chooses the tracked loci), then draws in date order: fewer
+    # re-extractions than the manifest's own order.
+    uploads.sort(key=lambda u: (u.form["sample_type"] == "plasma", u.form["collection_date"]))
+    return uploads
+
+
+def _resolve(name: str, folder: Path) -> Path:
+    path = Path(name).expanduser()
+    return path if path.is_absolute() else folder / path
+
+
+def _check_row(values: dict[str, str], folder: Path) -> list[str]:
+    problems = [f"{name} is empty" for name in REQUIRED if not values.get(name)]
+    if values.get("file"):
+        path = _resolve(values["file"], folder)
+        if not path.is_file():
+            problems.append(f"file {values['file']!r} not found in {folder}")
+    if values.get("collection_date"):
+        try:
+            dt.date.fromisoformat(values["collection_date"][:10])
+            values["collection_date"] = values["collection_date"][:10]
+        except ValueError:
+            problems.append(f"collection date {values['collection_date']!r} is not YYYY-MM-DD")
+    if values.get("sample_type") and values["sample_type"].lower() not in SAMPLE_TYPES:
+        problems.append(
+            f"sample_type {values['sample_type']!r} is not one of {', '.join(SAMPLE_TYPES)}"
+        )
+    elif values.get("sample_type"):
+        values["sample_type"] = values["sample_type"].lower()
+    for name in ("plasma_ml", "cfdna_ng_per_ml"):
+        if values.get(name):
+            try:
+                float(values[name])
+            except ValueError:
+                problems.append(f"{name} {values[name]!r} is not a number")
+    return problems
+
+
+def submit(
+    path: Annotated[
+        Path,
+        typer.Argument(
+            exists=True, readable=True, help="A VCF/VCF.gz/BCF, or a folder with a manifest"
+        ),
+    ],
+    patient: Annotated[
+        str | None, typer.Option("--patient", help="patient_id (single file)")
+    ] = None,
+    sample_id: Annotated[str | None, typer.Option(help="Default: the file name")] = None,
+    collection_date: Annotated[str | None, typer.Option(help="YYYY-MM-DD (default today)")] = None,
+    sample_type: Annotated[str, typer.Option(help="plasma | tissue | normal")] = "plasma",
+    genome_build: Annotated[str | None, typer.Option()] = None,
+    tumor_sample: Annotated[str | None, typer.Option()] = None,
+    normal_sample: Annotated[str | None, typer.Option()] = None,
+    plasma_ml: Annotated[float | None, typer.Option()] = None,
+    cfdna_ng_per_ml: Annotated[float | None, typer.Option()] = None,
+    manifest: Annotated[
+        Path | None,
+        typer.Option(help="CSV/TSV manifest (folder mode; default FOLDER/manifest.csv|tsv)"),
+    ] = None,
+    url: Url = DEFAULT_URL,
+    api_key: ApiKey = None,
+    wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Poll until the jobs end")] = True,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the jobs")] = 300.0,
+) -> None:
+    """Upload variant files and (by default) wait for their ingest jobs.
+
+    One file: `ctdna submit FILE --patient P [--sample-id ...]`. A folder: `ctdna submit
+    FOLDER [--manifest M]`, the manifest a CSV or TSV with the columns file, patient_id,
+    sample_id, collection_date (or collected_at) and optionally sample_type, genome_build,
+    tumor_sample, normal_sample, plasma_ml, cfdna_ng_per_ml; every row is checked before
+    anything is sent, and a bad row is named by its line."""
+    if path.is_dir():
+        try:
+            uploads = read_manifest(manifest or _find_manifest(path), path)
+        except ClientError as exc:
+            err.print(f"[red]manifest rejected, nothing was sent:[/red]\n{exc}", highlight=False)
+            raise typer.Exit(2) from None
+        with _session(url, api_key) as api:
+            _submit_many(api, uploads, wait=wait, timeout=timeout)
+        failed = [u for u in uploads if u.outcome == "failed" or u.job_status == "failed"]
+        raise typer.Exit(1 if failed else 0)
+    if not patient:
+        err.print("[red]error:[/red] --patient is required when submitting one file")
+        raise typer.Exit(2)
+    form = {
+        "patient_id": patient,
+        "sample_id": sample_id or path.name.split(".")[0],
+        "collection_date": collection_date or dt.date.today().isoformat(),
+        "sample_type": sample_type,
+    }
+    optional = {
+        "genome_build": genome_build,
+        "tumor_sample": tumor_sample,
+        "normal_sample": normal_sample,
+        "plasma_ml": plasma_ml,
+        "cfdna_ng_per_ml": cfdna_ng_per_ml,
+    }
+    form.update({k: str(v) for k, v in optional.items() if v is not None})
+    upload = Upload(path=path, form=form, where=path.name)
+    with _session(url, api_key) as api:
+        _post(api, upload)
+        if upload.outcome == "failed":
+            raise ClientError(f"{path.name}: {upload.reason}")
+        print(f"sample_id={form['sample_id']} job_id={upload.job_id}", flush=True)
+        if not wait:
+            return
+        _wait(api, [upload], timeout=timeout)
+    if upload.job_status is None or upload.job_status not in ("succeeded", "failed"):
+        err.print("[red]timed out waiting for the job[/red]")
+        raise typer.Exit(1)
+    print(f"status={upload.job_status}" + (f" error={upload.reason}" if upload.reason else ""))
+    raise typer.Exit(0 if upload.job_status == "succeeded" else 1)
+
+
+def _find_manifest(folder: Path) -> Path:
+    for name in MANIFEST_NAMES:
+        if (folder / name).is_file():
+            return folder / name
+    raise ManifestError(f"no manifest in {folder} (looked for {', '.join(MANIFEST_NAMES)})")
+
+
+def _post(api: Api, upload: Upload) -> None:
+    """POST one file; records accepted (202) / duplicate (200) / failed (4xx, with reason)."""
+    with upload.path.open("rb") as fh:
+        try:
+            response = api.request(
+                "POST", "/v1/samples", data=upload.form, files={"file": (upload.path.name, fh)}
+            )
+        except ClientError as exc:
+            # A key, connection or server problem would fail every row alike: stop at once.
+            if exc.status is None or exc.status in (401, 403) or exc.status >= 500:
+                raise
+            upload.outcome, upload.reason = "failed", str(exc)
+            return
+    body = response.json()
+    upload.job_id = body["job_id"]
+    upload.outcome = "accepted" if response.status_code == 202 else "duplicate"
+
+
+def _submit_many(api: Api, uploads: list[Upload], *, wait: bool, timeout: float) -> None:
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=err) as progress:
+        task = progress.add_task("uploading", total=len(uploads))
+        for upload in uploads:
+            progress.update(task, description=f"uploading {upload.path.name}")
+            _post(api, upload)
+            progress.advance(task)
+        progress.update(task, description="uploaded")
+        pending = [u for u in uploads if u.job_id]
+        if wait and pending:
+            jobs = progress.add_task("processing", total=len(pending))
+            _wait(api, pending, timeout=timeout, on_done=lambda: progress.advance(jobs))
+    table = Table(title=f"{len(uploads)} files", header_style="bold")
+    for name in ("file", "patient", "sample", "outcome", "job", "reason"):
+        table.add_column(name, no_wrap=name in ("sample", "outcome"))
+    styles = {"accepted": "green", "duplicate": "cyan", "failed": "red"}
+    for upload in uploads:
+        job = upload.job_status or ("queued" if upload.job_id else "")
+        table.add_row(
+            upload.path.name,
+            upload.form["patient_id"],
+            upload.form["sample_id"],
+            Text(upload.outcome, style=styles.get(upload.outcome, "")),
+            Text(job, style="red" if job == "failed" else ""),
+            upload.reason,
+        )
+    out.print(table)
+    counts = {k: sum(1 for u in uploads if u.outcome == k) for k in styles}
+    failed_jobs = sum(1 for u in uploads if u.job_status == "failed")
+    out.print(
+        f"accepted {counts['accepted']}, duplicate {counts['duplicate']}, "
+        f"failed {counts['failed']}" + (f", jobs failed {failed_jobs}" if failed_jobs else "")
+    )
+
+
+def _wait(api: Api, uploads: list[Upload], *, timeout: float, on_done: Any = None) -> None:
+    deadline = time.monotonic() + timeout
+    pending = [u for u in uploads if u.job_id]
+    while pending and time.monotonic() < deadline:
+        still = []
+        for upload in pending:
+            job = api.json(f"/v1/jobs/{upload.job_id}")
+            if job["status"] in ("succeeded", "failed"):
+                upload.job_status = job["status"]
+                upload.reason = job.get("error") or ""
+                if on_done is not None:
+                    on_done()
+            else:
+                still.append(upload)
+        pending = still
+        if pending:
+            time.sleep(0.25)
+    for upload in pending:
+        upload.job_status = "timed out"
+
+
+# --- ctdna export -------------------------------------------------------------------------------
+
+export_app = typer.Typer(help="Download exports from the API", no_args_is_help=True)
+
+
+def _save(content: bytes, output: Path | None) -> None:
+    if output is None:
+        typer.echo(content.decode("utf-8"), nl=False)
+    else:
+        output.write_bytes(content)
+        err.print(f"wrote {output}")
+
+
+@export_app.command("calls")
+def export_calls(
+    patient_id: str,
+    output: Annotated[Path | None, typer.Option("-o", "--output")] = None,
+    url: Url = DEFAULT_URL,
+    api_key: ApiKey = None,
+) -> None:
+    """MRD calls of a patient as CSV."""
+    with _session(url, api_key) as api:
+        _save(api.request("GET", f"/v1/patients/{patient_id}/export/calls.csv").content, output)
+
+
+@export_app.command("variants")
+def export_variants(
+    patient_id: str,
+    output: Annotated[Path | None, typer.Option("-o", "--output")] = None,
+    url: Url = DEFAULT_URL,
+    api_key: ApiKey = None,
+) -> None:
+    """Variant rows of every sample of a patient as CSV."""
+    with _session(url, api_key) as api:
+        path = f"/v1/patients/{patient_id}/export/variants.csv"
+        _save(api.request("GET", path).content, output)
+
+
+@export_app.command("fhir")
+def export_fhir(
+    patient_id: str,
+    output: Annotated[Path | None, typer.Option("-o", "--output")] = None,
+    url: Url = DEFAULT_URL,
+    api_key: ApiKey = None,
+) -> None:
+    """FHIR R4 Genomics Reporting bundle of a patient (application/fhir+json)."""
+    with _session(url, api_key) as api:
+        _save(api.request("GET", f"/v1/patients/{patient_id}/export/fhir").content, output)
+
+
+@export_app.command("cbioportal")
+def export_cbioportal(
+    folder: Annotated[Path, typer.Argument(help="Folder to write the study files into")],
+    study_id: Annotated[str | None, typer.Option(help="Default ctdna_<site>")] = None,
+    url: Url = DEFAULT_URL,
+    api_key: ApiKey = None,
+) -> None:
+    """Write a cBioPortal study of the site's patients into FOLDER (ready for cBioPortal's
+    metaImport.py)."""
+    with _session(url, api_key) as api:
+        params = {"study_id": study_id} if study_id else None
+        content = api.request("GET", "/v1/exports/cbioportal", params=params).content
+    folder.mkdir(parents=True, exist_ok=True)
+    written = 0
+    with zipfile.ZipFile(io.BytesIO(content)) as archive:
+        for info in archive.infolist():
+            # Members are "<study>/<name>"; only their part under the study folder is used,
+            # and never a path that climbs out of FOLDER.
+            name = Path(*Path(info.filename).parts[1:])
+            if info.is_dir() or not name.parts or ".." in name.parts:
+                continue
+            target = folder / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(archive.read(info))
+            written += 1
+    err.print(f"wrote {written} files of the cBioPortal study into {folder}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add the client commands to the `ctdna` application."""
+    app.command()(patients)
+    app.command()(patient)
+    app.command()(submit)
+    app.add_typer(export_app, name="export")
