@@ -9,9 +9,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import pysam
 import pytest
 
-from tests.conftest import Process, create_key, service_env, start_api, start_worker, wait_job
+from tests.conftest import (
+    PANEL_VCF,
+    Process,
+    create_key,
+    service_env,
+    start_api,
+    start_worker,
+    wait_job,
+)
+
+LOCAL = Path(__file__).resolve().parents[1] / "data" / "vcf"
 
 pytestmark = [pytest.mark.queue, pytest.mark.postgres]
 
@@ -24,6 +35,7 @@ class Stack:
     key_read_only: str
     worker: Process
     api: Process
+    data_dir: Path
 
     def client(self, key: str | None = None) -> httpx.Client:
         headers = {"Authorization": f"Bearer {key or self.key_a}"}
@@ -39,6 +51,7 @@ def stack(pg_url: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory)
         CTDNA_BROKER_URL=redis_url,
         CTDNA_SWEEP_INTERVAL_SECONDS="2",
         CTDNA_JOB_RESEND_AFTER_SECONDS="3",
+        CTDNA_MAX_DECOMPRESSED_BYTES=str(32 * 1024**2),
     )
     worker = start_worker(env, tmp, "--concurrency", "2", "--beat")
     api, base = start_api(env, tmp, "--no-worker")
@@ -49,6 +62,7 @@ def stack(pg_url: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory)
         key_read_only=create_key(env, "site-a", "read"),
         worker=worker,
         api=api,
+        data_dir=tmp,
     )
     yield stack
     api.stop()
@@ -161,21 +175,119 @@ def test_other_site_sees_404_and_missing_key_401(stack: Stack, shared_data: Path
 
 
 def test_bad_files_fail_the_job_with_file_and_reason(stack: Stack, tmp_path: Path) -> None:
-    blob = tmp_path / "blob.vcf"
-    blob.write_bytes(bytes(range(256)) * 40)
-    truncated = tmp_path / "truncated.vcf.gz"
-    truncated.write_bytes(gzip.compress(b"##fileformat=VCFv4.2\n" * 5000)[:300])
+    # VCFs by their first line, wrong further in: the upload is taken, the job fails.
+    bad_pos = tmp_path / "bad_pos.vcf"
+    bad_pos.write_bytes((LOCAL / "bad_pos_line.vcf").read_bytes())
+    no_chrom = tmp_path / "no_chrom_line.vcf.gz"
+    no_chrom.write_bytes(gzip.compress(b"##fileformat=VCFv4.2\n" * 5000))
+    expected = {bad_pos: "line 7: POS is not a positive integer", no_chrom: "#CHROM"}
     with stack.client() as client:
-        for i, path in enumerate((blob, truncated)):
+        for i, path in enumerate((bad_pos, no_chrom)):
             response = upload(
                 client, path, patient_id="P-bad", sample_id=f"S-bad-{i}", genome_build="GRCh38"
             )
-            assert response.status_code == 202
+            assert response.status_code == 202, response.text
             job = wait_job(client, response.json()["job_id"])
             assert job["status"] == "failed"
-            assert path.name in str(job["error"])
+            assert path.name in str(job["error"]) and expected[path] in str(job["error"])
             assert client.get(f"/v1/samples/S-bad-{i}").json()["status"] == "failed"
     assert stack.worker.popen.poll() is None, "the worker must survive bad input"
+
+
+def _uploads(stack: Stack) -> list[Path]:
+    uploads = stack.data_dir / "uploads"
+    return sorted(p for p in uploads.rglob("*") if p.is_file()) if uploads.exists() else []
+
+
+def _bgzf(payload: bytes, tmp_path: Path) -> bytes:
+    plain = tmp_path / "payload"
+    plain.write_bytes(payload)
+    pysam.tabix_compress(str(plain), str(tmp_path / "payload.gz"), force=True)
+    return (tmp_path / "payload.gz").read_bytes()
+
+
+def _rejected_uploads(tmp_path: Path, shared_data: Path) -> dict[str, tuple[bytes, int, str]]:
+    """name -> (bytes, status, words the problem's detail must contain)."""
+    vcf = PANEL_VCF.read_bytes()
+    bam_like = _bgzf(b"BAM\x01" + bytes(range(256)) * 8, tmp_path)
+    # 64 MiB of one VCF-looking line inflates past the stack's 32 MiB cap from 65 KiB.
+    bomb = gzip.compress(b"##fileformat=VCFv4.2\n##" + b"A" * (64 * 1024**2), compresslevel=9)
+    return {
+        "report.pdf": (b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj\n", 422, "PDF document"),
+        "reads.bam": (bam_like, 422, "BAM file"),
+        "genome.fa": (b">chr1\nACGTACGTNNNN\n" * 20, 422, "FASTA file"),
+        "blob.vcf": (bytes(range(256)) * 40, 422, "binary data"),
+        "page.vcf": (b"<!DOCTYPE html><html><body>Login</body></html>", 422, "HTML"),
+        "empty.vcf": (b"", 422, "empty"),
+        "corrupt_H.vcf": (
+            (shared_data / "malformed" / "htsjdk_corrupt_file_that_starts_with_H.vcf").read_bytes(),
+            422,
+            "not a VCF or BCF file",
+        ),
+        "old.vcf": (
+            (LOCAL / "vcf_version_3_3.vcf").read_bytes(),
+            422,
+            "unsupported VCF version 3.3",
+        ),
+        "twice.vcf.gz": (gzip.compress(gzip.compress(vcf)), 422, "gzip inside gzip"),
+        "cut.vcf.gz": (gzip.compress(vcf)[: len(gzip.compress(vcf)) // 2], 422, "truncated"),
+        "bomb.vcf.gz": (bomb, 413, "inflates beyond"),
+    }
+
+
+def test_non_vcf_uploads_are_refused_with_problem_json_and_nothing_kept(
+    stack: Stack, tmp_path: Path, shared_data: Path
+) -> None:
+    before = _uploads(stack)
+    with stack.client() as client:
+        for i, (name, (payload, status, words)) in enumerate(
+            _rejected_uploads(tmp_path, shared_data).items()
+        ):
+            path = tmp_path / name
+            path.write_bytes(payload)
+            response = upload(
+                client, path, patient_id="P-refused", sample_id=f"S-refused-{i}",
+                genome_build="GRCh38",
+            )  # fmt: skip
+            assert response.status_code == status, (name, response.text)
+            assert response.headers["content-type"].startswith("application/problem+json")
+            problem = response.json()
+            assert problem["status"] == status
+            assert name in problem["detail"] and words in problem["detail"], (name, problem)
+            assert client.get(f"/v1/samples/S-refused-{i}").status_code == 404, name
+        assert client.get("/v1/patients/P-refused").status_code == 404
+    assert _uploads(stack) == before, "a refused upload must leave no file behind"
+
+
+def test_vcf_variants_of_encoding_are_accepted_and_read(stack: Stack, tmp_path: Path) -> None:
+    """A BOM, CRLF line ends, plain gzip and BGZF, and every VCF 4.x header, all read alike."""
+    vcf = PANEL_VCF.read_bytes()
+    variants: dict[str, bytes] = {
+        "bom.vcf": b"\xef\xbb\xbf" + vcf,
+        "crlf.vcf": vcf.replace(b"\n", b"\r\n"),
+        "plain.vcf.gz": gzip.compress(b"\xef\xbb\xbf" + vcf),
+        "bgzf.vcf.gz": _bgzf(vcf, tmp_path),
+    }
+    for minor in range(6):
+        variants[f"v4{minor}.vcf"] = vcf.replace(b"VCFv4.2", f"VCFv4.{minor}".encode(), 1)
+    with stack.client() as client:
+        jobs = {}
+        for i, (name, payload) in enumerate(variants.items()):
+            path = tmp_path / name
+            path.write_bytes(payload)
+            response = upload(
+                client, path, patient_id="P-enc", sample_id=f"S-enc-{i}", genome_build="GRCh38"
+            )
+            assert response.status_code == 202, (name, response.text)
+            jobs[f"S-enc-{i}"] = (name, response.json()["job_id"])
+        for sample_id, (name, job_id) in jobs.items():
+            assert wait_job(client, job_id)["status"] == "succeeded", name
+            rows = client.get(f"/v1/samples/{sample_id}/variants").json()["items"]
+            assert sorted((r["pos"], r["alt_reads"], r["depth"]) for r in rows) == [
+                (152098788, 120, 2000),
+                (179218303, 40, 1600),
+                (179234297, 3, 1600),
+            ], name
 
 
 def test_upload_validation_is_problem_json(stack: Stack, shared_data: Path) -> None:
