@@ -214,6 +214,24 @@ def _fraction_times_depth(key: str, name: str) -> CountReader:
     return CountReader(name, (key, "DP"), read)
 
 
+def _strand_counts(name: str) -> CountReader:
+    """bcftools mpileup/call (and VarScan2) DP4: reference-forward, reference-reverse,
+    alternate-forward, alternate-reverse reads. The alternate pair pools every ALT, so only a
+    single-ALT record gets an alt count; a multi-allelic one gets the depth alone.
+    """
+
+    def read(fields: SampleFields, allele: AlleleContext) -> ReadCounts | None:
+        strands = [d for d in _ints(fields.get("DP4")) if d is not None]
+        if len(strands) != 4:
+            return None
+        depth = sum(strands)
+        if len(allele.alts) != 1:
+            return ReadCounts(None, depth, None, name)
+        return _counts(strands[2] + strands[3], depth, name)
+
+    return CountReader(name, ("DP4",), read)
+
+
 COUNT_READERS: tuple[CountReader, ...] = (
     _allelic_depths("AD", "DP", "AD"),
     _allelic_depths("ADT", "DPT", "ADT/DPT"),
@@ -221,6 +239,7 @@ COUNT_READERS: tuple[CountReader, ...] = (
     CountReader("strelka_indel_tier1", ("TAR", "TIR"), _strelka_indel),
     CountReader("VD/DP", ("VD", "DP"), _vardict),
     CountReader("AO/RO", ("AO", "RO"), _freebayes),
+    _strand_counts("DP4"),
     _fraction_times_depth("FA", "FA*DP"),
     _fraction_times_depth("VF", "VF*DP"),
     _fraction_times_depth("FREQ", "FREQ*DP"),
@@ -230,12 +249,25 @@ COUNT_READERS: tuple[CountReader, ...] = (
 # PCGR puts the matched control's counts in the tumour's column (ADC/DPC next to ADT/DPT).
 CONTROL_READERS: tuple[CountReader, ...] = (_allelic_depths("ADC", "DPC", "ADC/DPC"),)
 
+# Site-level counts in INFO, for a file without a per-sample count: sites-only tumour-only
+# files (LoFreq: DP, AF, DP4; VarDict: VD, DP, AF) and single-sample bcftools call output
+# without FORMAT/AD. Only exact read counts make a call quantitative here: a site AF is often a
+# population or genotype frequency, so AF times DP is a VAF with a depth, not a count.
+INFO_READERS: tuple[CountReader, ...] = (
+    _strand_counts("INFO/DP4"),
+    _allelic_depths("AD", "DP", "INFO/AD"),
+    CountReader("INFO/VD/DP", ("VD", "DP"), _vardict),
+    CountReader("INFO/AO/RO", ("AO", "RO"), _freebayes),
+)
+
 _FRACTION_KEYS = ("AF", "FA", "VF", "FREQ")
 
 FORMAT_KEYS: frozenset[str] = frozenset(
     {f for r in COUNT_READERS + CONTROL_READERS for f in r.fields}
     | {"DP", "RD", "DPT", "DPC", *_FRACTION_KEYS}
 )
+
+INFO_KEYS: frozenset[str] = frozenset({f for r in INFO_READERS for f in r.fields} | {"DP", "AF"})
 
 
 def read_counts(
@@ -270,6 +302,19 @@ def read_counts(
         return depth_only or NO_COUNTS
     vaf_source, vaf = found[0] if found else (None, None)
     return ReadCounts(None, depth, vaf, "DP" if depth is not None else vaf_source)
+
+
+def sample_counts(fields: SampleFields, site: SampleFields, allele: AlleleContext) -> ReadCounts:
+    """The tumour's counts from its FORMAT fields (COUNT_READERS) or, when those hold no alt
+    count, from the site's INFO fields (INFO_READERS; `site` is empty unless the file has at
+    most one sample column, since INFO pools every column)."""
+    counts = read_counts(fields, allele)
+    if counts.quantitative or not site:
+        return counts
+    from_site = read_counts(site, allele, INFO_READERS)
+    if from_site.quantitative or counts == NO_COUNTS:
+        return from_site
+    return counts
 
 
 # --- which column is the tumour ---------------------------------------------------------------

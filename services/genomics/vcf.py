@@ -381,7 +381,7 @@ class _Header:
     reference_texts: tuple[str, ...]
     hints: dialects.SampleHints
     annotation_fields: tuple[annotate.AnnotationField, ...]
-    info_af: bool  # INFO/AF declared: a sites-only file's only VAF
+    site_counts: bool  # at most one sample column: INFO counts are the tumour's (dialects)
 
 
 @dataclass(frozen=True, slots=True)
@@ -397,7 +397,7 @@ class _Record:
     tumor: Mapping[str, object]
     normal: Mapping[str, object] | None
     annotations: Mapping[str, tuple[str, ...]]
-    info_af: tuple[object, ...]
+    site: Mapping[str, object]  # INFO count fields (dialects.INFO_KEYS), when site_counts
 
 
 @dataclass(frozen=True, slots=True)
@@ -681,16 +681,13 @@ class _Reader:
             if not (in_gene or is_tracked or (scope.keep_passed and passed)):
                 continue
             allele = dialects.AlleleContext(record.ref, record.alts, alt_index)
-            counts = dialects.read_counts(record.tumor, allele)
+            counts = dialects.sample_counts(record.tumor, record.site, allele)
             if record.normal is not None:
                 normal_counts = dialects.read_counts(record.normal, allele)
             else:
                 normal_counts = dialects.read_counts(
                     record.tumor, allele, dialects.CONTROL_READERS, partial=False
                 )
-            vaf = counts.vaf
-            if vaf is None and record.info_af:
-                vaf = _sites_only_af(record.info_af, allele)
             from_file = annotate.file_annotation(
                 header.annotation_fields, record.annotations, record.ref, record.alts, alt_index
             )
@@ -706,7 +703,7 @@ class _Reader:
                 passed=passed,
                 alt_reads=counts.alt_reads,
                 depth=counts.depth,
-                vaf=vaf,
+                vaf=counts.vaf,
                 quantitative=counts.quantitative,
                 normal_alt_reads=normal_counts.alt_reads,
                 normal_depth=normal_counts.depth,
@@ -766,7 +763,6 @@ def _copy_header(header: pysam.VariantHeader) -> _Header:
     string_info = {
         str(k): str(v.description or "") for k, v in header.info.items() if v.type == "String"
     }
-    info_af = "AF" in header.info and header.info["AF"].type == "Float"
     return _Header(
         samples=tuple(str(s) for s in header.samples),
         contigs=contigs,
@@ -778,7 +774,7 @@ def _copy_header(header: pysam.VariantHeader) -> _Header:
             sample_lines=sample_lines,
         ),
         annotation_fields=annotate.annotation_fields(string_info),
-        info_af=info_af,
+        site_counts=len(header.samples) <= 1,
     )
 
 
@@ -804,10 +800,12 @@ def _copy_record(
         value = rec.info.get(field.key)
         if value is not None:
             annotations[field.key] = _strings(value)
-    info_af: tuple[object, ...] = ()
-    if not header.samples and header.info_af:
-        value = rec.info.get("AF")
-        info_af = tuple(value) if isinstance(value, tuple) else (value,)
+    site: dict[str, object] = {}
+    if header.site_counts:
+        for key in dialects.INFO_KEYS.intersection(rec.info.keys()):
+            # Optional evidence: a badly declared INFO count is skipped, not fatal.
+            with contextlib.suppress(*_HTSLIB_ERRORS):
+                site[key] = rec.info[key]
     return _Record(
         line=line,
         chrom=str(rec.chrom),
@@ -818,7 +816,7 @@ def _copy_record(
         tumor=tumor_fields,
         normal=normal_fields,
         annotations=annotations,
-        info_af=info_af,
+        site=site,
     )
 
 
@@ -838,11 +836,6 @@ def _passed(filters: Sequence[object]) -> bool:
 
 def _filter_text(filters: tuple[str, ...]) -> str:
     return ";".join(filters) if filters else "."
-
-
-def _sites_only_af(values: tuple[object, ...], allele: dialects.AlleleContext) -> float | None:
-    value = values[allele.alt_index - 1] if len(values) == len(allele.alts) else None
-    return dialects.caller_fraction(value)
 
 
 def _locus(

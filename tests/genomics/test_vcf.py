@@ -512,3 +512,97 @@ def test_stored_upload_without_extension_or_index_reads(tmp_path: Path) -> None:
     assert [(v.protein_change, v.alt_reads, v.depth) for v in result.variants] == [
         ("p.H1047R", 31, 74)
     ]
+
+
+# --- site-level counts and DP4 ---------------------------------------------------------------
+
+_GRCH38_HEADER = (
+    "##fileformat=VCFv4.2\n"
+    "##contig=<ID=chr3,length=198295559>\n"
+    '##INFO=<ID=DP,Number=1,Type=Integer,Description="Raw read depth">\n'
+    '##INFO=<ID=AF,Number=A,Type=Float,Description="Allele frequency">\n'
+    '##INFO=<ID=AD,Number=R,Type=Integer,Description="Allelic depths">\n'
+    '##INFO=<ID=DP4,Number=4,Type=Integer,Description="ref-fwd, ref-rev, alt-fwd, alt-rev">\n'
+    '##FORMAT=<ID=GT,Number=1,Type=String,Description="Genotype">\n'
+    '##FORMAT=<ID=PL,Number=G,Type=Integer,Description="Phred-scaled likelihoods">\n'
+    '##FORMAT=<ID=DP4,Number=4,Type=Integer,Description="ref-fwd, ref-rev, alt-fwd, alt-rev">\n'
+)
+_COLUMNS = "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO"
+
+
+def _tiny_vcf(tmp_path: Path, name: str, samples: list[str], *records: str) -> Path:
+    columns = _COLUMNS + ("\tFORMAT\t" + "\t".join(samples) if samples else "")
+    path = tmp_path / name
+    path.write_text(_GRCH38_HEADER + columns + "\n" + "".join(r + "\n" for r in records))
+    return path
+
+
+def test_bcftools_call_info_dp4_counts_a_single_sample(tmp_path: Path) -> None:
+    path = _tiny_vcf(
+        tmp_path,
+        "bcftools_call.vcf",
+        ["P01_plasma"],
+        "chr3\t179234297\t.\tA\tG\t50\tPASS\tDP=1000;DP4=480,490,12,18\tGT:PL\t0/1:50,0,255",
+    )
+    [call] = read(path).variants
+    assert (call.alt_reads, call.depth, call.counts_source) == (30, 1000, "INFO/DP4")
+    assert call.quantitative and call.vaf == pytest.approx(0.03)
+
+
+def test_format_dp4_for_tumour_and_normal_and_pooled_alts_give_depth_only(
+    tmp_path: Path,
+) -> None:
+    path = _tiny_vcf(
+        tmp_path,
+        "mpileup_format_dp4.vcf",
+        ["TUMOR", "NORMAL"],
+        "chr3\t179234297\t.\tA\tG\t50\tPASS\tDP=1600;DP4=1,1,1,1\tGT:DP4\t0/1:600,590,4,6\t0/0:200,199,1,0",
+        "chr3\t179234300\t.\tA\tG,T\t50\tPASS\t.\tGT:DP4\t0/1:300,300,5,5\t0/0:100,100,0,0",
+    )
+    first, *split = read(path).variants
+    assert (first.alt_reads, first.depth, first.counts_source) == (10, 1200, "DP4")
+    assert (first.normal_alt_reads, first.normal_depth) == (1, 400)
+    # DP4's alternate reads pool G and T: each allele gets the depth, no count of its own.
+    assert [(v.alt, v.alt_reads, v.depth, v.quantitative) for v in split] == [
+        ("G", None, 610, False),
+        ("T", None, 610, False),
+    ]
+
+
+def test_sites_only_info_counts_are_quantitative_but_info_af_alone_is_not(
+    tmp_path: Path,
+) -> None:
+    path = _tiny_vcf(
+        tmp_path,
+        "lofreq_sites.vcf",
+        [],
+        "chr3\t179234297\t.\tA\tG\t50\tPASS\tDP=2000;AF=0.02;DP4=990,970,22,18",
+        "chr3\t179234300\t.\tA\tC\t50\tPASS\tDP=1500;AD=1470,30",
+        "chr3\t179234303\t.\tA\tT\t50\tPASS\tDP=900;AF=0.011",
+    )
+    calls = read(path).variants
+    assert [(v.alt_reads, v.depth, v.quantitative, v.counts_source) for v in calls] == [
+        (40, 2000, True, "INFO/DP4"),
+        (30, 1500, True, "INFO/AD"),
+        (None, 900, False, "DP"),
+    ]
+    assert calls[2].vaf == pytest.approx(0.011)
+
+
+def test_info_counts_pool_columns_so_a_pair_does_not_use_them(tmp_path: Path) -> None:
+    path = _tiny_vcf(
+        tmp_path,
+        "pair_gt_only.vcf",
+        ["TUMOR", "NORMAL"],
+        "chr3\t179234297\t.\tA\tG\t50\tPASS\tDP=1000;DP4=480,490,12,18\tGT\t0/1\t0/0",
+    )
+    [call] = read(path).variants
+    assert (call.alt_reads, call.depth, call.quantitative) == (None, None, False)
+
+
+def test_varscan_ad_rd_wins_over_its_dp4() -> None:
+    # 1 1991014 TUMOR RD 56 AD 35 DP4 31,25,16,19: both say 35 of 91; AD+RD is first in the table.
+    call = by_key(read(VCF / "vcf2maf_test_varscan.vcf", "tissue", genome_build="GRCh37"))[
+        "1:1991014:A>G"
+    ]
+    assert (call.alt_reads, call.depth, call.counts_source) == (35, 91, "AD+RD")
