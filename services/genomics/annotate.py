@@ -1,10 +1,12 @@
 """Gene and protein change of a variant, and whether it is a known hotspot.
 
 Sources, best first: the file's own annotation (VEP CSQ, or a VEP-format string under another
-INFO key such as ANN; SnpEff ANN; legacy SnpEff EFF; GATK Funcotator FUNCOTATION), chosen for
-the right ALT allele; else the hotspot table (data/hotspots.tsv) by GRCh38 locus; else the gene
-whose span covers the position. For a hotspot the table's spelling wins, so a variant has one
-protein change whatever tool annotated it (oncokb-annotator #192/#194 show why this matters).
+INFO key such as ANN; SnpEff ANN; ANNOVAR table_annovar Gene.refGene / AAChange.refGene and
+the .knownGene / .ensGene variants; legacy SnpEff EFF; GATK Funcotator FUNCOTATION), chosen
+for the right ALT allele and the canonical (MANE Select) transcript where known; else the
+hotspot table (data/hotspots.tsv) by GRCh38 locus; else the gene whose span covers the
+position. For a hotspot the table's spelling wins, so a variant has one protein change
+whatever tool annotated it (oncokb-annotator #192/#194 show why this matters).
 Field order is read from each INFO header's Description, never assumed.
 """
 
@@ -33,6 +35,7 @@ _ONE_LETTER = {
 }  # fmt: skip
 _THREE_LETTER = re.compile("|".join(_ONE_LETTER))
 _PROTEIN_BODY = re.compile(r"[A-Za-z0-9*=?_\-]+")
+_SYNONYMOUS = re.compile(r"([A-Z*])(\d+)\1")
 
 
 def normalize_protein_change(text: str | None) -> str | None:
@@ -53,7 +56,10 @@ def normalize_protein_change(text: str | None) -> str | None:
         body = body[1:-1]
     if not body or body in (".", "-") or not _PROTEIN_BODY.fullmatch(body):
         return None
-    return "p." + _THREE_LETTER.sub(lambda m: _ONE_LETTER[m.group(0)], body)
+    short = _THREE_LETTER.sub(lambda m: _ONE_LETTER[m.group(0)], body)
+    # ANNOVAR and SnpEff 3 write a synonymous change as "L100L"; HGVS says "L100=".
+    same = _SYNONYMOUS.fullmatch(short)
+    return f"p.{same.group(1)}{same.group(2)}=" if same is not None else "p." + short
 
 
 # --- hotspot table ----------------------------------------------------------------------------
@@ -152,7 +158,7 @@ def hotspot_build(alleles: Iterable[tuple[str, int, str, str]]) -> Build | None:
 
 # --- the file's own annotation ----------------------------------------------------------------
 
-AnnotationStyle = Literal["pipe", "eff", "funcotator"]
+AnnotationStyle = Literal["pipe", "eff", "funcotator", "annovar"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +168,11 @@ class AnnotationField:
     key: str
     style: AnnotationStyle
     columns: tuple[str, ...]  # squashed lower-case names: "hgvsp", "genename", "symbol"
+    related: tuple[str, ...] = ()  # other INFO keys read with it (ANNOVAR's Gene.refGene)
+
+    @property
+    def info_keys(self) -> tuple[str, ...]:
+        return (self.key, *self.related)
 
     def column(self, *names: str) -> int | None:
         for name in names:
@@ -195,7 +206,10 @@ _FUNCOTATOR_FIELDS = re.compile(r"Funcotation fields are:\s*(.+)", re.S)
 _FORMAT_LIST = re.compile(r"Format:\s*'?\s*([^'\"]+)", re.S)
 _EFF_LIST = re.compile(r"\(\s*(Effect_Impact[^)]*)\)", re.S)
 # VEP first (CSQ is its default key), SnpEff ANN next, then legacy and GATK formats.
-_KEY_PRIORITY = {"CSQ": 0, "ANN": 1, "BCSQ": 5, "EFF": 6, "FUNCOTATION": 7}
+_KEY_PRIORITY = {
+    "CSQ": 0, "ANN": 1, "AAChange.refGene": 2, "AAChange.knownGene": 3, "AAChange.ensGene": 4,
+    "BCSQ": 5, "EFF": 6, "FUNCOTATION": 7,
+}  # fmt: skip
 
 
 def annotation_fields(info_descriptions: Mapping[str, str]) -> tuple[AnnotationField, ...]:
@@ -206,7 +220,7 @@ def annotation_fields(info_descriptions: Mapping[str, str]) -> tuple[AnnotationF
     with an allele column; EFF and FUNCOTATION have their own layouts. Keys whose lists name
     neither a gene nor a protein column (e.g. SnpEff LOF, Illumina GMAF) are ignored.
     """
-    fields: list[AnnotationField] = []
+    fields = _annovar_fields(info_descriptions.keys())
     for key, description in info_descriptions.items():
         found = _field_from_description(key, description or "")
         if found is not None:
@@ -279,10 +293,12 @@ def file_annotation(
     entry. The first key (in `fields` order) that has an entry for this allele wins.
     """
     for field in fields:
-        raw = values.get(field.key)
-        if not raw:
-            continue
-        if field.style == "funcotator":
+        raw = values.get(field.key, ())
+        if not raw and field.style != "annovar":
+            continue  # ANNOVAR may have Gene.X without AAChange.X
+        if field.style == "annovar":
+            found = _from_annovar(field, values, len(alts))
+        elif field.style == "funcotator":
             found = _from_funcotator(field, raw, len(alts), alt_index)
         elif field.style == "eff":
             found = _from_eff(field, raw, len(alts), alt_index)
@@ -406,6 +422,79 @@ def _from_funcotator(
         if first is None and gene is not None:
             first = found
     return first
+
+
+# ANNOVAR (table_annovar.pl -vcfinput): per gene database X, Func.X, Gene.X, ExonicFunc.X and
+# AAChange.X ("PIK3CA:NM_006218:exon21:c.A3140G:p.H1047R", one entry per transcript, comma
+# separated), with ';' and '=' inside values escaped as \x3b and \x3d.
+_ANNOVAR_KEY = re.compile(r"(Func|Gene|GeneDetail|ExonicFunc|AAChange)\.(\w+)")
+_ANNOVAR_ESCAPES = {"\\x3b": ";", "\\x3d": "=", "\\x2c": ",", "\\x20": " "}
+_ANNOVAR_ESCAPE = re.compile("|".join(re.escape(e) for e in _ANNOVAR_ESCAPES), re.I)
+
+_ANNOVAR_OUTSIDE = frozenset({"intergenic", "upstream", "downstream", "upstream;downstream"})
+
+# The MANE Select (RefSeq) transcript of each monitored gene: the one whose protein change is
+# reported when ANNOVAR lists several.
+CANONICAL_TRANSCRIPTS = {
+    "ESR1": "NM_000125",
+    "PIK3CA": "NM_006218",
+    "ERBB2": "NM_004448",
+    "AKT1": "NM_005163",
+}
+
+
+def _annovar_fields(keys: Iterable[str]) -> list[AnnotationField]:
+    present = set(keys)
+    databases = sorted(
+        {m.group(2) for k in present if (m := _ANNOVAR_KEY.fullmatch(k)) is not None}
+    )
+    fields = []
+    for db in databases:
+        gene, change, func = f"Gene.{db}", f"AAChange.{db}", f"Func.{db}"
+        if gene in present or change in present:
+            related = tuple(k for k in (gene, func) if k in present)
+            fields.append(AnnotationField(change, "annovar", (), related))
+    return fields
+
+
+def decode_annovar(text: str) -> str:
+    """ANNOVAR's escapes in VCF INFO values: "exonic\\x3bsplicing" -> "exonic;splicing"."""
+    return _ANNOVAR_ESCAPE.sub(lambda m: _ANNOVAR_ESCAPES[m.group(0).lower()], text)
+
+
+def _from_annovar(
+    field: AnnotationField, values: Mapping[str, tuple[str, ...]], n_alts: int
+) -> FileAnnotation | None:
+    # One value per key for the whole record: it describes the record's only ALT (ANNOVAR
+    # annotates a multi-allelic record's alleles in separate blocks that htslib cannot tell
+    # apart, so those fall back to the hotspot table and gene spans).
+    if n_alts != 1:
+        return None
+    entries = [decode_annovar(e) for e in values.get(field.key, ()) if _clean(decode_annovar(e))]
+    best: tuple[tuple[int, int], FileAnnotation] | None = None
+    for order, entry in enumerate(entries):
+        parts = entry.split(":")
+        gene = _clean(parts[0]) if parts else None
+        transcript = parts[1].split(".", 1)[0] if len(parts) > 1 else None
+        protein = next(
+            (normalize_protein_change(p) for p in reversed(parts) if p.startswith("p.")), None
+        )
+        if gene is None and protein is None:
+            continue
+        canonical = gene is not None and CANONICAL_TRANSCRIPTS.get(gene) == transcript
+        score = (int(canonical) * 2 + int(protein is not None), -order)
+        if best is None or score > best[0]:
+            best = (score, FileAnnotation(gene, protein, field.key))
+    if best is not None:
+        return best[1]
+    gene_key, func_key = (f"{kind}.{field.key.split('.', 1)[1]}" for kind in ("Gene", "Func"))
+    regions = {decode_annovar(f) for f in values.get(func_key, ())}
+    genes = {decode_annovar(g) for g in values.get(gene_key, ()) if _clean(g)}
+    # Intergenic, upstream and downstream sites name their neighbours ("GATA3;CELF2",
+    # "NONE;CELF2"), and overlapping genes are two names: only one gene, inside it, counts.
+    if regions & _ANNOVAR_OUTSIDE or len(genes) != 1 or ";" in next(iter(genes)):
+        return None
+    return FileAnnotation(genes.pop(), None, field.key)
 
 
 # --- putting it together ----------------------------------------------------------------------

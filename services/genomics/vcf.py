@@ -797,9 +797,10 @@ def _copy_record(
         normal_fields = {k: sample[k] for k in present}
     annotations: dict[str, tuple[str, ...]] = {}
     for field in header.annotation_fields:
-        value = rec.info.get(field.key)
-        if value is not None:
-            annotations[field.key] = _strings(value)
+        for key in field.info_keys:
+            value = rec.info.get(key)
+            if value is not None:
+                annotations[key] = _strings(value)
     site: dict[str, object] = {}
     if header.site_counts:
         for key in dialects.INFO_KEYS.intersection(rec.info.keys()):

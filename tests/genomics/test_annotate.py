@@ -10,6 +10,7 @@ from services.genomics.annotate import (
     FileAnnotation,
     annotate,
     annotation_fields,
+    decode_annovar,
     file_annotation,
     hotspot_build,
     hotspot_for,
@@ -202,3 +203,99 @@ def test_vep_allele_spelling_for_indels() -> None:
     insertion = file_annotation([field], values, "CAAG", ("C", "CAAGT"), 2)
     assert deletion is not None and deletion.protein_change == "p.E110del"
     assert insertion is not None and insertion.protein_change == "p.E110_D111insV"
+
+
+# --- ANNOVAR ----------------------------------------------------------------------------------
+
+_ANNOVAR_HEADER = "".join(
+    [
+        "##fileformat=VCFv4.2\n",
+        "##contig=<ID=chr3,length=198295559>\n",
+        "##contig=<ID=chr6,length=170805979>\n",
+        "##contig=<ID=chr12,length=133275309>\n",
+        '##INFO=<ID=ANNOVAR_DATE,Number=1,Type=String,Description="Flag the start of ANNOVAR">\n',
+    ]
+    + [
+        f'##INFO=<ID={kind}.{db},Number=.,Type=String,Description="{kind}.{db} annotation '
+        'provided by ANNOVAR">\n'
+        for db in ("refGene", "knownGene")
+        for kind in ("Func", "Gene", "GeneDetail", "ExonicFunc", "AAChange")
+    ]
+    + ["#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\n"]
+)
+
+
+def _annovar_info(db: str = "refGene", **fields: str) -> str:
+    return "ANNOVAR_DATE=2020-06-08;" + ";".join(f"{k}.{db}={v}" for k, v in fields.items())
+
+
+def test_annovar_picks_the_mane_transcript_and_decodes_escapes(tmp_path: Path) -> None:
+    records = [
+        # ESR1, not a hotspot: the MANE transcript NM_000125 is listed second.
+        (
+            "chr6\t152000000\t.\tC\tT\t.\tPASS\t"
+            + _annovar_info(
+                Func="exonic",
+                Gene="ESR1",
+                ExonicFunc="nonsynonymous_SNV",
+                AAChange="ESR1:NM_001122742:exon4:c.C300T:p.P100L,"
+                "ESR1:NM_000125:exon4:c.C360T:p.P120L",
+            )
+        ),
+        # KRAS is not in the MANE table: the first transcript with a protein change.
+        (
+            "chr12\t25245350\t.\tC\tT\t.\tPASS\t"
+            + _annovar_info(
+                Func="exonic\\x3bsplicing",
+                Gene="KRAS",
+                GeneDetail="NM_033360:exon2:c.35-1G>A\\x3dsplice",
+                AAChange="KRAS:NM_033360:exon2:c.G35A:p.G12D,KRAS:NM_004985:exon2:c.G35A:p.G12V",
+            )
+        ),
+        # No protein change (intronic): the gene from Gene.refGene, escapes decoded.
+        ("chr6\t152000100\t.\tC\tT\t.\tPASS\t" + _annovar_info(Func="intronic", Gene="ESR1")),
+        # Intergenic between two genes: no single gene from the file; the gene span decides.
+        (
+            "chr3\t179234000\t.\tC\tT\t.\tPASS\t"
+            + _annovar_info(Func="intergenic", Gene="NONE\\x3bPIK3CA", AAChange=".")
+        ),
+        # Only the knownGene database annotated this one.
+        (
+            "chr6\t152000200\t.\tG\tA\t.\tPASS\t"
+            + _annovar_info(
+                "knownGene", Gene="ESR1", AAChange="ESR1:uc003qom.4:exon4:c.G500A:p.R167Q"
+            )
+        ),
+    ]
+    path = tmp_path / "annovar.vcf"
+    path.write_text(_ANNOVAR_HEADER + "".join(r + "\n" for r in records))
+    result = read_vcf(path, display_name=path.name, sample_type="tissue")
+    assert [(v.pos, v.gene, v.protein_change, v.annotation_source) for v in result.variants] == [
+        (152000000, "ESR1", "p.P120L", "AAChange.refGene"),
+        (25245350, "KRAS", "p.G12D", "AAChange.refGene"),
+        (152000100, "ESR1", None, "AAChange.refGene"),
+        (179234000, "PIK3CA", None, "regions"),
+        (152000200, "ESR1", "p.R167Q", "AAChange.knownGene"),
+    ]
+
+
+def test_annovar_spelling_of_a_hotspot_agrees_with_the_table(tmp_path: Path) -> None:
+    info = _annovar_info(
+        Gene="PIK3CA", AAChange="PIK3CA:NM_006218:exon21:c.A3140G:p.H1047R", ExonicFunc="."
+    )
+    path = tmp_path / "annovar_hotspot.vcf"
+    path.write_text(_ANNOVAR_HEADER + f"chr3\t179234297\t.\tA\tG\t.\tPASS\t{info}\n")
+    [call] = read_vcf(path, display_name=path.name, sample_type="plasma").variants
+    assert (call.protein_change, call.hotspot, call.annotation_source) == (
+        "p.H1047R",
+        True,
+        "AAChange.refGene",
+    )
+
+
+def test_annovar_synonymous_and_escapes() -> None:
+    assert normalize_protein_change("p.L100L") == "p.L100="
+    assert normalize_protein_change("p.Leu100Leu") == "p.L100="
+    assert normalize_protein_change("p.L100P") == "p.L100P"
+    assert decode_annovar("exonic\\x3bsplicing") == "exonic;splicing"
+    assert decode_annovar("a\\x3Db") == "a=b"
