@@ -221,7 +221,11 @@ def _fit_fraction(
         high = np.where(rising, high, current)
         with np.errstate(divide="ignore", invalid="ignore"):
             step = current - gap / gap_slope
-        new = np.where((step > low) & (step < high), step, 0.5 * (low + high))
+        # Inclusive bracket: at convergence the Newton step lands on the bracket end it
+        # just set, and must not be mistaken for a failed step (a bisection jump away).
+        new = np.where((step >= low) & (step <= high), step, 0.5 * (low + high))
+        # Converged rows stay where they converged until they are compacted away.
+        new = np.where(live, new, current)
         live &= np.abs(new - current) > params.em_tolerance * new
         current = new
         if not live.any():
