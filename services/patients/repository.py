@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import and_, case, func, select
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from services.analysis.models import PatientAnalysis
 from services.patients.models import Patient, PatientEvent
@@ -65,63 +65,89 @@ def samples(session: Session, patient_pk: int) -> Sequence[Sample]:
     ).all()
 
 
+OVERVIEW_SORTS = ("attention", "patient", "last_draw", "status")
+OVERVIEW_STATUSES = ("POSITIVE", "NEGATIVE", "INDETERMINATE", "NOT_APPLICABLE", "resistance")
+
+
 def overview(
-    session: Session, site: str, *, query: str | None, sort: str, offset: int, limit: int
+    session: Session,
+    site: str,
+    *,
+    query: str | None,
+    sort: str,
+    offset: int,
+    limit: int,
+    status: str | None = None,
 ) -> tuple[int, list[dict[str, object]]]:
-    """One page of the patient list with sample counts, last draw and analysis statuses, in a
-    single query (the list must stay fast with thousands of patients)."""
-    counts = (
-        select(
-            Sample.patient_pk,
-            func.count().label("n"),
-            func.max(Sample.collection_date).label("last_draw"),
-        )
-        .group_by(Sample.patient_pk)
-        .subquery()
+    """One page of the site's patient list: sample count, last plasma draw, MRD status,
+    emerging resistance and current therapy per patient, in two queries whatever the page size
+    (no N+1). The sample count and last draw are correlated subqueries on
+    ix_samples_patient_date, evaluated for the site's patients only (not an aggregate of every
+    sample of every site on each page view); the two statuses are joined on the analyses'
+    (patient_pk, kind) unique index.
+
+    Sorts: `attention` (positive or emerging resistance first, then indeterminate, negative,
+    not applicable; latest draw first within each), `patient`, `last_draw` (latest first),
+    `status`. `status` filters on one MRD status, or `resistance` for emerging resistance."""
+    n_samples = select(func.count()).where(Sample.patient_pk == Patient.id).scalar_subquery()
+    last_draw = (
+        select(func.max(Sample.collection_date))
+        .where(Sample.patient_pk == Patient.id, Sample.sample_type == "plasma")
+        .scalar_subquery()
     )
-    mrd = (
-        select(PatientAnalysis.patient_pk, PatientAnalysis.status)
-        .where(PatientAnalysis.kind == "mrd")
-        .subquery()
-    )
-    resistance = (
-        select(PatientAnalysis.patient_pk, PatientAnalysis.status)
-        .where(PatientAnalysis.kind == "resistance")
-        .subquery()
-    )
-    stmt = (
-        select(
-            Patient.id,
-            Patient.patient_id,
-            func.coalesce(counts.c.n, 0),
-            counts.c.last_draw,
-            mrd.c.status,
-            resistance.c.status,
-        )
-        .outerjoin(counts, counts.c.patient_pk == Patient.id)
-        .outerjoin(mrd, mrd.c.patient_pk == Patient.id)
-        .outerjoin(resistance, resistance.c.patient_pk == Patient.id)
-        .where(Patient.site == site)
-    )
+
+    mrd_row, resistance_row = aliased(PatientAnalysis), aliased(PatientAnalysis)
+    mrd, resistance = mrd_row.status, resistance_row.status
+    mrd_or_na = func.coalesce(mrd, "NOT_APPLICABLE")
+    where = [Patient.site == site]
     if query:
-        stmt = stmt.where(Patient.patient_id.ilike(f"%{query}%"))
-    total = session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
+        escaped = query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        where.append(Patient.patient_id.ilike(f"%{escaped}%", escape="\\"))
+    if status == "resistance":
+        where.append(resistance == "emerging")
+    elif status:
+        where.append(mrd_or_na == status)
+    patients = (
+        select(Patient)
+        .outerjoin(mrd_row, and_(mrd_row.patient_pk == Patient.id, mrd_row.kind == "mrd"))
+        .outerjoin(
+            resistance_row,
+            and_(resistance_row.patient_pk == Patient.id, resistance_row.kind == "resistance"),
+        )
+        .where(*where)
+    )
+    total = session.scalar(patients.with_only_columns(func.count())) or 0
+    rank = case({"POSITIVE": 0, "INDETERMINATE": 2, "NEGATIVE": 3}, value=mrd_or_na, else_=4)
+    urgent = case((resistance == "emerging", 0), else_=rank)
     order = {
+        "attention": [urgent, rank, last_draw.desc().nulls_last(), Patient.patient_id],
         "patient": [Patient.patient_id],
-        "last_draw": [counts.c.last_draw.desc(), Patient.patient_id],
-        "status": [mrd.c.status, Patient.patient_id],
+        "last_draw": [last_draw.desc().nulls_last(), Patient.patient_id],
+        "status": [rank, Patient.patient_id],
     }[sort]
-    rows = session.execute(stmt.order_by(*order).offset(offset).limit(limit)).all()
-    pks = [r[0] for r in rows]
-    therapy: dict[int, list[str]] = {pk: [] for pk in pks}
-    if pks:
-        for event in session.scalars(
-            select(PatientEvent)
+    stmt = (
+        patients.with_only_columns(
+            Patient.id, Patient.patient_id, n_samples, last_draw, mrd, resistance
+        )
+        .order_by(*order)
+        .offset(offset)
+        .limit(limit)
+    )
+    rows = session.execute(stmt).all()
+    therapy: dict[int, list[str]] = {r[0]: [] for r in rows}
+    if therapy:
+        for event in session.execute(
+            select(
+                PatientEvent.patient_pk,
+                PatientEvent.type,
+                PatientEvent.drug,
+                PatientEvent.drug_class,
+            )
             .where(
-                PatientEvent.patient_pk.in_(pks),
+                PatientEvent.patient_pk.in_(therapy),
                 PatientEvent.type.in_(("therapy_start", "therapy_stop")),
             )
-            .order_by(PatientEvent.event_date, PatientEvent.id)
+            .order_by(PatientEvent.patient_pk, PatientEvent.event_date, PatientEvent.id)
         ):
             current = therapy[event.patient_pk]
             name = event.drug or event.drug_class or "?"
@@ -129,14 +155,14 @@ def overview(
                 current.append(name)
             elif name in current:
                 current.remove(name)
-    items = [
+    items: list[dict[str, object]] = [
         {
             "patient_id": r[1],
-            "samples": r[2],
+            "samples": int(r[2] or 0),
             "last_draw": r[3],
-            "mrd_status": r[4],
+            "mrd_status": r[4] or "NOT_APPLICABLE",
             "resistance": r[5],
-            "therapy": ", ".join(therapy[r[0]]),
+            "therapy": therapy[r[0]],
         }
         for r in rows
     ]
