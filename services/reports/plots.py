@@ -1,6 +1,8 @@
-"""The patient timeline as a static image (PNG or SVG), drawn from the stored trend and MRD
-bodies: VAF per variant on a log scale, the tumour-fraction estimate with its 95% band, the
-LoD95 of negative draws, surgery and therapy lines as spans, clinical events as markers."""
+"""The patient plots as static images (PNG, SVG) and as matplotlib axes for the PDF report,
+drawn from the same models as the web page's interactive figures (`services/reports/figures`):
+VAF per variant on a log scale, the tumour-fraction estimate with its 95% band, the LoD95 of
+negative draws, MRD calls, therapy lines as shaded spans, surgery and relapses as markers; and
+the clones' prevalence over time as a stacked area."""
 
 from __future__ import annotations
 
@@ -13,114 +15,159 @@ import matplotlib
 matplotlib.use("Agg")  # no display: rendering happens in API processes
 
 import matplotlib.dates as mdates  # noqa: E402
-import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
 
-FLOOR = 1e-6  # a zero VAF is drawn at the floor of the log axis
-CALL_COLOURS = {"POSITIVE": "#c0392b", "NEGATIVE": "#27ae60", "INDETERMINATE": "#7f8c8d"}
+from services.reports.figures import (  # noqa: E402
+    CALL_COLOURS,
+    EVENT_COLOURS,
+    TF_COLOUR,
+    Clones,
+    Timeline,
+    clones_model,
+    timeline_model,
+)
 
 
 def _date(text: str) -> dt.date:
     return dt.date.fromisoformat(text)
 
 
-def timeline(trends: dict[str, Any], mrd: dict[str, Any], *, fmt: str = "png") -> bytes:
-    fig, ax = plt.subplots(figsize=(10, 5.2), dpi=110)
-    try:
-        _draw(ax, trends, mrd)
-        buffer = io.BytesIO()
-        fig.savefig(buffer, format=fmt, bbox_inches="tight")
-        return buffer.getvalue()
-    finally:
-        plt.close(fig)
+def _render(fig: Figure, fmt: str) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format=fmt, bbox_inches="tight")
+    return buffer.getvalue()
 
 
-def _draw(ax: Any, trends: dict[str, Any], mrd: dict[str, Any]) -> None:
+def timeline(
+    trends: dict[str, Any],
+    mrd: dict[str, Any],
+    resistance: dict[str, Any] | None = None,
+    *,
+    fmt: str = "png",
+) -> bytes:
+    # Figure() rather than pyplot: no global figure registry shared by the API's threads.
+    fig = Figure(figsize=(10, 5.2), dpi=110)
+    draw_timeline(fig.add_subplot(), timeline_model(trends, mrd, resistance))
+    return _render(fig, fmt)
+
+
+def clones(body: dict[str, Any], *, fmt: str = "png") -> bytes:
+    fig = Figure(figsize=(10, 3.6), dpi=110)
+    draw_clones(fig.add_subplot(), clones_model(body))
+    return _render(fig, fmt)
+
+
+def draw_timeline(ax: Any, model: Timeline) -> None:
     ax.set_yscale("log")
-    ax.set_ylim(FLOOR, 1.0)
+    ax.set_ylim(model.y_floor, model.y_ceiling)
     ax.set_ylabel("VAF / tumour fraction (log)")
-    dates: list[dt.date] = []
-    for variant in trends.get("variants", []):
-        points = variant.get("points", [])
-        if not points:
-            continue
-        xs = [_date(p["collection_date"]) for p in points]
-        ys = [max(p["vaf"], FLOOR) for p in points]
-        dates += xs
-        label = " ".join(x for x in (variant.get("gene"), variant.get("protein_change")) if x)
-        ax.plot(
-            xs,
-            ys,
-            marker="o",
-            markersize=3,
-            linewidth=1,
-            alpha=0.9 if variant.get("protein_change") else 0.35,
-            label=label or None if variant.get("protein_change") else None,
+    tracked_labelled = False
+    for series in model.variants:
+        if not series.prominent:
+            continue  # undetected hotspots: listed in the report, not drawn
+        xs = [_date(d) for d, v in zip(series.dates, series.vafs, strict=True) if v > 0]
+        ys = [v for v in series.vafs if v > 0]
+        if series.tracked:
+            label = None if tracked_labelled else "tracked loci"
+            tracked_labelled = True
+            ax.plot(xs, ys, color=series.colour, lw=0.8, alpha=0.6, marker="o", ms=2, label=label)
+        else:
+            ax.plot(xs, ys, color=series.colour, lw=2, marker="o", ms=4, label=series.label)
+    if model.tf_dates:
+        xs = [_date(d) for d in model.tf_dates]
+        ax.fill_between(
+            xs, model.tf_low, model.tf_high, color=TF_COLOUR, alpha=0.12, lw=0, label="95% CI"
         )
-    samples = [s for s in trends.get("samples", []) if s.get("tumor_fraction") is not None]
-    if samples:
-        xs = [_date(s["collection_date"]) for s in samples]
-        tf = [max(s["tumor_fraction"], FLOOR) for s in samples]
-        low = [
-            max((s.get("tumor_fraction_ci") or [FLOOR, FLOOR])[0] or FLOOR, FLOOR) for s in samples
-        ]
-        high = [
-            max((s.get("tumor_fraction_ci") or [FLOOR, FLOOR])[1] or FLOOR, FLOOR) for s in samples
-        ]
-        dates += xs
-        ax.plot(xs, tf, color="black", linewidth=2, label="tumour fraction")
-        ax.fill_between(xs, low, high, color="black", alpha=0.12, label="95% CI")
-    for call in mrd.get("calls", []):
-        x = _date(call["collection_date"])
-        dates.append(x)
-        colour = CALL_COLOURS.get(call["call"], "#7f8c8d")
-        if call["call"] == "NEGATIVE" and call.get("lod95"):
-            ax.scatter([x], [max(call["lod95"], FLOOR)], marker="v", color=colour, zorder=5)
-        ax.scatter([x], [1.0 / 1.5], marker="s", color=colour, zorder=5, clip_on=False)
-    _clinical(ax, trends, mrd, dates)
-    if dates:
-        lo, hi = min(dates), max(dates)
-        pad = dt.timedelta(days=max(14, (hi - lo).days // 20))
+        tf = [(x, v) for x, v in zip(xs, model.tf, strict=True) if v > 0]
+        ax.plot(
+            [x for x, _ in tf],
+            [v for _, v in tf],
+            color=TF_COLOUR,
+            lw=2.5,
+            marker="o",
+            ms=5,
+            label="tumour fraction",
+        )
+    if model.lods:
+        ax.scatter(
+            [_date(d) for d in model.lod_dates],
+            model.lods,
+            marker="v",
+            s=60,
+            color=CALL_COLOURS["NEGATIVE"],
+            edgecolor="white",
+            zorder=5,
+            label="LoD95 of a negative draw",
+        )
+    # MRD calls as coloured squares along the top edge, in axes coordinates
+    strip = ax.get_xaxis_transform()
+    for date, call in zip(model.call_dates, model.calls, strict=True):
+        ax.scatter(
+            [_date(date)],
+            [0.965],
+            transform=strip,
+            marker="s",
+            s=45,
+            color=CALL_COLOURS.get(call, "#7f8c8d"),
+            zorder=6,
+            clip_on=False,
+        )
+    end = _date(model.x_range[1]) if model.x_range else None
+    for i, span in enumerate(model.spans):
+        start = _date(span.start)
+        stop = _date(span.stop) if span.stop else (end or start)
+        ax.axvspan(start, stop, color=span.colour, alpha=0.45, lw=0, zorder=0)
+        ax.text(
+            start,
+            0.93 - 0.06 * i,
+            f" {span.label}" + ("" if span.stop else " (ongoing)"),
+            transform=strip,
+            fontsize=8,
+            color="#1b2631",
+        )
+    for event in model.events:
+        colour = EVENT_COLOURS.get(event.kind, "#555555")
+        when = _date(event.date)
+        ax.axvline(when, color=colour, ls="--" if event.kind == "surgery" else ":", lw=1.3)
+        ax.scatter([when], [0.04], transform=strip, marker="D", s=40, color=colour, zorder=6)
+        ax.text(when, 0.08, f" {event.label}", transform=strip, fontsize=8, color=colour)
+    if model.x_range:
+        lo, hi = _date(model.x_range[0]), _date(model.x_range[1])
+        pad = dt.timedelta(days=max(14, (hi - lo).days // 25))
         # clamped: a date near the ends of the calendar (year 1, year 9999) must not overflow
         ax.set_xlim(max(lo, dt.date.min + pad) - pad, min(hi, dt.date.max - pad) + pad)
     ax.xaxis.set_major_formatter(mdates.DateFormatter("%Y-%m"))
-    ax.grid(True, which="major", alpha=0.3)
-    handles, labels = ax.get_legend_handles_labels()
-    if handles:
-        ax.legend(fontsize=7, loc="lower left", ncol=2)
+    ax.grid(True, which="major", alpha=0.25)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=4, frameon=False)
     ax.set_title(
-        f"Patient {trends.get('patient_id', '')}: ctDNA timeline "
-        "(squares: MRD calls; triangles: LoD95 of negatives)",
+        f"Patient {model.patient_id}: ctDNA timeline "
+        "(squares: MRD calls; triangles: LoD95 of negative draws)",
         fontsize=9,
     )
 
 
-def _clinical(ax: Any, trends: dict[str, Any], mrd: dict[str, Any], dates: list[dt.date]) -> None:
-    for line in trends.get("therapy_lines", []):
-        start = _date(line["start_date"])
-        stop = _date(line["stop_date"]) if line.get("stop_date") else max(dates or [start])
-        dates += [start, stop]
-        ax.axvspan(start, stop, color="#3498db", alpha=0.08)
-        ax.text(
-            start,
-            2e-6,
-            line.get("drug") or line.get("drug_class"),
-            fontsize=7,
-            color="#2c3e50",
-            rotation=90,
-            va="bottom",
-        )
-    for event in trends.get("events", []):
-        when = _date(event["date"])
-        dates.append(when)
-        if event["type"] == "surgery":
-            ax.axvline(when, color="#8e44ad", linestyle="--", linewidth=1)
-            ax.text(when, 0.3, "surgery", fontsize=7, color="#8e44ad", rotation=90)
-        elif event["type"] in ("clinical_relapse", "progression"):
-            ax.axvline(when, color="#c0392b", linestyle=":", linewidth=1.5)
-            ax.text(
-                when, 0.3, event["type"].replace("_", " "), fontsize=7, color="#c0392b", rotation=90
-            )
-    relapse = mrd.get("molecular_relapse_date")
-    if relapse:
-        ax.axvline(_date(relapse), color="#e67e22", linewidth=1.5)
-        ax.text(_date(relapse), 0.05, "molecular relapse", fontsize=7, color="#e67e22", rotation=90)
+def draw_clones(ax: Any, model: Clones) -> None:
+    ax.set_title(f"Patient {model.patient_id}: clone prevalence (stacked clone VAF)", fontsize=9)
+    if not model.shown:
+        ax.text(0.5, 0.5, "No clone detected", ha="center", va="center", transform=ax.transAxes)
+        ax.set_axis_off()
+        return
+    dates = sorted({d for clone in model.shown for d in clone.dates})
+    xs = [_date(d) for d in dates]
+    layers = []
+    for clone in model.shown:
+        by_date = dict(zip(clone.dates, clone.vafs, strict=True))
+        layers.append([by_date.get(d, 0.0) for d in dates])
+    ax.stackplot(
+        xs,
+        layers,
+        colors=[c.colour for c in model.shown],
+        labels=[f"{c.label} ({c.status})" for c in model.shown],
+        alpha=0.85,
+    )
+    ax.set_ylabel("clone VAF (stacked)")
+    ax.ticklabel_format(axis="y", style="sci", scilimits=(-2, 2))
+    ax.xaxis.set_major_formatter(mdates.DateFormatter("%Y-%m"))
+    ax.grid(True, alpha=0.25)
+    ax.legend(fontsize=7, loc="upper left", frameon=False)

@@ -1,0 +1,539 @@
+"""What the patient plots show, decided once from the stored analysis bodies (trends, MRD,
+clones, resistance), and drawn twice: as a Plotly figure for the web page (`plotly_timeline`,
+`plotly_clones`: plain JSON, drawn in the browser by the plotly.js the app serves itself) and
+with matplotlib for the static images and the PDF report (`services/reports/plots.py`).
+
+Values are passed through as the API returns them: a variant trace's y values are the VAFs of
+`/trends` (a zero, which a log axis cannot show, is a gap: null in y, the raw value in
+customdata; the LoD95 markers show what a negative draw could have seen)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+CALL_COLOURS = {
+    "POSITIVE": "#c0392b",
+    "NEGATIVE": "#1e8449",
+    "INDETERMINATE": "#7f8c8d",
+}
+EVENT_COLOURS = {
+    "surgery": "#6c3483",
+    "clinical_relapse": "#c0392b",
+    "progression": "#c0392b",
+    "molecular_relapse": "#d35400",
+}
+TF_COLOUR = "#111111"
+TRACKED_COLOUR = "#5d7fa3"
+QUIET_COLOUR = "#b0b7bf"
+# Named (hotspot) variants that were detected: a qualitative palette readable in print.
+PALETTE = ["#d35400", "#2874a6", "#b03a2e", "#117a65", "#7d3c98", "#b7950b", "#2e4053", "#a04000"]
+THERAPY_FILL = ["#d6eaf8", "#e8daef", "#d5f5e3", "#fdebd0", "#fadbd8", "#e5e8e8"]
+CLONE_COLOURS = ["#2874a6", "#d35400", "#117a65", "#7d3c98", "#b03a2e", "#b7950b", "#5d6d7e"]
+
+
+@dataclass(frozen=True, slots=True)
+class VariantSeries:
+    label: str
+    locus_key: str
+    tracked: bool
+    # tracked loci and detected hotspots are drawn; undetected hotspots are only listed
+    prominent: bool
+    colour: str
+    dates: list[str]
+    vafs: list[float]
+    alt_reads: list[int | None]
+    depths: list[int | None]
+
+
+@dataclass(frozen=True, slots=True)
+class Span:
+    label: str
+    start: str
+    stop: str | None
+    colour: str
+
+
+@dataclass(frozen=True, slots=True)
+class Marker:
+    date: str
+    kind: str
+    label: str
+
+
+@dataclass(frozen=True, slots=True)
+class Timeline:
+    patient_id: str
+    variants: list[VariantSeries]
+    tf_dates: list[str]
+    tf: list[float]
+    tf_low: list[float]
+    tf_high: list[float]
+    lod_dates: list[str]
+    lods: list[float]
+    lod_samples: list[str]
+    call_dates: list[str]
+    calls: list[str]
+    call_samples: list[str]
+    spans: list[Span]
+    events: list[Marker]
+    y_floor: float
+    y_ceiling: float
+    x_range: tuple[str, str] | None
+
+
+@dataclass(frozen=True, slots=True)
+class CloneSeries:
+    clone_id: Any
+    label: str
+    status: str
+    colour: str
+    dates: list[str]
+    vafs: list[float]
+    lows: list[float | None]
+    highs: list[float | None]
+    detected: list[bool]
+
+
+@dataclass(frozen=True, slots=True)
+class Clones:
+    patient_id: str
+    shown: list[CloneSeries]
+    hidden: list[CloneSeries] = field(default_factory=list)
+    method: str = ""
+
+
+def variant_label(variant: dict[str, Any]) -> str:
+    named = " ".join(x for x in (variant.get("gene"), variant.get("protein_change")) if x)
+    key = str(variant.get("locus_key") or "")
+    if variant.get("protein_change"):
+        return named
+    chrom, _, rest = key.partition(":")
+    pos, _, change = rest.partition(":")
+    locus = f"{chrom}:{pos} {change}".strip() if pos else key
+    return f"{named} {locus}".strip() if named else locus
+
+
+def timeline_model(
+    trends: dict[str, Any], mrd: dict[str, Any], resistance: dict[str, Any] | None = None
+) -> Timeline:
+    detected_keys = {
+        v.get("key")
+        for v in (resistance or {}).get("variants", [])
+        if any(c.get("detected") for c in v.get("calls", []))
+    }
+    variants: list[VariantSeries] = []
+    named = 0
+    for variant in trends.get("variants", []):
+        points = variant.get("points") or []
+        if not points:
+            continue
+        tracked = bool(variant.get("tracked"))
+        prominent = tracked or variant.get("locus_key") in detected_keys
+        if tracked:
+            colour = TRACKED_COLOUR
+        elif prominent:
+            colour = PALETTE[named % len(PALETTE)]
+            named += 1
+        else:
+            colour = QUIET_COLOUR
+        variants.append(
+            VariantSeries(
+                label=variant_label(variant),
+                locus_key=str(variant.get("locus_key")),
+                tracked=tracked,
+                prominent=prominent,
+                colour=colour,
+                dates=[p["collection_date"] for p in points],
+                vafs=[float(p["vaf"]) for p in points],
+                alt_reads=[p.get("alt_reads") for p in points],
+                depths=[p.get("depth") for p in points],
+            )
+        )
+    samples = [s for s in trends.get("samples", []) if s.get("tumor_fraction") is not None]
+    ci = [s.get("tumor_fraction_ci") or [None, None] for s in samples]
+
+    calls = mrd.get("calls", [])
+    by_sample = {c["sample_id"]: c for c in calls}
+    lod_dates: list[str] = []
+    lods: list[float] = []
+    lod_samples: list[str] = []
+    # The LoD95 of a negative draw: the MRD call's own where the draw was called; elsewhere
+    # (no surgery, metastatic monitoring) the tumour-fraction test's, where it saw nothing.
+    for call in calls:
+        if call["call"] == "NEGATIVE" and call.get("lod95"):
+            lod_dates.append(call["collection_date"])
+            lods.append(float(call["lod95"]))
+            lod_samples.append(call["sample_id"])
+    for sample in trends.get("samples", []):
+        if sample["sample_id"] in by_sample or sample.get("detected") or not sample.get("lod95"):
+            continue
+        lod_dates.append(sample["collection_date"])
+        lods.append(float(sample["lod95"]))
+        lod_samples.append(sample["sample_id"])
+
+    spans = [
+        Span(
+            label=line.get("drug") or line.get("drug_class") or "therapy",
+            start=line["start_date"],
+            stop=line.get("stop_date"),
+            colour=THERAPY_FILL[i % len(THERAPY_FILL)],
+        )
+        for i, line in enumerate(trends.get("therapy_lines", []))
+    ]
+    events = [
+        Marker(e["date"], e["type"], e["type"].replace("_", " "))
+        for e in trends.get("events", [])
+        if e["type"] in ("surgery", "clinical_relapse", "progression")
+    ]
+    if mrd.get("molecular_relapse_date"):
+        lead = mrd.get("lead_time_days")
+        label = "molecular relapse" + (f" ({lead} d lead)" if lead is not None else "")
+        events.append(Marker(mrd["molecular_relapse_date"], "molecular_relapse", label))
+
+    positive = [v for s in variants for v in s.vafs if v > 0]
+    positive += [float(s["tumor_fraction"]) for s in samples if s["tumor_fraction"] > 0]
+    positive += [float(c[1]) for c in ci if c[1]]
+    positive += lods
+    low = min(positive, default=1e-4)
+    high = max(positive, default=1e-2)
+    y_floor = 10 ** math.floor(math.log10(max(low, 1e-7)) - 0.3)
+    y_ceiling = min(1.0, 10 ** math.ceil(math.log10(high) + 0.3))
+
+    dates = sorted(
+        [d for s in variants for d in s.dates]
+        + [s["collection_date"] for s in samples]
+        + [c["collection_date"] for c in calls]
+        + [s.start for s in spans]
+        + [s.stop for s in spans if s.stop]
+        + [e.date for e in events]
+    )
+    return Timeline(
+        patient_id=str(trends.get("patient_id") or mrd.get("patient_id") or ""),
+        variants=variants,
+        tf_dates=[s["collection_date"] for s in samples],
+        tf=[float(s["tumor_fraction"]) for s in samples],
+        # drawn band: a lower bound of 0 sits at the axis floor (a log axis has no zero)
+        tf_low=[max(float(c[0] or 0.0), y_floor) for c in ci],
+        tf_high=[max(float(c[1] or 0.0), y_floor) for c in ci],
+        lod_dates=lod_dates,
+        lods=lods,
+        lod_samples=lod_samples,
+        call_dates=[c["collection_date"] for c in calls],
+        calls=[c["call"] for c in calls],
+        call_samples=[c["sample_id"] for c in calls],
+        spans=spans,
+        events=events,
+        y_floor=y_floor,
+        y_ceiling=y_ceiling,
+        x_range=(dates[0], dates[-1]) if dates else None,
+    )
+
+
+def clones_model(clones: dict[str, Any]) -> Clones:
+    shown: list[CloneSeries] = []
+    hidden: list[CloneSeries] = []
+    for clone in clones.get("clones", []):
+        series = clone.get("ccf_series") or []
+        members = clone.get("members") or []
+        names = [
+            m.get("protein_change") and f"{m.get('gene')} {m['protein_change']}" for m in members
+        ]
+        named = [n for n in names if n]
+        if named:
+            label = ", ".join(named[:3]) + (f" +{len(members) - 3}" if len(members) > 3 else "")
+        else:
+            label = f"{len(members)} tracked loci"
+        item = CloneSeries(
+            clone_id=clone.get("clone_id"),
+            label=f"Clone {clone.get('clone_id')}: {label}",
+            status=str(clone.get("status") or ""),
+            colour=CLONE_COLOURS[len(shown) % len(CLONE_COLOURS)],
+            dates=[s["collection_date"] for s in series],
+            vafs=[float(s.get("vaf") or 0.0) for s in series],
+            lows=[s.get("vaf_lower") for s in series],
+            highs=[s.get("vaf_upper") for s in series],
+            detected=[bool(s.get("detected")) for s in series],
+        )
+        (shown if any(item.detected) else hidden).append(item)
+    return Clones(
+        patient_id=str(clones.get("patient_id") or ""),
+        shown=shown,
+        hidden=hidden,
+        method=str(clones.get("method") or ""),
+    )
+
+
+def _vaf_hover(series: VariantSeries) -> list[str]:
+    return [
+        f"{series.label}<br>{d}: VAF {v:.2e}"
+        + (f" ({a}/{n} reads)" if a is not None and n is not None else "")
+        for d, v, a, n in zip(
+            series.dates, series.vafs, series.alt_reads, series.depths, strict=True
+        )
+    ]
+
+
+def _drawable(values: list[float]) -> list[float | None]:
+    """A log axis has no zero: a draw without mutant reads is a gap in the line (the raw
+    values, zeros included, stay in the trace's customdata)."""
+    return [v if v > 0 else None for v in values]
+
+
+def plotly_timeline(model: Timeline) -> dict[str, Any]:
+    """The timeline as a Plotly figure (`{data, layout}`), JSON-ready. Trace `meta.role` names
+    what a trace is (variant, tumour_fraction, band, lod95, mrd_call, event) for tests and
+    scripts reading the figure back."""
+    data: list[dict[str, Any]] = []
+    # Tracked loci and undetected hotspots each get one legend entry for the whole group (a
+    # legend of 16 anonymous loci helps nobody); detected hotspots are named one by one.
+    groups = {
+        "tracked": [v for v in model.variants if v.tracked],
+        "quiet": [v for v in model.variants if not v.prominent],
+    }
+    titles = {
+        "tracked": f"Tracked loci ({len(groups['tracked'])})",
+        "quiet": f"Hotspots not detected ({len(groups['quiet'])})",
+    }
+    for series in model.variants:
+        group = "tracked" if series.tracked else ("quiet" if not series.prominent else None)
+        trace: dict[str, Any] = {
+            "type": "scatter",
+            "mode": "lines+markers",
+            "name": series.label,
+            "x": series.dates,
+            "y": _drawable(series.vafs),
+            "customdata": series.vafs,
+            "text": _vaf_hover(series),
+            "hoverinfo": "text",
+            "line": {"color": series.colour, "width": 1 if group else 2.5},
+            "marker": {"size": 4 if group else 7, "color": series.colour},
+            "meta": {"role": "variant", "locus_key": series.locus_key, "tracked": series.tracked},
+        }
+        if group is not None:
+            first = series is groups[group][0]
+            trace.update(legendgroup=group, showlegend=first, opacity=0.7)
+            if first:
+                trace["name"] = titles[group]
+            if group == "quiet":
+                trace["visible"] = "legendonly"
+        data.append(trace)
+    if model.tf_dates:
+        data.append(
+            {
+                "type": "scatter",
+                "mode": "lines",
+                "x": model.tf_dates + model.tf_dates[::-1],
+                "y": model.tf_high + model.tf_low[::-1],
+                "fill": "toself",
+                "fillcolor": "rgba(17,17,17,0.12)",
+                "line": {"width": 0},
+                "hoverinfo": "skip",
+                "name": "Tumour fraction 95% CI",
+                "meta": {"role": "band"},
+            }
+        )
+        data.append(
+            {
+                "type": "scatter",
+                "mode": "lines+markers",
+                "x": model.tf_dates,
+                "y": _drawable(model.tf),
+                "customdata": model.tf,
+                "name": "Tumour fraction",
+                "line": {"color": TF_COLOUR, "width": 3},
+                "marker": {"size": 8, "color": TF_COLOUR},
+                "text": [
+                    f"Tumour fraction {d}: {v:.2e} (95% CI {lo:.1e}–{hi:.1e})"
+                    for d, v, lo, hi in zip(
+                        model.tf_dates, model.tf, model.tf_low, model.tf_high, strict=True
+                    )
+                ],
+                "hoverinfo": "text",
+                "meta": {"role": "tumour_fraction"},
+            }
+        )
+    if model.lods:
+        data.append(
+            {
+                "type": "scatter",
+                "mode": "markers",
+                "x": model.lod_dates,
+                "y": model.lods,
+                "name": "LoD95 of a negative draw",
+                "marker": {
+                    "symbol": "triangle-down",
+                    "size": 11,
+                    "color": CALL_COLOURS["NEGATIVE"],
+                    "line": {"color": "#ffffff", "width": 1},
+                },
+                "text": [
+                    f"{s} negative: LoD95 {v:.1e}"
+                    for s, v in zip(model.lod_samples, model.lods, strict=True)
+                ],
+                "hoverinfo": "text",
+                "meta": {"role": "lod95"},
+            }
+        )
+    if model.calls:
+        data.append(
+            {
+                "type": "scatter",
+                "mode": "markers",
+                "x": model.call_dates,
+                "y": [0.96] * len(model.calls),
+                "yaxis": "y2",
+                "name": "MRD call",
+                "marker": {
+                    "symbol": "square",
+                    "size": 12,
+                    "color": [CALL_COLOURS.get(c, "#7f8c8d") for c in model.calls],
+                },
+                "text": [
+                    f"{s}: {c.lower()}"
+                    for s, c in zip(model.call_samples, model.calls, strict=True)
+                ],
+                "hoverinfo": "text",
+                "meta": {"role": "mrd_call", "calls": model.calls},
+            }
+        )
+    if model.events:
+        data.append(
+            {
+                "type": "scatter",
+                "mode": "markers+text",
+                "x": [e.date for e in model.events],
+                "y": [0.06] * len(model.events),
+                "yaxis": "y2",
+                "name": "Clinical events",
+                "text": [e.label for e in model.events],
+                "textposition": "top right",
+                "textfont": {
+                    "size": 11,
+                    "color": [EVENT_COLOURS.get(e.kind) for e in model.events],
+                },
+                "marker": {
+                    "symbol": "diamond",
+                    "size": 12,
+                    "color": [EVENT_COLOURS.get(e.kind, "#555") for e in model.events],
+                },
+                "hovertext": [f"{e.label} {e.date}" for e in model.events],
+                "hoverinfo": "text",
+                "meta": {"role": "event", "kinds": [e.kind for e in model.events]},
+            }
+        )
+    end = model.x_range[1] if model.x_range else None
+    shapes: list[dict[str, Any]] = []
+    annotations: list[dict[str, Any]] = []
+    for i, span in enumerate(model.spans):
+        shapes.append(
+            {
+                "type": "rect",
+                "xref": "x",
+                "yref": "paper",
+                "x0": span.start,
+                "x1": span.stop or end,
+                "y0": 0,
+                "y1": 1,
+                "fillcolor": span.colour,
+                "opacity": 0.4,
+                "line": {"width": 0},
+                "layer": "below",
+            }
+        )
+        annotations.append(
+            {
+                "x": span.start,
+                "xref": "x",
+                "y": 1 - 0.06 * (i + 1),
+                "yref": "paper",
+                "text": f"{span.label}" + ("" if span.stop else " (ongoing)"),
+                "showarrow": False,
+                "xanchor": "left",
+                "font": {"size": 11, "color": "#1b2631"},
+            }
+        )
+    for event in model.events:
+        shapes.append(
+            {
+                "type": "line",
+                "xref": "x",
+                "yref": "paper",
+                "x0": event.date,
+                "x1": event.date,
+                "y0": 0,
+                "y1": 1,
+                "line": {
+                    "color": EVENT_COLOURS.get(event.kind, "#555"),
+                    "width": 1.5,
+                    "dash": "dash" if event.kind == "surgery" else "dot",
+                },
+            }
+        )
+    return {
+        "data": data,
+        "layout": {
+            "margin": {"l": 70, "r": 20, "t": 20, "b": 50},
+            "height": 460,
+            "hovermode": "closest",
+            "plot_bgcolor": "#ffffff",
+            "paper_bgcolor": "#ffffff",
+            "font": {"family": "system-ui, -apple-system, Segoe UI, sans-serif", "size": 12},
+            "xaxis": {"type": "date", "showgrid": True, "gridcolor": "#eceff1"},
+            "yaxis": {
+                "type": "log",
+                "title": {"text": "VAF / tumour fraction"},
+                "range": [math.log10(model.y_floor), math.log10(model.y_ceiling)],
+                "exponentformat": "power",
+                "gridcolor": "#eceff1",
+            },
+            "yaxis2": {"overlaying": "y", "range": [0, 1], "visible": False, "fixedrange": True},
+            "legend": {"orientation": "h", "y": -0.15, "font": {"size": 11}},
+            "shapes": shapes,
+            "annotations": annotations,
+        },
+    }
+
+
+def plotly_clones(model: Clones) -> dict[str, Any]:
+    """Clone prevalence over time as a stacked area: each band is one clone's mean VAF in
+    the draw (its share of the cell-free DNA). Bands are stacked, not nested: the clones'
+    ancestry is not inferred."""
+    data = [
+        {
+            "type": "scatter",
+            "mode": "lines",
+            "stackgroup": "clones",
+            "x": clone.dates,
+            "y": clone.vafs,
+            "name": f"{clone.label} ({clone.status})",
+            "line": {"color": clone.colour, "width": 1},
+            "fillcolor": clone.colour,
+            "text": [
+                f"{clone.label}<br>{d}: VAF {v:.2e}" + ("" if det else " (not detected)")
+                for d, v, det in zip(clone.dates, clone.vafs, clone.detected, strict=True)
+            ],
+            "hoverinfo": "text",
+            "meta": {"role": "clone", "clone_id": clone.clone_id, "status": clone.status},
+        }
+        for clone in model.shown
+    ]
+    return {
+        "data": data,
+        "layout": {
+            "margin": {"l": 70, "r": 20, "t": 20, "b": 40},
+            "height": 300,
+            "plot_bgcolor": "#ffffff",
+            "paper_bgcolor": "#ffffff",
+            "font": {"family": "system-ui, -apple-system, Segoe UI, sans-serif", "size": 12},
+            "xaxis": {"type": "date", "gridcolor": "#eceff1"},
+            "yaxis": {
+                "title": {"text": "clone VAF (stacked)"},
+                "rangemode": "tozero",
+                "tickformat": ".1e",
+                "gridcolor": "#eceff1",
+            },
+            "legend": {"orientation": "h", "y": -0.2, "font": {"size": 11}, "traceorder": "normal"},
+        },
+    }

@@ -1,0 +1,533 @@
+"""The patient report: one context built from the stored analysis bodies, rendered as the web
+page and printable HTML (Jinja templates in services/api/templates) and as a PDF written with
+matplotlib's PdfPages (no other dependency): the plots, the MRD calls with their LoD95 and
+reasons, the resistance events with implications and citations, the molecular response per
+therapy line, the method versions and parameters, the site and the time it was generated."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import textwrap
+from collections.abc import Sequence
+from typing import Any
+
+from matplotlib.backends.backend_pdf import PdfPages
+from matplotlib.figure import Figure
+
+from services.reports.figures import clones_model, timeline_model, variant_label
+from services.reports.plots import draw_clones, draw_timeline
+from services.samples.models import Sample
+
+REASONS = {
+    "score_above_threshold": "score above the 99%-specificity threshold, ≥ 2 loci with reads",
+    "score_below_threshold": "score below the 99%-specificity threshold",
+    "signal_at_too_few_loci": "score above threshold but mutant reads at < 2 loci",
+    "low_informative_reads": "too few informative reads (< 20,000)",
+    "too_few_loci": "too few tracked loci reported",
+    "early_postop": "under 14 days after surgery",
+    "pre_surgery": "drawn before surgery",
+}
+STATUS_TEXT = {
+    "POSITIVE": "ctDNA positive",
+    "NEGATIVE": "ctDNA negative",
+    "INDETERMINATE": "indeterminate",
+    "NOT_APPLICABLE": "MRD not applicable",
+}
+A4 = (8.27, 11.69)
+
+
+def sci(value: float | None, digits: int = 1) -> str:
+    if value is None:
+        return "–"
+    if value == 0:
+        return "0"
+    return f"{value:.{digits}e}"
+
+
+def reason_text(code: str | None) -> str:
+    if not code:
+        return ""
+    return REASONS.get(code, code.replace("_", " "))
+
+
+def _call_row(call: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "sample_id": call["sample_id"],
+        "collection_date": call["collection_date"],
+        "call": call["call"],
+        "reason": reason_text(call.get("reason")),
+        "days": call.get("days_since_surgery"),
+        "score": "–" if call.get("score") is None else f"{call['score']:.2f}",
+        "threshold": "–" if call.get("threshold") is None else f"{call['threshold']:.2f}",
+        "p_value": "–" if call.get("p_value") is None else f"{call['p_value']:.2g}",
+        "tumor_fraction": sci(call.get("tumor_fraction"), 2),
+        "ci": f"{sci(call.get('ci_low'))}–{sci(call.get('ci_high'))}",
+        "lod95": sci(call.get("lod95")),
+        "loci": f"{call.get('loci_detected', '–')} / {call.get('loci_tracked', '–')}",
+        "informative_reads": f"{call.get('informative_reads') or 0:,}",
+        "mutant_reads": call.get("mutant_reads"),
+    }
+
+
+def _methods(bodies: dict[str, Any]) -> list[dict[str, str]]:
+    mrd, trends, clones, resistance = (
+        bodies["mrd"],
+        bodies["trends"],
+        bodies["clones"],
+        bodies["resistance"],
+    )
+    calls = mrd.get("calls") or []
+    nulls = {c.get("n_null_simulations") for c in calls if c.get("n_null_simulations")}
+    mrd_params = [
+        f"specificity {mrd['specificity']:.0%}" if mrd.get("specificity") else "",
+        f"min. informative reads {mrd['min_informative_reads']:,}"
+        if mrd.get("min_informative_reads")
+        else "",
+        f"background {mrd['background_version']}" if mrd.get("background_version") else "",
+        f"{max(nulls):,} posterior-predictive null draws per call" if nulls else "",
+        f"{mrd['loci_tracked']} tracked loci" if mrd.get("loci_tracked") else "",
+    ]
+    return [
+        {
+            "analysis": "MRD call (INVAR likelihood ratio, calibrated threshold)",
+            "version": str(mrd.get("rule_version") or "–"),
+            "parameters": "; ".join(p for p in mrd_params if p),
+            "computed_at": _when(mrd.get("computed_at")),
+        },
+        {
+            "analysis": "Trends: tumour fraction, relative CCF, molecular response",
+            "version": str(trends.get("params_version") or "–"),
+            "parameters": "95% profile-likelihood CI; response = ≥ 50% fall from line baseline",
+            "computed_at": _when(trends.get("computed_at")),
+        },
+        {
+            "analysis": "Clones",
+            "version": str(clones.get("params_version") or "–"),
+            "parameters": str(clones.get("method") or ""),
+            "computed_at": _when(clones.get("computed_at")),
+        },
+        {
+            "analysis": "Resistance (versioned resistance map)",
+            "version": " / ".join(
+                str(v)
+                for v in (resistance.get("params_version"), resistance.get("map_version"))
+                if v
+            )
+            or "–",
+            "parameters": "newly detected (≥ 2 mutant reads, previous draw sensitive enough) or "
+            "≥ 2-fold rise with p < 0.01, on a class the variant resists",
+            "computed_at": _when(resistance.get("computed_at")),
+        },
+    ]
+
+
+def _when(text: str | None) -> str:
+    if not text:
+        return "–"
+    try:
+        return dt.datetime.fromisoformat(text).strftime("%Y-%m-%d %H:%M UTC")
+    except ValueError:
+        return text
+
+
+def report_context(
+    bodies: dict[str, Any],
+    *,
+    patient_id: str,
+    site: str,
+    samples: Sequence[Sample],
+    generated_at: dt.datetime,
+) -> dict[str, Any]:
+    mrd, trends, clones, resistance = (
+        bodies["mrd"],
+        bodies["trends"],
+        bodies["clones"],
+        bodies["resistance"],
+    )
+    per_sample = {s["sample_id"]: s for s in trends.get("samples", [])}
+    sample_rows = []
+    for sample in samples:
+        estimate = per_sample.get(sample.sample_id, {})
+        ci = estimate.get("tumor_fraction_ci") or [None, None]
+        sample_rows.append(
+            {
+                "sample_id": sample.sample_id,
+                "collection_date": sample.collection_date.isoformat(),
+                "sample_type": sample.sample_type,
+                "status": sample.status,
+                "build": sample.detected_build or sample.genome_build or "",
+                "tumor_fraction": sci(estimate.get("tumor_fraction"), 2) if estimate else "",
+                "tf_ci": f"{sci(ci[0])}–{sci(ci[1])}" if estimate else "",
+                "detected": estimate.get("detected"),
+                "lod95": sci(estimate.get("lod95")) if estimate else "",
+                "math": f"{estimate['math_score']:.1f}"
+                if estimate.get("math_score") is not None
+                else "",
+            }
+        )
+    plasma = [s for s in samples if s.sample_type == "plasma"]
+    therapy = resistance.get("current_therapy") or [
+        line for line in trends.get("therapy_lines", []) if not line.get("stop_date")
+    ]
+    latest = trends.get("samples", [])[-1] if trends.get("samples") else None
+    model = clones_model(clones)
+    responses = [
+        {
+            "line": r["line"].get("drug") or r["line"].get("drug_class"),
+            "start_date": r["line"].get("start_date"),
+            "stop_date": r["line"].get("stop_date"),
+            "baseline": f"{sci(r.get('baseline_tf'), 2)} ({r.get('baseline_date')})"
+            if r.get("baseline_tf") is not None
+            else "–",
+            "best": (r.get("best_response") or "–").replace("_", " "),
+            "latest": (r.get("latest_response") or "–").replace("_", " "),
+        }
+        for r in trends.get("responses", [])
+    ]
+    timeline = timeline_model(trends, mrd, resistance)
+    undetected = sorted({v.label for v in timeline.variants if not v.prominent})
+    return {
+        "patient_id": patient_id,
+        "site": site,
+        "generated_at": generated_at.strftime("%Y-%m-%d %H:%M UTC"),
+        "mrd": mrd,
+        "trends": trends,
+        "clones": clones,
+        "resistance": resistance,
+        "status": mrd.get("status") or "NOT_APPLICABLE",
+        "status_text": STATUS_TEXT.get(mrd.get("status") or "", mrd.get("status") or ""),
+        "status_reason": reason_text(mrd.get("reason")),
+        "emerging": bool(resistance.get("events")),
+        "therapy": [t.get("drug") or t.get("drug_class") for t in therapy],
+        "therapy_lines": trends.get("therapy_lines", []),
+        "clinical_events": trends.get("events", []),
+        "last_draw": plasma[-1].collection_date.isoformat() if plasma else None,
+        "n_plasma": len(plasma),
+        "latest_tf": sci(latest.get("tumor_fraction"), 2) if latest else None,
+        "latest_tf_date": latest.get("collection_date") if latest else None,
+        "calls": [_call_row(c) for c in mrd.get("calls", [])],
+        "events": resistance.get("events", []),
+        "clone_rows": [
+            {
+                "label": c.label,
+                "status": c.status.replace("_", " "),
+                "latest_vaf": sci(c.vafs[-1], 2) if c.vafs else "–",
+                "shown": c in model.shown,
+            }
+            for c in [*model.shown, *model.hidden]
+        ],
+        "clone_method": model.method,
+        "responses": responses,
+        "samples": sample_rows,
+        "methods": _methods(bodies),
+        "tracked_n": sum(1 for v in timeline.variants if v.tracked),
+        "undetected_hotspots": undetected,
+        "tracked_labels": [
+            variant_label(v) for v in trends.get("variants", []) if v.get("tracked")
+        ],
+    }
+
+
+# --- PDF ------------------------------------------------------------------------------------
+
+
+class _Page:
+    """A portrait A4 page filled top-down with text blocks and tables, in figure inches."""
+
+    def __init__(self, pdf: PdfPages, context: dict[str, Any]) -> None:
+        self.pdf = pdf
+        self.context = context
+        self.fig: Figure | None = None
+        self.y = 0.0
+        self.number = 0
+
+    def new(self) -> Figure:
+        self.finish()
+        self.fig = Figure(figsize=A4)
+        self.number += 1
+        self.y = A4[1] - 0.6
+        self.fig.text(
+            0.6 / A4[0],
+            0.35 / A4[1],
+            f"ctDNA monitoring report · patient {self.context['patient_id']} · site "
+            f"{self.context['site']} · generated {self.context['generated_at']}",
+            fontsize=7,
+            color="#555555",
+        )
+        self.fig.text(1 - 0.6 / A4[0], 0.35 / A4[1], f"page {self.number}", fontsize=7, ha="right")
+        return self.fig
+
+    def finish(self) -> None:
+        if self.fig is not None:
+            self.pdf.savefig(self.fig)
+            self.fig = None
+
+    def room(self, inches: float) -> Figure:
+        if self.fig is None or self.y - inches < 0.8:
+            return self.new()
+        return self.fig
+
+    def text(
+        self,
+        text: str,
+        *,
+        size: float = 9,
+        weight: str = "normal",
+        colour: str = "#111111",
+        width: int = 110,
+        gap: float = 0.06,
+    ) -> None:
+        lines = [line for para in text.split("\n") for line in (textwrap.wrap(para, width) or [""])]
+        height = len(lines) * size * 1.45 / 72
+        fig = self.room(height + gap)
+        fig.text(
+            0.6 / A4[0],
+            self.y / A4[1],
+            "\n".join(lines),
+            fontsize=size,
+            weight=weight,
+            color=colour,
+            va="top",
+            linespacing=1.35,
+        )
+        self.y -= height + gap
+
+    def heading(self, text: str) -> None:
+        self.room(1.2)  # a heading stays with the start of its section
+        self.text(text, size=11, weight="bold")
+
+    def table(self, header: list[str], rows: list[list[str]], widths: list[float]) -> None:
+        """A table in rows of 7-point text; long cells wrap within their column."""
+        size = 7
+        line = size * 1.5 / 72
+        chars = [max(4, int(w * 72 / (size * 0.55))) for w in widths]
+
+        def wrapped(cells: list[str]) -> tuple[list[list[str]], float]:
+            split = [textwrap.wrap(str(c), n) or [""] for c, n in zip(cells, chars, strict=True)]
+            return split, max(len(s) for s in split) * line + 0.06
+
+        def draw(cells: list[str], bold: bool) -> None:
+            split, height = wrapped(cells)
+            fig = self.room(height)
+            x = 0.6
+            for parts, width in zip(split, widths, strict=True):
+                fig.text(
+                    x / A4[0],
+                    self.y / A4[1],
+                    "\n".join(parts),
+                    fontsize=size,
+                    weight="bold" if bold else "normal",
+                    va="top",
+                    linespacing=1.3,
+                )
+                x += width
+            self.y -= height
+            fig.add_artist(_rule(self.y + 0.03, fig, colour="#999999" if bold else "#dddddd"))
+
+        self.room(wrapped(header)[1] + (wrapped(rows[0])[1] if rows else 0))
+        draw(header, True)
+        for row in rows:
+            if self.y - wrapped(row)[1] < 0.8:
+                self.new()
+                draw(header, True)
+            draw(row, False)
+        self.y -= 0.15
+
+    def plot(self, height: float, draw: Any) -> None:
+        fig = self.room(height + 0.2)
+        ax = fig.add_axes(
+            (0.9 / A4[0], (self.y - height) / A4[1], (A4[0] - 1.3) / A4[0], (height - 0.35) / A4[1])
+        )
+        draw(ax)
+        self.y -= height + 0.45
+
+
+def _rule(y: float, fig: Figure, colour: str) -> Any:
+    from matplotlib.lines import Line2D
+
+    return Line2D(
+        [0.6 / A4[0], 1 - 0.6 / A4[0]],
+        [y / A4[1], y / A4[1]],
+        color=colour,
+        lw=0.5,
+        transform=fig.transFigure,
+    )
+
+
+def report_pdf(bodies: dict[str, Any], context: dict[str, Any]) -> bytes:
+    buffer = io.BytesIO()
+    with PdfPages(buffer) as pdf:
+        metadata = pdf.infodict()
+        metadata["Title"] = f"ctDNA monitoring report: patient {context['patient_id']}"
+        metadata["Subject"] = f"site {context['site']}"
+        metadata["Creator"] = "ctDNA monitoring service"
+        page = _Page(pdf, context)
+        page.new()
+        page.text(
+            f"ctDNA monitoring report: patient {context['patient_id']}", size=15, weight="bold"
+        )
+        page.text(
+            f"Site {context['site']} · generated {context['generated_at']}",
+            size=8,
+            colour="#555555",
+            gap=0.15,
+        )
+        summary = [
+            f"Status: {context['status_text']}"
+            + (f" ({context['status_reason']})" if context["status_reason"] else "")
+        ]
+        mrd = context["mrd"]
+        if mrd.get("molecular_relapse_date"):
+            lead = mrd.get("lead_time_days")
+            summary.append(
+                f"Molecular relapse {mrd['molecular_relapse_date']}"
+                + (f", {lead} days before clinical relapse" if lead is not None else "")
+            )
+        if context["emerging"]:
+            genes = sorted({f"{e['gene']} {e['protein_change']}" for e in context["events"]})
+            summary.append("Emerging resistance: " + ", ".join(genes))
+        summary.append(
+            f"Current therapy: {', '.join(context['therapy']) or 'none recorded'} · "
+            f"{context['n_plasma']} plasma draws, last {context['last_draw'] or '–'}"
+            + (
+                f" · latest tumour fraction {context['latest_tf']} ({context['latest_tf_date']})"
+                if context["latest_tf"]
+                else ""
+            )
+        )
+        page.text("\n".join(summary), size=9.5, gap=0.2)
+        timeline = timeline_model(bodies["trends"], bodies["mrd"], bodies["resistance"])
+        page.plot(4.3, lambda ax: draw_timeline(ax, timeline))
+        page.y -= 0.45  # the legend sits under the axes
+        clones = clones_model(bodies["clones"])
+        page.plot(2.6, lambda ax: draw_clones(ax, clones))
+
+        page.new()
+        page.heading("MRD calls (tumour-informed, post-surgery plasma)")
+        if context["calls"]:
+            page.table(
+                [
+                    "Sample",
+                    "Date",
+                    "Call",
+                    "Reason",
+                    "Score / thr.",
+                    "p",
+                    "ctDNA fraction (95% CI)",
+                    "LoD95",
+                    "Loci",
+                    "Reads",
+                ],
+                [
+                    [
+                        c["sample_id"],
+                        c["collection_date"],
+                        c["call"].lower(),
+                        c["reason"],
+                        f"{c['score']} / {c['threshold']}",
+                        c["p_value"],
+                        f"{c['tumor_fraction']} ({c['ci']})",
+                        c["lod95"],
+                        c["loci"],
+                        c["informative_reads"],
+                    ]
+                    for c in context["calls"]
+                ],
+                [0.9, 0.7, 0.6, 1.3, 0.7, 0.4, 1.1, 0.5, 0.4, 0.5],
+            )
+        else:
+            page.text(mrd.get("reason") or "No post-surgery plasma call.", gap=0.2)
+        page.heading("Resistance events")
+        if context["events"]:
+            for event in context["events"]:
+                page.text(
+                    f"{event['gene']} {event['protein_change']}: {event['status']} "
+                    f"{event.get('event_date') or ''} (first detected "
+                    f"{event['first_detected_date']}, sample {event.get('sample_id', '')}) "
+                    f"on {event.get('drug') or event['drug_class']} · VAF "
+                    f"{sci(event.get('vaf'), 2)}"
+                    + (f", {event['fold_change']:.1f}-fold" if event.get("fold_change") else "")
+                    + (f", p = {event['p_value']:.1g}" if event.get("p_value") is not None else ""),
+                    size=8.5,
+                    weight="bold",
+                )
+                page.text(event.get("implication") or "", size=8)
+                page.text(
+                    "\n".join(f"• {c}" for c in event.get("citations", [])),
+                    size=7,
+                    colour="#444444",
+                    width=130,
+                    gap=0.15,
+                )
+        else:
+            page.text("No resistance event.", gap=0.2)
+        if context["responses"]:
+            page.heading("Molecular response per therapy line")
+            page.table(
+                ["Therapy", "Start", "Stop", "Baseline tumour fraction", "Best", "Latest"],
+                [
+                    [
+                        r["line"],
+                        r["start_date"],
+                        r["stop_date"] or "ongoing",
+                        r["baseline"],
+                        r["best"],
+                        r["latest"],
+                    ]
+                    for r in context["responses"]
+                ],
+                [1.3, 0.9, 0.9, 1.9, 1.0, 1.0],
+            )
+        page.heading("Clones")
+        page.table(
+            ["Clone", "Status", "Latest VAF"],
+            [[c["label"], c["status"], c["latest_vaf"]] for c in context["clone_rows"]]
+            or [["No clone fitted", "", ""]],
+            [4.5, 1.2, 1.2],
+        )
+        page.heading("Samples")
+        page.table(
+            [
+                "Sample",
+                "Date",
+                "Type",
+                "Status",
+                "Build",
+                "Tumour fraction (95% CI)",
+                "LoD95",
+                "MATH",
+            ],
+            [
+                [
+                    s["sample_id"],
+                    s["collection_date"],
+                    s["sample_type"],
+                    s["status"],
+                    s["build"],
+                    f"{s['tumor_fraction']} ({s['tf_ci']})" if s["tumor_fraction"] else "",
+                    s["lod95"],
+                    s["math"],
+                ]
+                for s in context["samples"]
+            ],
+            [1.2, 0.8, 0.6, 0.75, 0.6, 1.7, 0.6, 0.5],
+        )
+        page.heading("Methods, versions and parameters")
+        page.table(
+            ["Analysis", "Version", "Parameters", "Computed"],
+            [
+                [m["analysis"], m["version"], m["parameters"], m["computed_at"]]
+                for m in context["methods"]
+            ],
+            [2.0, 1.3, 2.7, 1.1],
+        )
+        page.text(
+            "Research use: results of a monitoring service, to be read with the clinical "
+            "picture. LoD95: the ctDNA fraction this draw would have detected with 95% "
+            "probability; a negative draw says ctDNA was below it, not absent.",
+            size=7,
+            colour="#555555",
+        )
+        page.finish()
+    return buffer.getvalue()
