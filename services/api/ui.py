@@ -1,35 +1,56 @@
-"""The oncologist's web view: server-rendered pages (tables work without JavaScript) and the
-timeline image, authenticated by the same Bearer key or by a session cookie from /ui/login,
-with the same site isolation as the API."""
+"""The oncologist's web view: server-rendered pages (every table works without JavaScript),
+interactive plots drawn by the plotly.js this app serves itself (no CDN: a clinic may be
+offline), the static plot images, and the patient report (printable HTML and PDF).
+
+Authenticated by the same Bearer key as the API or by a session cookie from /ui/login, with
+the same site isolation (another site's patient is a 404) and the same audit row per read."""
 
 from __future__ import annotations
 
+import datetime as dt
+import gzip
+import hashlib
 import json
 import math
+from functools import lru_cache
+from importlib import resources
 from pathlib import Path as FilePath
 from typing import Annotated, Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
+import plotly
 from fastapi import APIRouter, Depends, Form, Path, Query, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from services.analysis.models import PatientAnalysis
 from services.analysis.router import EMPTY
-from services.analysis.service import stored_body
 from services.api import ui_auth
 from services.api.deps import Reader, SessionDep
 from services.audit.service import audit
 from services.auth.service import Principal, authenticate
 from services.db import get_session_factory
+from services.errors import NotFound
 from services.patients import repository
+from services.patients.models import Patient
 from services.patients.service import get_patient_or_raise
-from services.reports.plots import timeline
+from services.reports import plots as static_plots
+from services.reports.figures import clones_model, plotly_clones, plotly_timeline, timeline_model
+from services.reports.report import report_context, report_pdf
 
 router = APIRouter(tags=["web view"], include_in_schema=False)
 plots = APIRouter(prefix="/v1/patients", tags=["analyses"])
 templates = Jinja2Templates(directory=str(FilePath(__file__).with_name("templates")))
+STATIC = FilePath(__file__).with_name("static")
 PAGE = 50
+PLOTLY_VERSION = plotly.__version__
+# Static files are named by content version in their URL (?v=), so browsers may keep them.
+LONG_CACHE = "public, max-age=31536000, immutable"
+STATIC_TYPES = {".css": "text/css; charset=utf-8", ".js": "text/javascript; charset=utf-8"}
+CSS_VERSION = hashlib.sha256((STATIC / "ui.css").read_bytes()).hexdigest()[:12]
+templates.env.globals["css_version"] = CSS_VERSION
 
 
 class LoginRequired(Exception):
@@ -46,7 +67,8 @@ def _ui_principal(request: Request) -> Principal:
         else:
             principal = ui_auth.verify(session, request.cookies.get(ui_auth.COOKIE))
     if principal is None or not principal.has("read"):
-        raise LoginRequired(request.url.path)
+        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        raise LoginRequired(target)
     return principal
 
 
@@ -54,16 +76,87 @@ UiReader = Annotated[Principal, Depends(_ui_principal)]
 
 
 def _bodies(session: Session, patient_pk: int, patient_id: str) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for kind in ("mrd", "trends", "clones", "resistance"):
-        body = stored_body(session, patient_pk, kind)
-        out[kind] = json.loads(body) if body else {"patient_id": patient_id, **EMPTY[kind]}
-    return out
+    """The four stored analysis bodies of a patient in one query (an empty body where an
+    analysis has not run yet)."""
+    stored = dict(
+        session.execute(
+            select(PatientAnalysis.kind, PatientAnalysis.body).where(
+                PatientAnalysis.patient_pk == patient_pk
+            )
+        ).all()
+    )
+    return {
+        kind: json.loads(stored[kind])
+        if stored.get(kind)
+        else {"patient_id": patient_id, **EMPTY[kind]}
+        for kind in ("mrd", "trends", "clones", "resistance")
+    }
+
+
+def _script_json(value: Any) -> str:
+    """JSON safe inside a <script type="application/json"> element."""
+    return json.dumps(value, separators=(",", ":")).replace("</", "<\\/")
+
+
+def _patient(
+    session: Session, request: Request, principal: Principal, patient_id: str
+) -> tuple[Patient, dict[str, Any]]:
+    """The site's patient (404 otherwise), its read audited, and its analysis bodies."""
+    patient = get_patient_or_raise(session, principal.site, patient_id)
+    audit(session, request, principal, patient_id=patient.patient_id)
+    return patient, _bodies(session, patient.id, patient.patient_id)
+
+
+# --- static assets --------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=2)
+def _plotly_js(compressed: bool) -> bytes:
+    script = (resources.files("plotly") / "package_data" / "plotly.min.js").read_bytes()
+    # 4.8 MB as shipped, about 1.4 MB gzipped: compressed once per process, on first use
+    return gzip.compress(script, compresslevel=6, mtime=0) if compressed else script
+
+
+@router.get("/ui/static/plotly.min.js")
+def plotly_js(request: Request) -> Response:
+    """plotly.js from the installed `plotly` package: the page needs no CDN."""
+    compressed = "gzip" in request.headers.get("accept-encoding", "")
+    headers = {"Cache-Control": LONG_CACHE, "Vary": "Accept-Encoding"}
+    if compressed:
+        headers["Content-Encoding"] = "gzip"
+    return Response(_plotly_js(compressed), media_type=STATIC_TYPES[".js"], headers=headers)
+
+
+@router.get("/ui/static/{name}")
+def static_file(name: Annotated[str, Path(pattern=r"^[a-z0-9_-]+\.(css|js)$")]) -> Response:
+    path = STATIC / name
+    if not path.is_file():
+        return Response(status_code=404)
+    return Response(
+        path.read_bytes(),
+        media_type=STATIC_TYPES[path.suffix],
+        headers={"Cache-Control": LONG_CACHE},
+    )
+
+
+# --- sign in --------------------------------------------------------------------------------
+
+
+def _safe_next(target: str) -> str:
+    # only a path of this web view: never an absolute or protocol-relative URL
+    return target if target.startswith("/ui/") and not target.startswith("//") else "/ui/patients"
+
+
+@router.get("/ui", include_in_schema=False)
+def ui_root() -> RedirectResponse:
+    return RedirectResponse("/ui/patients", status_code=303)
 
 
 @router.get("/ui/login", response_class=HTMLResponse)
 def login_form(request: Request, next: str = "/ui/patients") -> HTMLResponse:
-    return templates.TemplateResponse(request, "login.html", {"next": next, "error": None})
+    return templates.TemplateResponse(
+        request, "login.html", {"next": _safe_next(next), "error": None}
+    )
 
 
 @router.post("/ui/login", response_model=None)
@@ -78,11 +171,10 @@ def login(
         return templates.TemplateResponse(
             request,
             "login.html",
-            {"next": next, "error": "Unknown, revoked or unscoped key."},
+            {"next": _safe_next(next), "error": "Unknown, revoked or unscoped key."},
             status_code=401,
         )
-    target = next if next.startswith("/ui/") else "/ui/patients"
-    response = RedirectResponse(target, status_code=303)
+    response = RedirectResponse(_safe_next(next), status_code=303)
     response.set_cookie(
         ui_auth.COOKIE,
         ui_auth.issue(principal.key_id),
@@ -101,30 +193,62 @@ def logout() -> RedirectResponse:
     return response
 
 
+# --- pages ----------------------------------------------------------------------------------
+
+
 @router.get("/ui/patients", response_class=HTMLResponse)
 def patients_page(
     request: Request,
     principal: UiReader,
     session: SessionDep,
     q: Annotated[str | None, Query(max_length=128)] = None,
-    sort: Annotated[str, Query(pattern="^(patient|last_draw|status)$")] = "patient",
+    sort: Annotated[str, Query(pattern=f"^({'|'.join(repository.OVERVIEW_SORTS)})$")] = "attention",
+    status: Annotated[
+        str | None, Query(pattern=f"^({'|'.join(repository.OVERVIEW_STATUSES)})?$")
+    ] = None,
     page: Annotated[int, Query(ge=1, le=100000)] = 1,
 ) -> HTMLResponse:
     total, items = repository.overview(
-        session, principal.site, query=q, sort=sort, offset=(page - 1) * PAGE, limit=PAGE
+        session,
+        principal.site,
+        query=q or None,
+        sort=sort,
+        status=status or None,
+        offset=(page - 1) * PAGE,
+        limit=PAGE,
     )
     audit(session, request, principal)
+    state = {"q": q or "", "sort": sort, "status": status or ""}
+
+    def link(**changes: Any) -> str:
+        params = {k: v for k, v in {**state, "page": 1, **changes}.items() if v not in ("", None)}
+        if params.get("page") == 1:
+            params.pop("page")
+        return "/ui/patients" + (f"?{urlencode(params)}" if params else "")
+
     return templates.TemplateResponse(
         request,
         "patients.html",
         {
             "items": items,
             "total": total,
-            "q": q,
-            "sort": sort,
             "page": page,
             "pages": max(1, math.ceil(total / PAGE)),
+            "first": (page - 1) * PAGE + 1,
+            "site": principal.site,
+            "link": link,
+            **state,
         },
+    )
+
+
+def _not_found(request: Request, principal: Principal, patient_id: str) -> HTMLResponse:
+    # the same answer for a patient of another site as for one that does not exist
+    return templates.TemplateResponse(
+        request,
+        "not_found.html",
+        {"patient_id": patient_id, "site": principal.site},
+        status_code=404,
     )
 
 
@@ -132,32 +256,111 @@ def patients_page(
 def patient_page(
     patient_id: str, request: Request, principal: UiReader, session: SessionDep
 ) -> HTMLResponse:
-    patient = get_patient_or_raise(session, principal.site, patient_id)
-    audit(session, request, principal, patient_id=patient.patient_id)
-    bodies = _bodies(session, patient.id, patient.patient_id)
-    tf = {s["sample_id"]: s for s in bodies["trends"].get("samples", [])}
+    try:
+        patient, bodies = _patient(session, request, principal, patient_id)
+    except NotFound:
+        return _not_found(request, principal, patient_id)
+    context = report_context(
+        bodies,
+        patient_id=patient.patient_id,
+        site=principal.site,
+        samples=repository.samples(session, patient.id),
+        generated_at=dt.datetime.now(dt.UTC),
+    )
+    timeline = plotly_timeline(
+        timeline_model(bodies["trends"], bodies["mrd"], bodies["resistance"])
+    )
+    clones = plotly_clones(clones_model(bodies["clones"]))
     return templates.TemplateResponse(
         request,
         "patient.html",
         {
-            "patient_id": patient.patient_id,
-            "samples": repository.samples(session, patient.id),
-            "tf": tf,
-            **bodies,
+            **context,
+            "timeline_json": _script_json(timeline),
+            "clones_json": _script_json(clones),
+            "plotly_version": PLOTLY_VERSION,
         },
     )
 
 
-def _timeline(
-    patient_id: str, principal: Principal, session: Session, request: Request, fmt: str
-) -> Response:
-    patient = get_patient_or_raise(session, principal.site, patient_id)
-    audit(session, request, principal, patient_id=patient.patient_id)
-    bodies = _bodies(session, patient.id, patient.patient_id)
-    media = "image/png" if fmt == "png" else "image/svg+xml"
+@router.get("/ui/patients/{patient_id}/report", response_class=HTMLResponse)
+def report_page(
+    patient_id: str, request: Request, principal: UiReader, session: SessionDep
+) -> HTMLResponse:
+    """The printable report: the static plots and every table, styled for A4 paper."""
+    try:
+        patient, bodies = _patient(session, request, principal, patient_id)
+    except NotFound:
+        return _not_found(request, principal, patient_id)
+    context = report_context(
+        bodies,
+        patient_id=patient.patient_id,
+        site=principal.site,
+        samples=repository.samples(session, patient.id),
+        generated_at=dt.datetime.now(dt.UTC),
+    )
+    return templates.TemplateResponse(request, "report.html", context)
+
+
+def _pdf(patient_id: str, principal: Principal, session: Session, request: Request) -> Response:
+    patient, bodies = _patient(session, request, principal, patient_id)
+    context = report_context(
+        bodies,
+        patient_id=patient.patient_id,
+        site=principal.site,
+        samples=repository.samples(session, patient.id),
+        generated_at=dt.datetime.now(dt.UTC),
+    )
+    name = quote(f"ctdna-report-{patient.patient_id}.pdf")
     return Response(
-        timeline(bodies["trends"], bodies["mrd"], fmt=fmt),
-        media_type=media,
+        report_pdf(bodies, context),
+        media_type="application/pdf",
+        headers={
+            "Cache-Control": "private, no-store",
+            "Content-Disposition": f"inline; filename*=UTF-8''{name}",
+        },
+    )
+
+
+@router.get("/ui/patients/{patient_id}/report.pdf")
+def ui_report_pdf(
+    patient_id: str, request: Request, principal: UiReader, session: SessionDep
+) -> Response:
+    return _pdf(patient_id, principal, session, request)
+
+
+@plots.get(
+    "/{patient_id}/report.pdf",
+    responses={200: {"content": {"application/pdf": {}}}},
+    summary="Patient report (PDF)",
+)
+def api_report_pdf(
+    patient_id: str, request: Request, principal: Reader, session: SessionDep
+) -> Response:
+    """The patient report as a PDF: timeline and clone plots, MRD calls with their LoD95,
+    resistance events with implications and citations, method versions and parameters, the
+    site and the time it was generated."""
+    return _pdf(patient_id, principal, session, request)
+
+
+def _plot(
+    patient_id: str,
+    plot: str,
+    fmt: str,
+    principal: Principal,
+    session: Session,
+    request: Request,
+) -> Response:
+    _, bodies = _patient(session, request, principal, patient_id)
+    if plot == "clones":
+        image = static_plots.clones(bodies["clones"], fmt=fmt)
+    else:
+        image = static_plots.timeline(
+            bodies["trends"], bodies["mrd"], bodies["resistance"], fmt=fmt
+        )
+    return Response(
+        image,
+        media_type="image/png" if fmt == "png" else "image/svg+xml",
         headers={"Cache-Control": "private, no-store"},
     )
 
@@ -166,22 +369,33 @@ def _timeline(
 def ui_timeline(
     patient_id: str, request: Request, principal: UiReader, session: SessionDep
 ) -> Response:
-    return _timeline(patient_id, principal, session, request, "png")
+    return _plot(patient_id, "timeline", "png", principal, session, request)
+
+
+@router.get("/ui/patients/{patient_id}/clones.png")
+def ui_clones(
+    patient_id: str, request: Request, principal: UiReader, session: SessionDep
+) -> Response:
+    return _plot(patient_id, "clones", "png", principal, session, request)
 
 
 @plots.get(
-    "/{patient_id}/plots/timeline.{fmt}",
+    "/{patient_id}/plots/{plot}.{fmt}",
     responses={200: {"content": {"image/png": {}, "image/svg+xml": {}}}},
+    summary="Patient plot as an image",
 )
-def api_timeline(
+def api_plot(
     patient_id: str,
+    plot: Annotated[str, Path(pattern="^(timeline|clones)$")],
     fmt: Annotated[str, Path(pattern="^(png|svg)$")],
     request: Request,
     principal: Reader,
     session: SessionDep,
 ) -> Response:
-    """The patient timeline as a static image (PNG or SVG) for reports."""
-    return _timeline(patient_id, principal, session, request, fmt)
+    """A static image (PNG or SVG) for reports: `timeline` (VAF per variant, tumour fraction
+    with its 95% band, LoD95 of negative draws, MRD calls, therapy spans, clinical events) or
+    `clones` (clone prevalence over time, stacked)."""
+    return _plot(patient_id, plot, fmt, principal, session, request)
 
 
 async def login_redirect(request: Request, exc: LoginRequired) -> Response:
