@@ -1,0 +1,402 @@
+"""The oncologist's web view in a real browser: Debian's Chromium driven by Selenium against a
+running `ctdna serve` with the demo cohort loaded by `ctdna demo` (embedded SQLite, real
+ingest). What a clinician sees is checked against what the API says: the list's badges, the
+plotted points (read back from the Plotly figure in the page), the clone plot, the tables
+without JavaScript, the report PDF and the static PNGs, and another site's key sees nothing.
+
+Screenshots go to $CTDNA_TEST_ARTIFACTS (default tests/artifacts/ui, git-ignored)."""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+import numpy as np
+import pytest
+
+from tests.conftest import ROOT, Process, create_key, ctdna, service_env, start_api
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
+    pytest.skip(
+        "Debian's chromium and chromedriver are not installed (/usr/bin/chromium, "
+        "/usr/bin/chromedriver): apt-get install chromium chromium-driver",
+        allow_module_level=True,
+    )
+
+from selenium import webdriver  # noqa: E402
+from selenium.webdriver.chrome.service import Service  # noqa: E402
+from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.remote.webdriver import WebDriver  # noqa: E402
+from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+
+SITE = "site-ui"
+ARTIFACTS = Path(os.environ.get("CTDNA_TEST_ARTIFACTS") or ROOT / "tests" / "artifacts") / "ui"
+
+
+@dataclass
+class Demo:
+    base: str
+    key: str  # read, ingest, admin on SITE (printed by `ctdna demo`)
+    other_key: str  # read on another site
+    api: Process
+
+    def client(self, key: str | None = None) -> httpx.Client:
+        return httpx.Client(
+            base_url=self.base,
+            headers={"Authorization": f"Bearer {key or self.key}"},
+            timeout=60,
+        )
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
+    tmp = tmp_path_factory.mktemp("ui")
+    env = service_env(tmp / "data")
+    loaded = ctdna(env, "demo", "--site", SITE, "--patients", "8", "--draws", "5")
+    key = loaded.stdout.strip().splitlines()[-1]
+    other = create_key(env, "site-ui-other", "read")
+    api, base = start_api(env, tmp, "--no-worker")
+    try:
+        yield Demo(base=base, key=key, other_key=other, api=api)
+    finally:
+        api.stop()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[WebDriver]:
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for argument in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--disable-gpu",
+        "--window-size=1400,1000",
+    ):
+        options.add_argument(argument)
+    driver = webdriver.Chrome(options=options, service=Service(str(CHROMEDRIVER)))
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def screenshot(driver: WebDriver, name: str, *, full_page: bool = True) -> Path:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    path = ARTIFACTS / f"{name}.png"
+    if full_page:
+        height = driver.execute_script("return document.documentElement.scrollHeight")
+        driver.set_window_size(1400, min(int(height) + 40, 6000))
+    try:
+        assert driver.save_screenshot(str(path)), path
+    finally:
+        driver.set_window_size(1400, 1000)
+    return path
+
+
+def sign_in(driver: WebDriver, demo: Demo, key: str) -> None:
+    driver.delete_all_cookies()
+    driver.get(f"{demo.base}/ui/patients")
+    # not signed in: the page sends the browser to the login form, which comes back here
+    WebDriverWait(driver, 30).until(lambda d: "/ui/login" in d.current_url)
+    driver.find_element(By.NAME, "api_key").send_keys(key)
+    driver.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    WebDriverWait(driver, 30).until(
+        lambda d: (
+            d.current_url.rstrip("/").endswith("/ui/patients")
+            and d.find_elements(By.ID, "patients")
+        )
+    )
+
+
+def mrd_statuses(demo: Demo) -> dict[str, tuple[str, bool]]:
+    """(MRD status, emerging resistance) per patient, as the API says."""
+    with demo.client() as client:
+        patients = client.get("/v1/patients", params={"limit": 100}).json()["items"]
+        out = {}
+        for p in patients:
+            pid = p["patient_id"]
+            mrd = client.get(f"/v1/patients/{quote(pid)}/mrd").json()
+            resistance = client.get(f"/v1/patients/{quote(pid)}/resistance").json()
+            out[pid] = (mrd["status"], bool(resistance["events"]))
+    return out
+
+
+def test_sign_in_and_the_list_shows_each_patients_badges(browser: WebDriver, demo: Demo) -> None:
+    truth = mrd_statuses(demo)
+    statuses = {status for status, _ in truth.values()}
+    assert {"POSITIVE", "NEGATIVE"} <= statuses, truth  # the demo has both
+    assert any(resisting for _, resisting in truth.values()), truth
+
+    sign_in(browser, demo, demo.key)
+    rows = browser.find_elements(By.CSS_SELECTOR, "#patients tbody tr[data-patient]")
+    shown = {
+        row.get_attribute("data-patient"): (
+            row.find_element(By.CSS_SELECTOR, "[data-status]").get_attribute("data-status"),
+            bool(row.find_elements(By.CSS_SELECTOR, "[data-resistance=emerging]")),
+        )
+        for row in rows
+    }
+    assert shown == truth
+    badge_text = {
+        row.get_attribute("data-patient"): row.find_element(By.CSS_SELECTOR, ".badge").text
+        for row in rows
+    }
+    positive = next(p for p, (s, _) in truth.items() if s == "POSITIVE")
+    negative = next(p for p, (s, _) in truth.items() if s == "NEGATIVE")
+    assert badge_text[positive] == "ctDNA positive" and badge_text[negative] == "ctDNA negative"
+    # patients needing attention (positive, or emerging resistance) come first
+    order = [row.get_attribute("data-patient") for row in rows]
+    urgent = [p for p in order if truth[p][0] == "POSITIVE" or truth[p][1]]
+    assert order[: len(urgent)] == urgent
+    screenshot(browser, "patients")
+
+    # filter and search are plain links and forms: the server answers them
+    browser.get(f"{demo.base}/ui/patients?status=POSITIVE")
+    filtered = browser.find_elements(By.CSS_SELECTOR, "#patients tbody tr[data-patient]")
+    assert {r.get_attribute("data-patient") for r in filtered} == {
+        p for p, (s, _) in truth.items() if s == "POSITIVE"
+    }
+    browser.get(f"{demo.base}/ui/patients?q=MET&sort=patient")
+    found = [
+        r.get_attribute("data-patient")
+        for r in browser.find_elements(By.CSS_SELECTOR, "#patients tbody tr[data-patient]")
+    ]
+    assert found == sorted(p for p in truth if "MET" in p) and found
+
+
+def _figure(driver: WebDriver, element_id: str) -> list[dict[str, Any]]:
+    WebDriverWait(driver, 60).until(
+        lambda d: d.execute_script(
+            "const e = document.getElementById(arguments[0]);"
+            "return e && e.getAttribute('data-ready') === '1';",
+            element_id,
+        )
+    )
+    return driver.execute_script(
+        "return document.getElementById(arguments[0]).data.map(t => ({"
+        " name: t.name, x: t.x, y: t.y, meta: t.meta || {}, stackgroup: t.stackgroup || null,"
+        " yaxis: t.yaxis || 'y'}));",
+        element_id,
+    )
+
+
+def _close(a: float | None, b: float | None) -> bool:
+    if a is None or b is None:
+        return a is b
+    return abs(a - b) <= 1e-12 + 1e-9 * abs(b)
+
+
+def test_the_patient_page_plots_the_apis_numbers(browser: WebDriver, demo: Demo) -> None:
+    truth = mrd_statuses(demo)
+    positive = next(p for p, (s, _) in truth.items() if s == "POSITIVE")
+    with demo.client() as client:
+        trends = client.get(f"/v1/patients/{positive}/trends").json()
+        mrd = client.get(f"/v1/patients/{positive}/mrd").json()
+        clones = client.get(f"/v1/patients/{positive}/clones").json()
+    sign_in(browser, demo, demo.key)
+    browser.get(f"{demo.base}/ui/patients/{positive}")
+    traces = _figure(browser, "timeline")
+
+    variants = {t["meta"]["locus_key"]: t for t in traces if t["meta"].get("role") == "variant"}
+    assert set(variants) == {v["locus_key"] for v in trends["variants"]}
+    for variant in trends["variants"]:
+        trace = variants[variant["locus_key"]]
+        assert trace["x"] == [p["collection_date"] for p in variant["points"]]
+        expected = [p["vaf"] if p["vaf"] > 0 else None for p in variant["points"]]
+        assert all(_close(a, b) for a, b in zip(trace["y"], expected, strict=True)), (
+            variant["locus_key"],
+            trace["y"],
+            expected,
+        )
+    (tf,) = [t for t in traces if t["meta"].get("role") == "tumour_fraction"]
+    samples = [s for s in trends["samples"] if s["tumor_fraction"] is not None]
+    assert tf["x"] == [s["collection_date"] for s in samples]
+    assert all(
+        _close(a, s["tumor_fraction"] if s["tumor_fraction"] > 0 else None)
+        for a, s in zip(tf["y"], samples, strict=True)
+    )
+    assert [t for t in traces if t["meta"].get("role") == "band"]
+    (calls,) = [t for t in traces if t["meta"].get("role") == "mrd_call"]
+    assert calls["meta"]["calls"] == [c["call"] for c in mrd["calls"]]
+    (lods,) = [t for t in traces if t["meta"].get("role") == "lod95"]
+    negatives = [c for c in mrd["calls"] if c["call"] == "NEGATIVE"]
+    assert negatives, mrd  # the positive demo patients were negative first
+    for call in negatives:
+        i = lods["x"].index(call["collection_date"])
+        assert _close(lods["y"][i], call["lod95"])
+    (events,) = [t for t in traces if t["meta"].get("role") == "event"]
+    assert "surgery" in events["meta"]["kinds"]
+    # drawn, not only described: Plotly rendered the points as SVG paths
+    points = browser.execute_script(
+        "return document.querySelectorAll('#timeline .scatterlayer .trace .points path').length"
+    )
+    assert points >= len(samples)
+
+    clone_traces = _figure(browser, "clones")
+    detected = [c for c in clones["clones"] if any(s["detected"] for s in c["ccf_series"])]
+    assert detected, clones
+    assert [t["meta"]["clone_id"] for t in clone_traces] == [c["clone_id"] for c in detected]
+    assert all(t["stackgroup"] == "clones" for t in clone_traces)
+    for trace, clone in zip(clone_traces, detected, strict=True):
+        assert all(
+            _close(a, s["vaf"]) for a, s in zip(trace["y"], clone["ccf_series"], strict=True)
+        )
+
+    # plotly.js came from the app itself, and nothing was fetched from another origin
+    resources = browser.execute_script(
+        "return performance.getEntriesByType('resource').map(r => r.name)"
+    )
+    assert any("/ui/static/plotly.min.js" in r for r in resources), resources
+    assert all(r.startswith(demo.base) for r in resources), resources
+    screenshot(browser, f"patient-{positive}")
+
+
+class _Tables(HTMLParser):
+    """Rows of each table with an id, as text cells: what a browser without JavaScript shows."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tables: dict[str, list[list[str]]] = {}
+        self._table: str | None = None
+        self._row: list[str] | None = None
+        self._cell: list[str] | None = None
+        self._in_body = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "table" and dict(attrs).get("id"):
+            self._table = dict(attrs)["id"]
+            self.tables[self._table] = []
+        elif tag == "tbody":
+            self._in_body = True
+        elif tag == "tr" and self._table and self._in_body:
+            self._row = []
+        elif tag == "td" and self._row is not None:
+            self._cell = []
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "td" and self._row is not None and self._cell is not None:
+            self._row.append(" ".join("".join(self._cell).split()))
+            self._cell = None
+        elif tag == "tr" and self._row is not None and self._table:
+            self.tables[self._table].append(self._row)
+            self._row = None
+        elif tag == "tbody":
+            self._in_body = False
+        elif tag == "table":
+            self._table = None
+
+    def handle_data(self, data: str) -> None:
+        if self._cell is not None:
+            self._cell.append(data)
+
+
+def test_tables_need_no_javascript_and_show_reasons_and_citations(demo: Demo) -> None:
+    truth = mrd_statuses(demo)
+    positive = next(p for p, (s, _) in truth.items() if s == "POSITIVE")
+    resisting = next(p for p, (_, r) in truth.items() if r)
+    with demo.client() as client:
+        page = client.get(f"/ui/patients/{positive}")
+        assert page.status_code == 200
+        mrd = client.get(f"/v1/patients/{positive}/mrd").json()
+        tables = _Tables()
+        tables.feed(page.text)
+        rows = tables.tables["mrd-calls"]
+        assert [r[0] for r in rows] == [c["sample_id"] for c in mrd["calls"]]
+        assert [r[3] for r in rows] == [c["call"].lower() for c in mrd["calls"]]
+        assert all(r[4] for r in rows)  # every call has its reason
+        negative = next(c for c in mrd["calls"] if c["call"] == "NEGATIVE")
+        row = next(r for r in rows if r[0] == negative["sample_id"])
+        assert row[8] == f"{negative['lod95']:.1e}"
+
+        resistance = client.get(f"/v1/patients/{resisting}/resistance").json()
+        tables = _Tables()
+        tables.feed(client.get(f"/ui/patients/{resisting}").text)
+        events = tables.tables["resistance-events"]
+        assert len(events) == len(resistance["events"])
+        for row, event in zip(events, resistance["events"], strict=True):
+            assert row[0] == f"{event['gene']} {event['protein_change']}"
+            assert " ".join(event["implication"].split()) in row[5]
+            assert all(" ".join(c.split()) in row[5] for c in event["citations"])
+
+
+def test_report_pdf_and_static_plots(browser: WebDriver, demo: Demo) -> None:
+    from PIL import Image
+
+    truth = mrd_statuses(demo)
+    positive = next(p for p, (s, _) in truth.items() if s == "POSITIVE")
+    resisting = next(p for p, (_, r) in truth.items() if r)
+    with demo.client() as client:
+        for pid in (positive, resisting):
+            pdf = client.get(f"/v1/patients/{pid}/report.pdf")
+            assert pdf.status_code == 200, pdf.text
+            assert pdf.headers["content-type"] == "application/pdf"
+            assert pdf.content.startswith(b"%PDF") and pdf.content.rstrip().endswith(b"%%EOF")
+            assert len(re.findall(rb"/Type\s*/Page\b", pdf.content)) >= 2
+            for plot in ("timeline", "clones"):
+                png = client.get(f"/v1/patients/{pid}/plots/{plot}.png")
+                assert png.status_code == 200 and png.headers["content-type"] == "image/png"
+                image = Image.open(io.BytesIO(png.content)).convert("L")
+                assert image.width > 400 and image.height > 200
+                variance = float(np.asarray(image, dtype=float).var())
+                assert variance > 100, (pid, plot, variance)  # not a blank canvas
+                (ARTIFACTS / f"{plot}-{pid}.png").parent.mkdir(parents=True, exist_ok=True)
+                (ARTIFACTS / f"{plot}-{pid}.png").write_bytes(png.content)
+            svg = client.get(f"/v1/patients/{pid}/plots/timeline.svg")
+            assert svg.status_code == 200 and b"<svg" in svg.content[:2000]
+        # the report reads are audited like every other read of patient data
+        rows = client.get(
+            "/v1/audit",
+            params={"patient_id": positive, "route": "/v1/patients/{patient_id}/report.pdf"},
+        ).json()["items"]
+        assert rows and all(r["patient_id"] == positive for r in rows)
+
+    sign_in(browser, demo, demo.key)
+    browser.get(f"{demo.base}/ui/patients/{resisting}/report")
+    WebDriverWait(browser, 30).until(
+        lambda d: d.execute_script(
+            "return [...document.images].every(i => i.complete && i.naturalWidth > 0)"
+        )
+    )
+    assert browser.find_elements(By.CSS_SELECTOR, "#resistance-events tbody tr.event")
+    assert "Methods, versions and parameters" in browser.page_source
+    screenshot(browser, f"report-{resisting}")
+
+
+def test_another_sites_key_sees_nothing(browser: WebDriver, demo: Demo) -> None:
+    truth = mrd_statuses(demo)
+    patient = next(iter(truth))
+    with demo.client(demo.other_key) as other:
+        for url in (
+            f"/ui/patients/{patient}",
+            f"/ui/patients/{patient}/report",
+            f"/ui/patients/{patient}/report.pdf",
+            f"/ui/patients/{patient}/timeline.png",
+            f"/v1/patients/{patient}/report.pdf",
+            f"/v1/patients/{patient}/plots/timeline.png",
+            f"/v1/patients/{patient}/plots/clones.svg",
+        ):
+            assert other.get(url).status_code == 404, url
+    sign_in(browser, demo, demo.other_key)
+    assert not browser.find_elements(By.CSS_SELECTOR, "#patients tbody tr[data-patient]")
+    browser.get(f"{demo.base}/ui/patients/{patient}")
+    assert browser.find_elements(By.ID, "not-found")
+    assert not browser.find_elements(By.ID, "timeline")
+    assert not browser.find_elements(By.ID, "mrd-calls")
+    # a wrong key is refused at the login form
+    browser.delete_all_cookies()
+    browser.get(f"{demo.base}/ui/login")
+    browser.find_element(By.NAME, "api_key").send_keys("ctd_not_a_key")
+    browser.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    WebDriverWait(browser, 30).until(lambda d: d.find_elements(By.CSS_SELECTOR, ".error"))
+    assert "/ui/login" in browser.current_url
