@@ -270,6 +270,30 @@ def left_align(
     return new_pos, new_ref, new_alt
 
 
+def right_align(
+    reference: ReferenceSequence, chrom: str, pos: int, ref: str, alt: str
+) -> tuple[int, str, str]:
+    """Shift an anchored indel (ref[0] == alt[0], one allele a single base) to its rightmost
+    equivalent position: the mirror of left_align, for a chain that runs the other way.
+
+    Returns the input unchanged when it is not such an indel or the reference disagrees.
+    """
+    if len(ref) == len(alt) or ref[:1] != alt[:1] or min(len(ref), len(alt)) != 1:
+        return pos, ref, alt
+    if reference.fetch(chrom, pos - 1, pos - 1 + len(ref)) != ref:
+        return pos, ref, alt
+    deletion = len(ref) > 1
+    moved = ref[1:] if deletion else alt[1:]  # the deleted or inserted bases
+    for _ in range(MAX_LEFT_SHIFT):
+        after = pos + len(ref)  # 1-based: the first base right of the event
+        following = reference.fetch(chrom, after - 1, after)
+        if following != moved[0]:
+            break  # also when the reference runs out ("")
+        anchor, moved, pos = moved[0], moved[1:] + following, pos + 1
+        ref, alt = (anchor + moved, anchor) if deletion else (anchor, anchor + moved)
+    return pos, ref, alt
+
+
 # --- liftover ---------------------------------------------------------------------------------
 
 _CHAINS: dict[tuple[Build, Build], str] = {
@@ -309,41 +333,115 @@ def lift_position(
 
 
 def lift_allele(
-    chrom: str, pos: int, ref: str, alt: str, source: Build, target: Build
+    chrom: str,
+    pos: int,
+    ref: str,
+    alt: str,
+    source: Build,
+    target: Build,
+    reference: ReferenceSequence | None = None,
 ) -> tuple[str, int, str, str] | None:
     """Carry a trimmed allele to the other build, or None when that cannot be done exactly.
 
     Both ends of REF must map to the same chromosome and strand, the same distance apart (no
-    chain gap inside the allele). On the minus strand REF/ALT are reverse-complemented; an indel
-    there would need a new left anchor base from the target reference, so it is not lifted.
+    chain gap inside the allele). On the minus strand REF/ALT are reverse-complemented and the
+    position is that of REF's last base, now its left end. An indel there has its anchor base
+    on the wrong side: it is re-anchored on the base to its left in the target, one base the
+    record does not carry, so it needs `reference` (of either build; see _lift_minus_indel);
+    without one it is not lifted.
     """
     if source == target:
         return chrom, pos, ref, alt
-    first = lift_position(chrom, pos, source, target)
-    last = lift_position(chrom, pos + len(ref) - 1, source, target)
+    span = _lift_span(chrom, pos, pos + len(ref) - 1, source, target)
+    if span is None:
+        return None
+    new_chrom, left, strand = span
+    if strand == "+":
+        return new_chrom, left, ref, alt
+    if len(ref) == len(alt):
+        return new_chrom, left, _revcomp(ref), _revcomp(alt)
+    return _lift_minus_indel(chrom, pos, ref, alt, source, target, reference)
+
+
+def _lift_span(
+    chrom: str, start: int, end: int, source: Build, target: Build
+) -> tuple[str, int, str] | None:
+    """(chrom, leftmost 1-based position, strand) of bases start..end on the other build, if
+    they map to one chromosome and strand without a gap."""
+    first = lift_position(chrom, start, source, target)
+    last = lift_position(chrom, end, source, target)
     if first is None or last is None or first[0] != last[0] or first[2] != last[2]:
         return None
-    if abs(last[1] - first[1]) != len(ref) - 1:
+    if abs(last[1] - first[1]) != end - start:
         return None
-    if first[2] == "+":
-        return first[0], first[1], ref, alt
-    if len(ref) != len(alt):
+    return first[0], min(first[1], last[1]), first[2]
+
+
+def _lift_minus_indel(
+    chrom: str,
+    pos: int,
+    ref: str,
+    alt: str,
+    source: Build,
+    target: Build,
+    reference: ReferenceSequence | None,
+) -> tuple[str, int, str, str] | None:
+    """Lift an anchored indel (ref[0] == alt[0]) through a minus-strand chain.
+
+    With the target's reference: reverse-complement, drop the anchor (now on the right), take
+    the target base left of the event as the new anchor, then left-align there. With the
+    source's reference: shift the event to its rightmost place in the source (the leftmost in
+    the target), write it anchored on the base to its right, and reverse-complement; the
+    same key either way, and the one a sample called on the target build gets.
+    """
+    if reference is None or ref[:1] != alt[:1] or min(len(ref), len(alt)) != 1:
         return None
-    return first[0], last[1], _revcomp(ref), _revcomp(alt)
+    if reference.build == target:
+        span = _lift_span(chrom, pos, pos + len(ref) - 1, source, target)
+        if span is None:
+            return None
+        new_chrom, left, _ = span
+        anchor = reference.fetch(new_chrom, left - 2, left - 1)
+        new_ref = anchor + _revcomp(ref)[:-1]
+        new_alt = anchor + _revcomp(alt)[:-1]
+        if len(anchor) != 1 or reference.fetch(new_chrom, left - 2, left - 2 + len(new_ref)) != (
+            new_ref
+        ):
+            return None  # the target reference disagrees: a wrong FASTA never invents a key
+        return new_chrom, *left_align(reference, new_chrom, left - 1, new_ref, new_alt)
+    if reference.build == source:
+        if reference.fetch(chrom, pos - 1, pos - 1 + len(ref)) != ref:
+            return None
+        pos, ref, alt = right_align(reference, chrom, pos, ref, alt)
+        after_pos = pos + len(ref)  # the base right of the event: the new anchor
+        after = reference.fetch(chrom, after_pos - 1, after_pos)
+        span = _lift_span(chrom, pos + 1, after_pos, source, target)
+        if len(after) != 1 or span is None or span[2] != "-":
+            return None
+        return span[0], span[1], _revcomp(ref[1:] + after), _revcomp(alt[1:] + after)
+    return None
 
 
 def _revcomp(seq: str) -> str:
     return seq.translate(_COMPLEMENT)[::-1]
 
 
-def grch38_locus(chrom: str, pos: int, ref: str, alt: str, build: Build) -> Locus | None:
+def grch38_locus(
+    chrom: str,
+    pos: int,
+    ref: str,
+    alt: str,
+    build: Build,
+    reference: ReferenceSequence | None = None,
+) -> Locus | None:
     """The build-independent key of an allele on `build`, or None when it has none.
 
     Accepts any chromosome spelling ("3", "chr3", "NC_000003.12") and untrimmed alleles; it
-    does not left-align (that needs the reference: see vcf.read_vcf).
+    does not left-align (that needs the reference: see vcf.read_vcf). `reference` (either
+    build) lets an indel be lifted through a minus-strand chain (lift_allele).
     """
     pos, ref, alt = trim_alleles(pos, ref.upper(), alt.upper())
-    lifted = lift_allele(canonical_chrom(chrom), pos, ref, alt, build, "GRCh38")
+    lifted = lift_allele(canonical_chrom(chrom), pos, ref, alt, build, "GRCh38", reference)
     if lifted is None:
         return None
     try:

@@ -842,7 +842,7 @@ def _filter_text(filters: tuple[str, ...]) -> str:
 def _locus(
     canon: str, pos: int, ref: str, alt: str, build: Build, reference: ReferenceSequence | None
 ) -> Locus | None:
-    locus = grch38_locus(canon, pos, ref, alt, build)
+    locus = grch38_locus(canon, pos, ref, alt, build, reference)
     if locus is None or reference is None or build == "GRCh38" or reference.build != "GRCh38":
         return locus
     # A GRCh38 FASTA with a GRCh37 sample: normalise the key on the build it is written in.

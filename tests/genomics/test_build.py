@@ -21,6 +21,7 @@ from services.genomics.build import (
     lift_allele,
     lift_position,
     resolve_build,
+    right_align,
     trim_alleles,
 )
 from services.genomics.regions import GENE_REGIONS, MONITORED_GENES, IntervalSet, gene_at
@@ -53,21 +54,124 @@ def test_every_hotspot_lifts_grch37_to_grch38_exactly_and_back() -> None:
         assert back == (spot.grch37_chrom, spot.grch37_pos, spot.ref, spot.alt), spot
 
 
-def test_minus_strand_mapping_reverse_complements_and_refuses_indels() -> None:
-    # Find a chain whose query (GRCh38) strand is '-' and lift a base from inside it.
-    minus = next(h for h in _chain_headers("hg19ToHg38.over.chain.gz") if h[9] == "-")
-    chrom, start = minus[2], int(minus[5])
-    for offset in range(1, 5000):
-        hit = lift_position(chrom, start + offset, "GRCh37", "GRCh38")
-        if hit is not None and hit[2] == "-":
-            break
-    else:
-        pytest.fail("no minus-strand base found in the first minus-strand chain")
-    pos = start + offset
+def _minus_strand_stretch(length: int) -> tuple[str, int, str, int]:
+    """A GRCh37 stretch of `length` bases that maps base by base onto the GRCh38 minus strand:
+    (GRCh37 chrom, first 1-based pos, GRCh38 chrom, GRCh38 pos of the stretch's last base)."""
+    for header in _chain_headers("hg19ToHg38.over.chain.gz"):
+        if header[9] != "-":
+            continue
+        chrom, start = header[2], int(header[5])
+        for offset in range(1, 5000, 7):
+            hits = [
+                lift_position(chrom, start + offset + k, "GRCh37", "GRCh38") for k in range(length)
+            ]
+            if all(h is not None and h[2] == "-" for h in hits):
+                ends = [h[1] for h in hits if h is not None]
+                if ends == list(range(ends[0], ends[0] - length, -1)):
+                    last = hits[-1]
+                    assert last is not None
+                    return chrom, start + offset, last[0], last[1]
+    raise AssertionError("no minus-strand stretch found in the chain file")
+
+
+class _Window:
+    """`seq` laid at 1-based `start` of `chrom` on `build`; nothing elsewhere."""
+
+    def __init__(self, build: Build, chrom: str, start: int, seq: str) -> None:
+        self._build, self._chrom, self._start, self._seq = build, chrom, start, seq
+
+    @property
+    def build(self) -> Build | None:
+        return self._build
+
+    def fetch(self, chrom: str, start: int, end: int) -> str:
+        if (
+            chrom != self._chrom
+            or start < self._start - 1
+            or end > self._start - 1 + len(self._seq)
+        ):
+            return ""
+        return self._seq[start - self._start + 1 : end - self._start + 1]
+
+
+_COMPLEMENT = str.maketrans("ACGT", "TGCA")
+
+
+def _revcomp(seq: str) -> str:
+    return seq.translate(_COMPLEMENT)[::-1]
+
+
+def test_minus_strand_snv_is_reverse_complemented_and_indel_needs_a_reference() -> None:
+    chrom, pos, chrom38, _ = _minus_strand_stretch(1)
+    hit = lift_position(chrom, pos, "GRCh37", "GRCh38")
+    assert hit is not None and hit[2] == "-"
     lifted = lift_allele(chrom, pos, "A", "G", "GRCh37", "GRCh38")
-    assert lifted is not None and lifted[2:] == ("T", "C")
-    assert lifted[1] == hit[1]
+    assert lifted == (chrom38, hit[1], "T", "C")
+    # Without a reference the left anchor base of the target is unknown: no key, not a wrong one.
     assert lift_allele(chrom, pos, "AC", "A", "GRCh37", "GRCh38") is None
+
+
+# GRCh37 bases of the stretch: the indels below sit in the CCC run, anchored on the A.
+_SOURCE = "TTAGACCCGTTGA"
+_ANCHOR = 4  # index of the A before CCC
+
+
+@pytest.mark.parametrize(
+    ("ref", "alt", "expected"),
+    [
+        # One C of CCC deleted: on GRCh38 (reverse complement ...C GGG T...) one G of GGG,
+        # anchored on the C to its left, at the leftmost place.
+        ("AC", "A", (0, "CG", "C")),
+        ("ACC", "A", (0, "CGG", "C")),
+        ("A", "AC", (0, "C", "CG")),
+        # Not in a repeat: the inserted T is an A right after GGG on GRCh38, anchored on G.
+        ("A", "AT", (3, "G", "GA")),
+    ],
+)
+def test_minus_strand_indel_is_reanchored_and_left_aligned(
+    ref: str, alt: str, expected: tuple[int, str, str]
+) -> None:
+    length = len(_SOURCE)
+    chrom, first, chrom38, left38 = _minus_strand_stretch(length)
+    source = _Window("GRCh37", chrom, first, _SOURCE)
+    target = _Window("GRCh38", chrom38, left38, _revcomp(_SOURCE))
+    pos = first + _ANCHOR
+    assert source.fetch(chrom, pos - 1, pos - 1 + len(ref)) == ref
+    # GRCh38 index 0 is the reverse complement of GRCh37's last base, and so on.
+    c_before_ggg = length - 1 - (_ANCHOR + 4)  # GRCh38 index of the C left of GGG
+    offset, want_ref, want_alt = expected
+    want = (chrom38, left38 + c_before_ggg + offset, want_ref, want_alt)
+    by_source = lift_allele(chrom, pos, ref, alt, "GRCh37", "GRCh38", source)
+    by_target = lift_allele(chrom, pos, ref, alt, "GRCh37", "GRCh38", target)
+    assert by_source == want
+    assert by_target == want
+    # The key is a real allele of the target: REF matches the GRCh38 bases there.
+    assert target.fetch(chrom38, want[1] - 1, want[1] - 1 + len(want_ref)) == want_ref
+    # and grch38_locus takes the reference through
+    locus = grch38_locus(chrom, pos, ref, alt, "GRCh37", source)
+    assert locus is not None and (locus.pos, locus.ref, locus.alt) == want[1:]
+
+
+def test_minus_strand_indel_with_a_disagreeing_reference_is_not_lifted() -> None:
+    chrom, first, chrom38, left38 = _minus_strand_stretch(len(_SOURCE))
+    wrong = _Window("GRCh38", chrom38, left38, "A" * len(_SOURCE))
+    assert lift_allele(chrom, first + _ANCHOR, "AC", "A", "GRCh37", "GRCh38", wrong) is None
+    other = _Window("GRCh37", chrom, first, "G" * len(_SOURCE))
+    assert lift_allele(chrom, first + _ANCHOR, "AC", "A", "GRCh37", "GRCh38", other) is None
+
+
+@pytest.mark.parametrize(
+    ("allele", "aligned"),
+    [
+        ((10, "AA", "A"), (10, "AA", "A")),  # A x7 ends at 11: already rightmost
+        ((4, "CA", "C"), (10, "AA", "A")),
+        ((4, "C", "CA"), (11, "A", "AA")),
+        ((10, "A", "G"), (10, "A", "G")),
+        ((4, "CT", "C"), (4, "CT", "C")),  # REF disagrees with the reference
+    ],
+)
+def test_right_align(allele: tuple[int, str, str], aligned: tuple[int, str, str]) -> None:
+    assert right_align(REPEAT, "chr1", *allele) == aligned
 
 
 def test_unmapped_chromosome_gives_none() -> None:
