@@ -34,6 +34,7 @@ from services.exports.service import (
     first_event,
     last_follow_up,
     lines_of,
+    resistance_summary,
     sample_statuses,
 )
 from services.genomics.types import Locus
@@ -246,10 +247,7 @@ def _add_patient(tables: _Tables, export: PatientExport) -> None:
             "CLINICAL_RELAPSE_DAY": day(relapse),
             "LEAD_TIME_DAYS": mrd.get("lead_time_days"),
             "RESISTANCE_STATUS": "emerging" if events else None,
-            "RESISTANCE_EVENTS": "; ".join(
-                f"{e.get('gene')} {e.get('protein_change')} ({e.get('drug_class')})" for e in events
-            )
-            or None,
+            "RESISTANCE_EVENTS": resistance_summary(events) or None,
             "CURRENT_THERAPY": current_therapy(export) or None,
             "TIMELINE_ANCHOR": anchor_kind,
             "DFS_STATUS": None

@@ -208,6 +208,13 @@ def variant_rows(export: PatientExport) -> list[dict[str, Any]]:
     return rows
 
 
+def resistance_summary(events: Iterable[dict[str, Any]]) -> str:
+    """ "ESR1 p.D538G (aromatase_inhibitor)", once per variant and class (an event that
+    emerged and then rose is one clone)."""
+    names = (f"{e.get('gene')} {e.get('protein_change')} ({e.get('drug_class')})" for e in events)
+    return "; ".join(dict.fromkeys(names))
+
+
 def summary_row(export: PatientExport) -> dict[str, Any]:
     """One line of the site's patient list (the CLI's `ctdna patients` reads it)."""
     mrd = export.bodies.get("mrd", {})
@@ -226,9 +233,7 @@ def summary_row(export: PatientExport) -> dict[str, Any]:
         "molecular_relapse_date": mrd.get("molecular_relapse_date"),
         "lead_time_days": mrd.get("lead_time_days"),
         "resistance": "emerging" if events else "",
-        "resistance_events": "; ".join(
-            f"{e.get('gene')} {e.get('protein_change')} ({e.get('drug_class')})" for e in events
-        ),
+        "resistance_events": resistance_summary(events),
         "current_therapy": current_therapy(export),
         "latest_tumor_fraction": latest.tumor_fraction if latest else None,
     }
