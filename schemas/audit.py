@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import Literal
+
+from pydantic import Field
 
 from schemas.common import ApiModel
 
@@ -15,6 +18,10 @@ class AuditEntryRead(ApiModel):
     route: str
     patient_id: str | None
     sample_id: str | None
+    status_code: int | None = Field(description="HTTP status of the answer")
+    outcome: Literal["allowed", "denied"] = Field(
+        description="denied: refused with 401 (revoked key), 403 or 404"
+    )
     client: str | None
 
 

@@ -32,3 +32,4 @@ class KeyCreated(KeyRead):
 
 class KeyList(ApiModel):
     items: list[KeyRead]
+    next_cursor: str | None = None

@@ -71,3 +71,4 @@ class VariantRead(ApiModel):
 class VariantList(ApiModel):
     sample_id: str
     items: list[VariantRead]
+    next_cursor: str | None = None

@@ -44,6 +44,7 @@ class EndpointCreated(EndpointRead):
 
 class EndpointList(ApiModel):
     items: list[EndpointRead]
+    next_cursor: str | None = None
 
 
 class SecretRotated(ApiModel):
@@ -75,6 +76,7 @@ class DeliveryRead(ApiModel):
 
 class DeliveryList(ApiModel):
     items: list[DeliveryRead]
+    next_cursor: str | None = None
 
 
 class _Payload(BaseModel):

@@ -17,7 +17,7 @@ from schemas.webhooks import (
 )
 from services.alerts import service
 from services.alerts.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint, WebhookEvent
-from services.api.deps import Admin, SessionDep
+from services.api.deps import Admin, Page, SessionDep
 from services.audit.service import audit
 
 router = APIRouter(tags=["webhooks"])
@@ -68,8 +68,10 @@ def create_endpoint(body: EndpointCreate, principal: Admin, session: SessionDep)
 
 
 @router.get("/v1/webhook-endpoints", response_model=EndpointList)
-def list_endpoints(principal: Admin, session: SessionDep) -> EndpointList:
-    return EndpointList(items=[_read(e) for e in service.list_endpoints(session, principal.site)])
+def list_endpoints(principal: Admin, session: SessionDep, page: Page) -> EndpointList:
+    """The site's endpoints, oldest first, a page at a time (follow `next_cursor`)."""
+    endpoints, next_cursor = service.list_endpoints(session, principal.site, page)
+    return EndpointList(items=[_read(e) for e in endpoints], next_cursor=next_cursor)
 
 
 @router.get("/v1/webhook-endpoints/{endpoint_id}", response_model=EndpointRead)
@@ -97,15 +99,21 @@ def rotate_secret(endpoint_id: str, principal: Admin, session: SessionDep) -> Se
 
 
 @router.get("/v1/webhook-endpoints/{endpoint_id}/deliveries", response_model=DeliveryList)
-def endpoint_deliveries(endpoint_id: str, principal: Admin, session: SessionDep) -> DeliveryList:
-    rows = service.deliveries_for_endpoint(session, principal.site, endpoint_id)
-    return DeliveryList(items=[_delivery(*row) for row in rows])
+def endpoint_deliveries(
+    endpoint_id: str, principal: Admin, session: SessionDep, page: Page
+) -> DeliveryList:
+    """Every delivery to the endpoint with its attempts, newest first, a page at a time."""
+    rows, next_cursor = service.deliveries_for_endpoint(session, principal.site, endpoint_id, page)
+    return DeliveryList(items=[_delivery(*row) for row in rows], next_cursor=next_cursor)
 
 
 @router.get("/v1/webhook-events/{event_id}/deliveries", response_model=DeliveryList)
-def event_deliveries(event_id: str, principal: Admin, session: SessionDep) -> DeliveryList:
-    rows = service.deliveries_for_event(session, principal.site, event_id)
-    return DeliveryList(items=[_delivery(*row) for row in rows])
+def event_deliveries(
+    event_id: str, principal: Admin, session: SessionDep, page: Page
+) -> DeliveryList:
+    """Every delivery of the event with its attempts, newest first, a page at a time."""
+    rows, next_cursor = service.deliveries_for_event(session, principal.site, event_id, page)
+    return DeliveryList(items=[_delivery(*row) for row in rows], next_cursor=next_cursor)
 
 
 @router.post(

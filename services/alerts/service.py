@@ -32,6 +32,7 @@ from services.alerts.models import WebhookAttempt, WebhookDelivery, WebhookEndpo
 from services.config import get_settings
 from services.db import unit_of_work, utcnow
 from services.errors import NotFound
+from services.pagination import Keyset, PageRequest
 
 log = structlog.get_logger(__name__)
 
@@ -77,12 +78,21 @@ def get_endpoint_or_raise(session: Session, site: str, endpoint_id: str) -> Webh
     return endpoint
 
 
-def list_endpoints(session: Session, site: str) -> Sequence[WebhookEndpoint]:
-    return session.scalars(
-        select(WebhookEndpoint)
-        .where(WebhookEndpoint.site == site, WebhookEndpoint.deleted_at.is_(None))
-        .order_by(WebhookEndpoint.created_at)
-    ).all()
+ENDPOINTS = Keyset("webhook-endpoints", (WebhookEndpoint.created_at, WebhookEndpoint.id))
+# Newest first, on ix_webhook_deliveries_endpoint (endpoint_id, created_at) or the event_id index.
+DELIVERIES = Keyset(
+    "webhook-deliveries", (WebhookDelivery.created_at, WebhookDelivery.id), descending=True
+)
+
+
+def list_endpoints(
+    session: Session, site: str, page: PageRequest
+) -> tuple[list[WebhookEndpoint], str | None]:
+    """One page of the site's endpoints, oldest first, and the next page's cursor."""
+    stmt = select(WebhookEndpoint).where(
+        WebhookEndpoint.site == site, WebhookEndpoint.deleted_at.is_(None)
+    )
+    return ENDPOINTS.paginate(session.scalars(ENDPOINTS.select_page(stmt, page)).all(), page)
 
 
 def update_endpoint(
@@ -179,32 +189,35 @@ def redeliver(session: Session, site: str, delivery_id: str) -> WebhookDelivery:
     return delivery
 
 
+Deliveries = list[tuple[WebhookDelivery, WebhookEvent, list[WebhookAttempt]]]
+
+
 def deliveries_for_endpoint(
-    session: Session, site: str, endpoint_id: str, limit: int = 100
-) -> list[tuple[WebhookDelivery, WebhookEvent, list[WebhookAttempt]]]:
+    session: Session, site: str, endpoint_id: str, page: PageRequest
+) -> tuple[Deliveries, str | None]:
     get_endpoint_or_raise(session, site, endpoint_id)
-    return _deliveries(session, WebhookDelivery.endpoint_id == endpoint_id, limit)
+    return _deliveries(session, WebhookDelivery.endpoint_id == endpoint_id, page)
 
 
 def deliveries_for_event(
-    session: Session, site: str, event_id: str
-) -> list[tuple[WebhookDelivery, WebhookEvent, list[WebhookAttempt]]]:
+    session: Session, site: str, event_id: str, page: PageRequest
+) -> tuple[Deliveries, str | None]:
     event = session.get(WebhookEvent, event_id)
     if event is None or event.site != site:
         raise NotFound(f"event {event_id!r} not found")
-    return _deliveries(session, WebhookDelivery.event_id == event_id, 1000)
+    return _deliveries(session, WebhookDelivery.event_id == event_id, page)
 
 
-def _deliveries(
-    session: Session, where: Any, limit: int
-) -> list[tuple[WebhookDelivery, WebhookEvent, list[WebhookAttempt]]]:
-    rows = session.execute(
-        select(WebhookDelivery, WebhookEvent)
-        .join(WebhookEvent, WebhookEvent.id == WebhookDelivery.event_id)
-        .where(where)
-        .order_by(WebhookDelivery.created_at.desc())
-        .limit(limit)
-    ).all()
+def _deliveries(session: Session, where: Any, page: PageRequest) -> tuple[Deliveries, str | None]:
+    """One page of deliveries, newest first, each with its attempts (one query for those)."""
+    stmt = select(WebhookDelivery, WebhookEvent).join(
+        WebhookEvent, WebhookEvent.id == WebhookDelivery.event_id
+    )
+    rows, next_cursor = DELIVERIES.paginate(
+        session.execute(DELIVERIES.select_page(stmt.where(where), page)).all(),
+        page,
+        key=lambda row: [row[0].created_at, row[0].id],
+    )
     ids = [d.id for d, _ in rows]
     attempts: dict[str, list[WebhookAttempt]] = {i: [] for i in ids}
     if ids:
@@ -214,7 +227,7 @@ def _deliveries(
             .order_by(WebhookAttempt.attempted_at)
         ):
             attempts[attempt.delivery_id].append(attempt)
-    return [(d, e, attempts[d.id]) for d, e in rows]
+    return [(d, e, attempts[d.id]) for d, e in rows], next_cursor
 
 
 def _cancel_pending(session: Session, endpoint_id: str) -> None:

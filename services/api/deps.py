@@ -6,7 +6,7 @@ import time
 from collections.abc import Iterator
 from typing import Annotated, Any
 
-from fastapi import Depends, Request
+from fastapi import Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import event
 from sqlalchemy.orm import Session, object_session
@@ -15,6 +15,7 @@ from services.auth.models import ApiKey
 from services.auth.service import Principal, authenticate, hash_key
 from services.db import get_session_factory, unit_of_work
 from services.errors import DomainError
+from services.pagination import DEFAULT_LIMIT, MAX_CURSOR_CHARS, MAX_LIMIT, PageRequest
 
 # Known keys are remembered per process for a few seconds: otherwise every request hashes the
 # key and opens a session for one more database round trip. Consequence: a key revoked (or
@@ -109,3 +110,24 @@ def require(scope: str) -> object:
 Reader = Annotated[Principal, require("read")]
 Ingestor = Annotated[Principal, require("ingest")]
 Admin = Annotated[Principal, require("admin")]
+
+
+def page_params(default: int = DEFAULT_LIMIT, maximum: int = MAX_LIMIT) -> Any:
+    """The `cursor` and `limit` query parameters of a list, as a PageRequest."""
+
+    # Query(...) as defaults, not in Annotated: these annotations are strings (PEP 563) that
+    # FastAPI resolves in the module's namespace, where `maximum` does not exist.
+    def dependency(
+        cursor: str | None = Query(
+            None,
+            max_length=MAX_CURSOR_CHARS,
+            description="The next_cursor of the previous page; omit for the first page",
+        ),
+        limit: int = Query(default, ge=1, le=maximum, description="Rows per page"),
+    ) -> PageRequest:
+        return PageRequest(cursor=cursor or None, limit=limit)
+
+    return Depends(dependency)
+
+
+Page = Annotated[PageRequest, page_params()]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -10,6 +9,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from services.audit.models import AuditEntry
+from services.pagination import Keyset, PageRequest
+
+# Newest first by id: ids only grow, so a walk is stable while new rows arrive (they land
+# before the first page, never inside the walk).
+ENTRIES = Keyset("audit", (AuditEntry.id,), descending=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -17,26 +21,28 @@ class AuditFilter:
     patient_id: str | None = None
     key_id: str | None = None
     route: str | None = None
+    status_code: int | None = None
+    outcome: str | None = None
     since: datetime | None = None
     until: datetime | None = None
 
 
 def search(
-    session: Session, site: str, where: AuditFilter, *, before_id: int | None, limit: int
-) -> Sequence[AuditEntry]:
-    """Newest first; `before_id` is the cursor (the last id of the previous page), stable while
-    new rows arrive because ids only grow."""
+    session: Session, site: str, where: AuditFilter, page: PageRequest
+) -> tuple[list[AuditEntry], str | None]:
+    """One page of the site's rows that match, newest first, and the next page's cursor."""
     stmt = select(AuditEntry).where(AuditEntry.site == site)
-    if where.patient_id is not None:
-        stmt = stmt.where(AuditEntry.patient_id == where.patient_id)
-    if where.key_id is not None:
-        stmt = stmt.where(AuditEntry.key_id == where.key_id)
-    if where.route is not None:
-        stmt = stmt.where(AuditEntry.route == where.route)
+    for column, value in (
+        (AuditEntry.patient_id, where.patient_id),
+        (AuditEntry.key_id, where.key_id),
+        (AuditEntry.route, where.route),
+        (AuditEntry.status_code, where.status_code),
+        (AuditEntry.outcome, where.outcome),
+    ):
+        if value is not None:
+            stmt = stmt.where(column == value)
     if where.since is not None:
         stmt = stmt.where(AuditEntry.at >= where.since)
     if where.until is not None:
         stmt = stmt.where(AuditEntry.at < where.until)
-    if before_id is not None:
-        stmt = stmt.where(AuditEntry.id < before_id)
-    return session.scalars(stmt.order_by(AuditEntry.id.desc()).limit(limit)).all()
+    return ENTRIES.paginate(session.scalars(ENTRIES.select_page(stmt, page)).all(), page)

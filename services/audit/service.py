@@ -1,9 +1,8 @@
-"""Audit rows, written in the same unit of work as the access they record, and read back by
-admins of the same site."""
+"""Audit rows, written in the same unit of work as the access they record (or, for a refused
+request, in one of their own), and read back by admins of the same site."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 
@@ -16,9 +15,27 @@ from services.audit.models import AuditEntry
 from services.audit.repository import AuditFilter
 from services.auth.service import Principal
 from services.db import utcnow
-from services.errors import InvalidInput
+from services.pagination import PageRequest
 
 _INSERT = insert(AuditEntry.__table__)
+
+# The routes that read or write patient data (or manage the keys that do): every one of them
+# calls audit() when it serves a request, and a request of theirs refused with one of
+# DENIED_STATUSES is recorded by audit_denied().
+AUDITED_ROUTES = (
+    "/v1/patients",
+    "/v1/samples",
+    "/v1/jobs",
+    "/v1/audit",
+    "/v1/keys",
+    "/v1/webhook-deliveries",
+    "/ui/patients",
+)
+DENIED_STATUSES = frozenset({401, 403, 404})
+
+
+def is_audited(route_path: str) -> bool:
+    return route_path.startswith(AUDITED_ROUTES)
 
 
 def audit(
@@ -29,6 +46,56 @@ def audit(
     patient_id: str | None = None,
     sample_id: str | None = None,
 ) -> None:
+    """Record an access being served. The row commits with the access it records, so its
+    status is the route's success status."""
+    route = request.scope.get("route")
+    _write(
+        session,
+        request,
+        site=principal.site,
+        key_id=principal.key_id,
+        patient_id=patient_id,
+        sample_id=sample_id,
+        status_code=getattr(route, "status_code", None) or 200,
+        outcome="allowed",
+    )
+
+
+def audit_denied(
+    session: Session,
+    request: Request,
+    *,
+    status_code: int,
+    site: str | None,
+    key_id: str | None,
+) -> None:
+    """Record a refused request: the patient and sample it named (in its path, or the
+    patient_id it filtered on), who asked if the key is known, and from where."""
+    params = request.path_params
+    patient_id = params.get("patient_id") or request.query_params.get("patient_id")
+    _write(
+        session,
+        request,
+        site=site,
+        key_id=key_id,
+        patient_id=patient_id[:128] if patient_id else None,
+        sample_id=str(params["sample_id"])[:128] if params.get("sample_id") else None,
+        status_code=status_code,
+        outcome="denied",
+    )
+
+
+def _write(
+    session: Session,
+    request: Request,
+    *,
+    site: str | None,
+    key_id: str | None,
+    patient_id: str | None,
+    sample_id: str | None,
+    status_code: int,
+    outcome: str,
+) -> None:
     route = request.scope.get("route")
     # A prebuilt Core INSERT on the caller's connection, in its transaction: the row commits
     # with the access it records, without the ORM's per-object bookkeeping on every read.
@@ -36,30 +103,25 @@ def audit(
         _INSERT,
         {
             "at": utcnow(),
-            "site": principal.site,
-            "key_id": principal.key_id,
+            "site": site,
+            "key_id": key_id,
             "method": request.method,
             "route": getattr(route, "path", request.url.path)[:256],
             "patient_id": patient_id,
             "sample_id": sample_id,
-            "status_code": None,
-            "client": request.client.host if request.client else None,
+            "status_code": status_code,
+            "outcome": outcome,
+            "client": request.client.host[:64] if request.client else None,
         },
     )
 
 
 def list_entries(
-    session: Session, site: str, where: AuditFilter, *, cursor: str | None, limit: int
-) -> tuple[Sequence[AuditEntry], str | None]:
+    session: Session, site: str, where: AuditFilter, page: PageRequest
+) -> tuple[list[AuditEntry], str | None]:
     """One page, newest first, and the cursor of the next page (None on the last)."""
-    if cursor is not None and not cursor.isdigit():
-        raise InvalidInput("cursor must be the next_cursor of a previous page")
     where = replace(where, since=_as_utc(where.since), until=_as_utc(where.until))
-    rows = repository.search(
-        session, site, where, before_id=int(cursor) if cursor else None, limit=limit + 1
-    )
-    page = rows[:limit]
-    return page, (str(page[-1].id) if len(rows) > limit else None)
+    return repository.search(session, site, where, page)
 
 
 def _as_utc(value: datetime | None) -> datetime | None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, status
 
 from schemas.keys import KeyCreate, KeyCreated, KeyList, KeyRead
-from services.api.deps import Admin, SessionDep
+from services.api.deps import Admin, Page, SessionDep
 from services.audit.service import audit
 from services.auth import service
 from services.auth.models import ApiKey
@@ -37,8 +37,10 @@ def create_key(
 
 
 @router.get("", response_model=KeyList)
-def list_keys(principal: Admin, session: SessionDep) -> KeyList:
-    return KeyList(items=[_read(k) for k in service.list_keys(session, principal.site)])
+def list_keys(principal: Admin, session: SessionDep, page: Page) -> KeyList:
+    """The site's keys, oldest first, a page at a time (follow `next_cursor`)."""
+    keys, next_cursor = service.list_keys_page(session, principal.site, page)
+    return KeyList(items=[_read(k) for k in keys], next_cursor=next_cursor)
 
 
 @router.post("/{key_id}/revoke", response_model=KeyRead)

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from services.auth.models import ApiKey
 from services.db import utcnow
 from services.errors import Conflict, InvalidInput, NotFound
+from services.pagination import Keyset, PageRequest
 
 SCOPES = frozenset({"ingest", "read", "admin"})
 KEY_PREFIX = "ctd_"
@@ -74,6 +75,15 @@ def authenticate(session: Session, secret: str) -> Principal | None:
     return Principal(key_id=key.id, site=key.site, scopes=key.scope_set)
 
 
+def identify(session: Session, secret: str) -> tuple[str, str] | None:
+    """(key id, site) of a key we issued, revoked or not: who to name on the audit trail when
+    a revoked key is still being used."""
+    row = session.execute(
+        select(ApiKey.id, ApiKey.site).where(ApiKey.key_hash == hash_key(secret))
+    ).first()
+    return (row[0], row[1]) if row else None
+
+
 def revoke_key(session: Session, key_id: str) -> bool:
     key = session.get(ApiKey, key_id)
     if key is None or key.revoked_at is not None:
@@ -101,6 +111,17 @@ def rotate_key(session: Session, key_id: str, *, site: str | None = None) -> tup
         raise Conflict(f"key {key_id!r} is revoked; create a new key instead")
     old.revoked_at = utcnow()
     return create_key(session, site=old.site, scopes=old.scope_set, rotated_from=old.id)
+
+
+KEYS = Keyset("keys", (ApiKey.created_at, ApiKey.id))
+
+
+def list_keys_page(
+    session: Session, site: str, page: PageRequest
+) -> tuple[list[ApiKey], str | None]:
+    """One page of a site's keys, oldest first, and the next page's cursor."""
+    stmt = KEYS.select_page(select(ApiKey).where(ApiKey.site == site), page)
+    return KEYS.paginate(session.scalars(stmt).all(), page)
 
 
 def list_keys(session: Session, site: str | None = None) -> list[ApiKey]:

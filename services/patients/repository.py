@@ -10,6 +10,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, aliased
 
 from services.analysis.models import PatientAnalysis
+from services.pagination import Keyset, PageRequest
 from services.patients.models import Patient, PatientEvent
 from services.samples.models import Sample
 
@@ -31,22 +32,19 @@ def insert_if_absent(session: Session, site: str, patient_id: str, created_at: d
     )
 
 
+PATIENTS = Keyset("patients", (Patient.patient_id,))
+
+
 def list_with_counts(
-    session: Session, site: str, *, after: str | None, limit: int
-) -> Sequence[tuple[Patient, int]]:
-    counts = (
-        select(Sample.patient_pk, func.count().label("n")).group_by(Sample.patient_pk).subquery()
-    )
-    stmt = (
-        select(Patient, func.coalesce(counts.c.n, 0))
-        .outerjoin(counts, counts.c.patient_pk == Patient.id)
-        .where(Patient.site == site)
-        .order_by(Patient.patient_id)
-        .limit(limit)
-    )
-    if after is not None:
-        stmt = stmt.where(Patient.patient_id > after)
-    return [(p, int(n)) for p, n in session.execute(stmt)]
+    session: Session, site: str, page: PageRequest
+) -> tuple[list[tuple[Patient, int]], str | None]:
+    """One page of the site's patients by patient_id (keyset on the (site, patient_id) unique
+    index), each with its number of samples, and the next page's cursor."""
+    # Counted per listed patient on ix_samples_patient_date, not grouped over every sample.
+    n_samples = select(func.count()).where(Sample.patient_pk == Patient.id).scalar_subquery()
+    stmt = PATIENTS.select_page(select(Patient, n_samples).where(Patient.site == site), page)
+    rows = [(p, int(n)) for p, n in session.execute(stmt)]
+    return PATIENTS.paginate(rows, page, key=lambda row: [row[0].patient_id])
 
 
 def events(session: Session, patient_pk: int) -> Sequence[PatientEvent]:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Query, Request, status
+from fastapi import APIRouter, Request, status
 
 from schemas.patients import (
     EventCreate,
@@ -16,7 +14,7 @@ from schemas.patients import (
     SampleSummary,
 )
 from services.analysis import service as analysis
-from services.api.deps import Ingestor, Reader, SessionDep
+from services.api.deps import Ingestor, Page, Reader, SessionDep
 from services.audit.service import audit
 from services.patients import repository, service
 from services.patients.models import PatientEvent
@@ -35,19 +33,16 @@ def create_patient(
 
 @router.get("", response_model=PatientList)
 def list_patients(
-    principal: Reader,
-    session: SessionDep,
-    request: Request,
-    cursor: Annotated[str | None, Query(max_length=128)] = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    principal: Reader, session: SessionDep, request: Request, page: Page
 ) -> PatientList:
-    rows = repository.list_with_counts(session, principal.site, after=cursor, limit=limit + 1)
+    """The site's patients by patient_id, a page at a time (follow `next_cursor`)."""
+    rows, next_cursor = repository.list_with_counts(session, principal.site, page)
     items = [
         PatientRead(patient_id=p.patient_id, created_at=p.created_at, sample_count=n)
-        for p, n in rows[:limit]
+        for p, n in rows
     ]
     audit(session, request, principal)
-    return PatientList(items=items, next_cursor=items[-1].patient_id if len(rows) > limit else None)
+    return PatientList(items=items, next_cursor=next_cursor)
 
 
 @router.get("/{patient_id}", response_model=PatientDetail)

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from services.jobs.models import Job
+from services.pagination import Keyset, PageRequest
 from services.patients.models import Patient
 from services.samples.models import Sample
 from services.variants.models import Variant
@@ -41,9 +40,13 @@ def latest_job(session: Session, sample_pk: int) -> Job | None:
     )
 
 
-def variants(session: Session, sample_pk: int) -> Sequence[Variant]:
-    return session.scalars(
-        select(Variant)
-        .where(Variant.sample_pk == sample_pk)
-        .order_by(Variant.chrom, Variant.pos, Variant.ref, Variant.alt)
-    ).all()
+# By position, on the (sample_pk, chrom, pos, ref, alt) unique index.
+VARIANTS = Keyset("variants", (Variant.chrom, Variant.pos, Variant.ref, Variant.alt))
+
+
+def variants(
+    session: Session, sample_pk: int, page: PageRequest
+) -> tuple[list[Variant], str | None]:
+    """One page of a sample's variant rows by position, and the next page's cursor."""
+    stmt = VARIANTS.select_page(select(Variant).where(Variant.sample_pk == sample_pk), page)
+    return VARIANTS.paginate(session.scalars(stmt).all(), page)

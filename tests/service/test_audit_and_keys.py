@@ -88,21 +88,26 @@ def test_every_patient_data_route_is_audited(stack: Stack) -> None:
         accepted = upload_panel(client, stack.tmp, "P-aud", "S-aud-1")
         assert accepted.status_code == 202, accepted.text
         assert wait_job(client, accepted.json()["job_id"])["status"] == "succeeded"
-        for url in (
-            "/v1/patients",
-            "/v1/patients/P-aud",
-            "/v1/samples/S-aud-1",
-            "/v1/samples/S-aud-1/variants",
-            "/v1/patients/P-aud/tracked-variants",
-            "/v1/patients/P-aud/mrd",
-            "/v1/patients/P-aud/trends",
-            "/v1/patients/P-aud/clones",
-            "/v1/patients/P-aud/resistance",
-            "/v1/patients/P-aud/plots/timeline.svg",
+        # every documented GET with patient data in its path, whoever added it
+        values = {
+            "{patient_id}": "P-aud",
+            "{sample_id}": "S-aud-1",
+            "{job_id}": accepted.json()["job_id"],
+            "{plot}.{fmt}": "timeline.svg",
+        }
+        documented = [
+            path
+            for path, ops in client.get("/openapi.json").json()["paths"].items()
+            if "get" in ops and path.startswith(("/v1/patients", "/v1/samples", "/v1/jobs"))
+        ]
+        for path in documented + [
             "/ui/patients",
             "/ui/patients/P-aud",
             "/ui/patients/P-aud/timeline.png",
-        ):
+        ]:
+            url = path
+            for param, value in values.items():
+                url = url.replace(param, value)
             assert client.get(url).status_code == 200, url
         put = client.put("/v1/patients/P-aud/tracked-variants", json={"variants": []})
         assert put.status_code == 200, put.text
@@ -184,6 +189,75 @@ def test_audit_filters_pagination_and_site_scope(stack: Stack) -> None:
         mine = audit_rows(other)
         assert {r["route"] for r in mine if r["patient_id"] == "P-pages"} == {"/v1/audit"}
         assert len({r["key_id"] for r in mine}) == 1
+
+
+def test_refused_requests_for_patient_data_are_audited(stack: Stack, pg_url: str) -> None:
+    started = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)
+    reader_secret = create_key(stack.env, "site-audit-a", "read")
+    with (
+        stack.client(stack.key_a) as client,
+        stack.client(stack.admin_a) as admin,
+        stack.client(stack.admin_b) as intruder,
+        stack.client(reader_secret) as reader,
+    ):
+        assert client.post("/v1/patients", json={"patient_id": "P-deny"}).status_code == 201
+        allowed = client.get("/v1/patients/P-deny")
+        assert allowed.status_code == 200
+        # another site's patient is a 404, and B's admin sees B's own probe on B's trail
+        assert intruder.get("/v1/patients/P-deny").status_code == 404
+        assert intruder.get("/v1/patients/P-deny/mrd").status_code == 404
+        # a read-only key may not upload, nor read the trail
+        assert upload_panel(reader, stack.tmp, "P-deny", "S-deny-1").status_code == 403
+        assert reader.get("/v1/audit", params={"patient_id": "P-deny"}).status_code == 403
+        # a path that is no route names no patient data: nothing to record
+        assert client.get("/v1/patients/P-deny/nothing-here").status_code == 404
+        no_key = httpx.get(f"{stack.base}/v1/patients/P-deny", timeout=30)
+        assert no_key.status_code == 401
+        reader_id = key_id_of(admin, reader_secret)
+        assert admin.post(f"/v1/keys/{reader_id}/revoke").status_code == 200
+        assert reader.get("/v1/patients/P-deny/trends").status_code == 401
+
+        since = {"since": started.isoformat()}
+        mine = audit_rows(admin, patient_id="P-deny", **since)
+        assert {r["outcome"] for r in mine} == {"allowed", "denied"}
+        granted = [r for r in mine if r["outcome"] == "allowed"]
+        assert {(r["method"], r["route"], r["status_code"]) for r in granted} == {
+            ("POST", "/v1/patients", 201),
+            ("GET", "/v1/patients/{patient_id}", 200),
+        }
+        denied = audit_rows(admin, outcome="denied", key_id=reader_id, **since)
+        assert sorted((r["method"], r["route"], r["status_code"]) for r in denied) == [
+            ("GET", "/v1/audit", 403),
+            ("GET", "/v1/patients/{patient_id}/trends", 401),  # revoked, still named
+            ("POST", "/v1/samples", 403),
+        ]
+        assert all(r["client"] == "127.0.0.1" for r in denied)
+        assert [r["patient_id"] for r in denied if r["route"] != "/v1/samples"] == ["P-deny"] * 2
+        assert audit_rows(admin, status_code="403", key_id=reader_id, **since) == [
+            r for r in denied if r["status_code"] == 403
+        ]
+        assert all(r["key_id"] != key_id_of(intruder, stack.admin_b) for r in mine)
+        assert not audit_rows(admin, route="/v1/patients/{patient_id}/nothing-here")
+
+        probes = audit_rows(intruder, outcome="denied", patient_id="P-deny", **since)
+        assert sorted((r["route"], r["status_code"]) for r in probes) == [
+            ("/v1/patients/{patient_id}", 404),
+            ("/v1/patients/{patient_id}/mrd", 404),
+        ]
+        assert audit_rows(intruder, outcome="allowed", route="/v1/patients/{patient_id}") == []
+        assert admin.get("/v1/audit", params={"outcome": "maybe"}).status_code == 422
+
+    # no key at all: no site and no key id, but the address and what was asked for
+    conninfo = pg_url.replace("postgresql+psycopg://", "postgresql://", 1)
+    with psycopg.connect(conninfo) as conn:
+        anonymous = conn.execute(
+            "SELECT site, key_id, method, route, patient_id, status_code, outcome, client "
+            "FROM audit_log WHERE at >= %s AND key_id IS NULL",
+            (started,),
+        ).fetchall()
+    assert anonymous == [
+        (None, None, "GET", "/v1/patients/{patient_id}", "P-deny", 401, "denied", "127.0.0.1")
+    ]
 
 
 def test_audit_rows_cannot_be_changed_or_removed(stack: Stack, pg_url: str) -> None:
