@@ -20,9 +20,9 @@ from services.reports.plots import draw_clones, draw_timeline
 from services.samples.models import Sample
 
 REASONS = {
-    "score_above_threshold": "score above the 99%-specificity threshold, ≥ 2 loci with reads",
-    "score_below_threshold": "score below the 99%-specificity threshold",
-    "signal_at_too_few_loci": "score above threshold but mutant reads at < 2 loci",
+    "score_above_threshold": "above the 99%-specificity threshold, ≥ 2 loci with reads",
+    "score_below_threshold": "below the 99%-specificity threshold",
+    "signal_at_too_few_loci": "above the threshold, but mutant reads at < 2 loci",
     "low_informative_reads": "too few informative reads (< 20,000)",
     "too_few_loci": "too few tracked loci reported",
     "early_postop": "under 14 days after surgery",
