@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -54,6 +55,7 @@ def serve(
     if settings.embedded_database:
         migrate()
     start_worker = settings.embedded_broker if with_worker is None else with_worker
+    metrics_dir = _multiprocess_metrics_dir(settings.resolved_data_dir) if workers > 1 else None
     child = _spawn_worker(beat=True) if start_worker else None
     try:
         uvicorn.run(
@@ -72,6 +74,21 @@ def serve(
                 child.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 child.kill()
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _multiprocess_metrics_dir(data_dir: Path) -> Path | None:
+    """Several API processes behind one port: each writes its request metrics to a fresh
+    directory that every scrape sums (services/api/metrics.py). Set before the worker
+    processes start; an operator's own PROMETHEUS_MULTIPROC_DIR is kept as it is."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return None
+    path = data_dir / "prometheus" / str(os.getpid())
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(path)
+    return path
 
 
 @app.command()

@@ -15,7 +15,7 @@ from services.alerts.router import router as alerts_router
 from services.analysis.router import router as analysis_router
 from services.api import problems, ui
 from services.api.idempotency import Idempotency
-from services.api.metrics import DatabaseCollector
+from services.api.metrics import DatabaseCollector, http_metrics
 from services.api.middleware import BodySizeLimit, RequestContext
 from services.api.ratelimit import Limit, RateLimit
 from services.audit.router import router as audit_router
@@ -81,7 +81,8 @@ def create_app() -> FastAPI:
             status_code=200 if ready else 503,
         )
 
-    # This process's HTTP metrics, plus the background work as the database records it.
+    # The HTTP metrics of this API's processes, plus the background work as the database
+    # records it.
     background = CollectorRegistry(auto_describe=False)
     background.register(
         DatabaseCollector(lambda: get_session_factory()(), max_age=settings.metrics_cache_seconds)
@@ -90,7 +91,7 @@ def create_app() -> FastAPI:
     @app.get("/metrics", tags=["ops"])
     def metrics() -> Response:
         return Response(
-            generate_latest() + generate_latest(background), media_type=CONTENT_TYPE_LATEST
+            http_metrics() + generate_latest(background), media_type=CONTENT_TYPE_LATEST
         )
 
     # The last added runs first: request id and metrics, body caps, rate limits, idempotency.

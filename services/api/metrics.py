@@ -1,4 +1,13 @@
-"""Prometheus metrics of the background work, read from the database at scrape time.
+"""Prometheus metrics: the HTTP requests of the API processes, and the background work read
+from the database at scrape time.
+
+HTTP requests (`ctdna_http_requests_total{method,route,status}`, the latency histogram
+`ctdna_http_request_seconds{method,route}`; `route` is the route template, `unmatched` for a
+path that is no route) are counted in the process that served them. When one `ctdna serve`
+runs several worker processes behind one port, a scrape reaches one of them at random, so
+`ctdna serve --workers N` (N > 1) points PROMETHEUS_MULTIPROC_DIR at a fresh directory, each
+process writes its counters there (prometheus_client's multiprocess mode) and every scrape
+sums them all. Separate `ctdna serve` commands (other hosts) are separate scrape targets.
 
 Ingest jobs run in worker processes (on any number of hosts) and webhook attempts likewise, so
 counters kept in their memory would be invisible here and lost with the process. The job and
@@ -9,12 +18,14 @@ and a database outage gives `ctdna_metrics_database_up 0` instead of a failed sc
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timedelta
 
 import structlog
+from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -32,10 +43,25 @@ from services.jobs.service import INGEST_TASK
 
 log = structlog.get_logger(__name__)
 
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
 INGEST_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 RECENT = timedelta(hours=1)
 PENDING = ("queued", "running")
 FINISHED = ("succeeded", "failed")
+
+
+def http_metrics() -> bytes:
+    """The request metrics of this API: of every worker process of this `ctdna serve` in
+    multiprocess mode, else of this process (with its runtime metrics)."""
+    if not os.environ.get(MULTIPROC_ENV):
+        return generate_latest(REGISTRY)
+    # Imported here: the module reads the directory when it is used, not when imported.
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    registry = CollectorRegistry(auto_describe=False)
+    MultiProcessCollector(registry)
+    return generate_latest(registry)
 
 
 class DatabaseCollector:

@@ -29,6 +29,7 @@ from tests.conftest import (
     create_keys,
     free_port,
     service_env,
+    start_api,
     upload_panel,
     wait_job,
 )
@@ -159,6 +160,48 @@ def test_metrics_show_ingests_failures_queue_and_webhooks(stack: Stack) -> None:
     assert ("ctdna_webhook_deliveries", (("status", "pending"),)) in after
     # the HTTP metrics of the API process itself are still there
     assert any(name == "ctdna_http_requests_total" for name, _ in after)
+
+
+def test_http_metrics_count_every_worker_process_by_route_template(stack: Stack) -> None:
+    """`ctdna serve --workers 2`: requests are counted by route template, method and status,
+    with a latency histogram, and every scrape sums both processes, whichever one answers."""
+    api, base = start_api(stack.env, stack.tmp, "--no-worker", "--workers", "2")
+    try:
+        metrics_dir = stack.tmp / "prometheus" / str(api.popen.pid)
+        with stack.client(base=base) as client:
+            assert client.post("/v1/patients", json={"patient_id": "P-http-1"}).status_code == 201
+        # a new connection each time, so that both processes take some of them
+        reads = [
+            httpx.get(
+                f"{base}/v1/patients/{patient}",
+                headers={"Authorization": f"Bearer {stack.key}"},
+                timeout=30,
+            ).status_code
+            for patient in ["P-http-1", "P-http-2"] * 20
+        ]
+        assert reads == [200, 404] * 20
+        for _ in range(2):
+            assert httpx.get(f"{base}/v1/no-such-route", timeout=30).status_code == 404
+        route = (("method", "GET"), ("route", "/v1/patients/{patient_id}"))
+        # a file per process (written from its start)
+        assert len(list(metrics_dir.glob("counter_*.db"))) >= 2, "not two processes writing"
+        for _ in range(6):
+            samples = scrape(httpx.Client(base_url=base, timeout=30))
+            assert samples[("ctdna_http_requests_total", (*route, ("status", "200")))] == 20
+            assert samples[("ctdna_http_requests_total", (*route, ("status", "404")))] == 20
+            assert samples[("ctdna_http_request_seconds_count", route)] == 40
+            assert samples[("ctdna_http_request_seconds_bucket", (("le", "+Inf"), *route))] == 40
+            assert samples[("ctdna_http_request_seconds_sum", route)] > 0
+            unmatched = (("method", "GET"), ("route", "unmatched"), ("status", "404"))
+            assert samples[("ctdna_http_requests_total", unmatched)] == 2
+            assert not [
+                labels for _, labels in samples if ("route", "/v1/patients/P-http-1") in labels
+            ]
+            # the background work is there too, read from the database
+            assert samples[("ctdna_metrics_database_up", ())] == 1
+    finally:
+        api.stop()
+    assert not metrics_dir.exists()  # removed when `ctdna serve` ends
 
 
 # --- rate limits -------------------------------------------------------------------------------
