@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -118,6 +119,18 @@ class Draw:
     collection_date: dt.date
 
 
+def observations_by_draw(
+    series: Iterable[LocusSeries],
+) -> dict[str, list[tuple[LocusSeries, LocusObservation]]]:
+    """(series, observation) pairs of each draw, in series order: one pass over the data
+    instead of one scan per draw."""
+    by_draw: dict[str, list[tuple[LocusSeries, LocusObservation]]] = defaultdict(list)
+    for locus in series:
+        for obs in locus.observations:
+            by_draw[obs.sample_id].append((locus, obs))
+    return by_draw
+
+
 def draws_of(series: Iterable[LocusSeries]) -> list[Draw]:
     """Every draw of the patient in date order; a sample with two dates is an input error."""
     dates: dict[str, dt.date] = {}
@@ -202,7 +215,8 @@ def _upper_tail(k: int, depth: int, rate: float, overdispersion: float) -> float
     if k > depth:
         return 0.0
     if overdispersion <= 0.0:
-        return float(stats.binom.sf(k - 1, depth, rate))
+        # The binomial survival function itself (scipy.stats' wrapper costs ~100x more).
+        return float(special.bdtrc(k - 1, depth, rate))
     precision = (1.0 - overdispersion) / overdispersion
     return float(stats.betabinom.sf(k - 1, depth, rate * precision, (1.0 - rate) * precision))
 
@@ -324,10 +338,17 @@ def pooled_call(
     exposure = float(sum(r * (1.0 - e) for r, e in zip(depth, background, strict=True)))
     if n == 0:
         return PooledCall(0, 0, 0.0, 1.0, False, math.inf)
-    p_value = float(stats.poisson.sf(m - 1, lam)) if m > 0 else 1.0
+    # special.pdtrc(k, mu) = P(Poisson(mu) > k), the function scipy.stats.poisson.sf wraps.
+    p_value = float(special.pdtrc(m - 1, lam)) if m > 0 else 1.0
     k = max(min_alt_reads, 1)
-    while float(stats.poisson.sf(k - 1, lam)) >= alpha:
-        k += 1
+    span = max(64, int(lam + 10.0 * math.sqrt(lam) + 10.0))
+    while True:
+        ks = np.arange(k, k + span)
+        below = np.flatnonzero(special.pdtrc(ks - 1, lam) < alpha)
+        if below.size:
+            k = int(ks[below[0]])
+            break
+        k += span
     # P(Poisson(mu) >= k) = P(k, mu), the regularised lower incomplete gamma, inverted.
     mu = float(special.gammaincinv(k, confidence))
     lod = max(0.0, (mu - lam) / exposure)
@@ -482,13 +503,14 @@ def tumour_fractions(
     """Per-draw tumour fraction from the truncal loci (see the module docstring)."""
     trunk = truncal_series(series)
     keys = tuple(locus.key for locus in trunk)
+    trunk_keys = set(keys)
+    by_draw = observations_by_draw(series)
     result: list[TumourFraction] = []
     for draw in draws_of(series):
         observed = [
             obs
-            for locus in trunk
-            for obs in locus.observations
-            if obs.sample_id == draw.sample_id and obs.depth > 0
+            for locus, obs in by_draw[draw.sample_id]
+            if locus.key in trunk_keys and obs.depth > 0
         ]
         result.append(_tumour_fraction(draw, observed, keys, params))
     return result
@@ -567,25 +589,27 @@ class RelativeCCF:
 
 
 def relative_ccfs(
-    series: Sequence[LocusSeries], params: LongitudinalParams, rng: np.random.Generator
+    series: Sequence[LocusSeries],
+    params: LongitudinalParams,
+    rng: np.random.Generator,
+    fractions: Sequence[TumourFraction] | None = None,
 ) -> list[RelativeCCF]:
     """``rCCF_j = f_j / median(f_truncal)`` per variant and draw (domain-anchors §4.7).
 
     Each f is drawn from its ``Beta(M + 0.5, R - M + 0.5)`` posterior (Jeffreys prior),
     ``params.mc_samples`` times; the truncal median is taken inside each Monte Carlo draw, so a
-    truncal variant's own rCCF carries its correlation with the reference.
+    truncal variant's own rCCF carries its correlation with the reference. ``fractions`` (the
+    series' tumour_fractions) may be passed when already computed.
     """
     trunk_keys = {locus.key for locus in truncal_series(series)}
     tail = (1.0 - params.ci_level) / 2.0
-    tfs = {tf.sample_id: tf for tf in tumour_fractions(series, params)}
+    if fractions is None:
+        fractions = tumour_fractions(series, params)
+    tfs = {tf.sample_id: tf for tf in fractions}
+    by_draw = observations_by_draw(series)
     result: list[RelativeCCF] = []
     for draw in draws_of(series):
-        present = [
-            (locus.key, obs)
-            for locus in series
-            for obs in locus.observations
-            if obs.sample_id == draw.sample_id and obs.depth > 0
-        ]
+        present = [(locus.key, obs) for locus, obs in by_draw[draw.sample_id] if obs.depth > 0]
         evaluable = tfs[draw.sample_id].detected and any(k in trunk_keys for k, _ in present)
         if not evaluable:
             result.extend(
@@ -644,14 +668,13 @@ def math_scores(series: Sequence[LocusSeries], params: LongitudinalParams) -> li
     """MATH = 100 × 1.4826·median(|f - median f|) / median f over the detected variants of a
     draw (Mroz & Rocco, Oral Oncol 2013;49:211; Mroz et al., Cancer 2013;119:3034)."""
     result: list[MathScore] = []
+    by_draw = observations_by_draw(series)
     for draw in draws_of(series):
         vafs = np.array(
             [
                 obs.vaf
-                for locus in series
-                for obs in locus.observations
-                if obs.sample_id == draw.sample_id
-                and locus_detected(
+                for _, obs in by_draw[draw.sample_id]
+                if locus_detected(
                     obs, params.alpha, params.min_alt_reads, params.min_background_error
                 )
             ]
@@ -781,6 +804,7 @@ def molecular_responses(
     series: Sequence[LocusSeries],
     lines: Sequence[TherapyLine],
     params: LongitudinalParams,
+    fractions: Sequence[TumourFraction] | None = None,
 ) -> list[LineResponse]:
     """Molecular response per therapy line (domain-anchors §4.8).
 
@@ -793,7 +817,7 @@ def molecular_responses(
     and the ratio >= ``progression_min_fold`` (a significant rise); ``stable`` otherwise;
     ``not_evaluable`` without baseline or reads (or, for a fall, with an undetected baseline).
     """
-    tfs = tumour_fractions(series, params)
+    tfs = list(fractions) if fractions is not None else tumour_fractions(series, params)
     result: list[LineResponse] = []
     for line in lines:
         baseline = next(
@@ -895,10 +919,11 @@ def longitudinal_report(
     rng: np.random.Generator,
 ) -> LongitudinalReport:
     """Tumour fraction, rCCF, MATH and molecular response of one patient in one call."""
+    fractions = tuple(tumour_fractions(series, params))
     return LongitudinalReport(
         params=params,
-        tumour_fractions=tuple(tumour_fractions(series, params)),
-        relative_ccfs=tuple(relative_ccfs(series, params, rng)),
+        tumour_fractions=fractions,
+        relative_ccfs=tuple(relative_ccfs(series, params, rng, fractions)),
         math_scores=tuple(math_scores(series, params)),
-        responses=tuple(molecular_responses(series, lines, params)),
+        responses=tuple(molecular_responses(series, lines, params, fractions)),
     )
