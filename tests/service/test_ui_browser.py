@@ -8,6 +8,7 @@ Screenshots go to $CTDNA_TEST_ARTIFACTS (default tests/artifacts/ui, git-ignored
 
 from __future__ import annotations
 
+import base64
 import io
 import os
 import re
@@ -36,6 +37,7 @@ if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
 from selenium import webdriver  # noqa: E402
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.common.print_page_options import PrintOptions  # noqa: E402
 from selenium.webdriver.remote.webdriver import WebDriver  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
@@ -371,6 +373,19 @@ def test_report_pdf_and_static_plots(browser: WebDriver, demo: Demo) -> None:
     assert browser.find_elements(By.CSS_SELECTOR, "#resistance-events tbody tr.event")
     assert "Methods, versions and parameters" in browser.page_source
     screenshot(browser, f"report-{resisting}")
+    # the print stylesheet gives a paper report (navigation hidden): Chromium prints it
+    printed = base64.b64decode(browser.print_page(PrintOptions()))
+    assert printed.startswith(b"%PDF")
+    (ARTIFACTS / f"report-{resisting}.print.pdf").write_bytes(printed)
+    browser.execute_cdp_cmd("Emulation.setEmulatedMedia", {"media": "print"})
+    try:
+        hidden = browser.execute_script(
+            "return [...document.querySelectorAll('header.top, .no-print')]"
+            ".map(e => getComputedStyle(e).display)"
+        )
+    finally:
+        browser.execute_cdp_cmd("Emulation.setEmulatedMedia", {"media": ""})
+    assert hidden and set(hidden) == {"none"}, hidden
 
 
 def test_another_sites_key_sees_nothing(browser: WebDriver, demo: Demo) -> None:
