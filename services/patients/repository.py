@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import and_, case, func, select
 from sqlalchemy.dialects import postgresql, sqlite
@@ -117,17 +118,17 @@ def overview(
     total = session.scalar(patients.with_only_columns(func.count())) or 0
     rank = case({"POSITIVE": 0, "INDETERMINATE": 2, "NEGATIVE": 3}, value=mrd_or_na, else_=4)
     urgent = case((resistance == "emerging", 0), else_=rank)
-    order = {
+    orders: dict[str, list[Any]] = {
         "attention": [urgent, rank, last_draw.desc().nulls_last(), Patient.patient_id],
         "patient": [Patient.patient_id],
         "last_draw": [last_draw.desc().nulls_last(), Patient.patient_id],
         "status": [rank, Patient.patient_id],
-    }[sort]
+    }
     stmt = (
         patients.with_only_columns(
             Patient.id, Patient.patient_id, n_samples, last_draw, mrd, resistance
         )
-        .order_by(*order)
+        .order_by(*orders[sort])
         .offset(offset)
         .limit(limit)
     )
