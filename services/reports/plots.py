@@ -136,7 +136,7 @@ def draw_timeline(ax: Any, model: Timeline) -> None:
         pad = dt.timedelta(days=max(14, (hi - lo).days // 25))
         # clamped: a date near the ends of the calendar (year 1, year 9999) must not overflow
         ax.set_xlim(max(lo, dt.date.min + pad) - pad, min(hi, dt.date.max - pad) + pad)
-    ax.xaxis.set_major_formatter(mdates.DateFormatter("%Y-%m"))
+    ax.xaxis.set_major_formatter(mdates.DateFormatter("%Y-%m"))  # type: ignore[no-untyped-call]
     ax.grid(True, which="major", alpha=0.25)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=4, frameon=False)
@@ -168,6 +168,6 @@ def draw_clones(ax: Any, model: Clones) -> None:
     )
     ax.set_ylabel("clone VAF (stacked)")
     ax.ticklabel_format(axis="y", style="sci", scilimits=(-2, 2))
-    ax.xaxis.set_major_formatter(mdates.DateFormatter("%Y-%m"))
+    ax.xaxis.set_major_formatter(mdates.DateFormatter("%Y-%m"))  # type: ignore[no-untyped-call]
     ax.grid(True, alpha=0.25)
     ax.legend(fontsize=7, loc="upper left", frameon=False)

@@ -260,7 +260,7 @@ class _Page:
 
     def finish(self) -> None:
         if self.fig is not None:
-            self.pdf.savefig(self.fig)
+            self.pdf.savefig(self.fig)  # type: ignore[no-untyped-call]
             self.fig = None
 
     def room(self, inches: float) -> Figure:
