@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import json
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -82,6 +83,8 @@ def write_mrd_cohort(folder: Path, *, patients_n: int, draws: int, seed: int) ->
                 tuple(rows),
                 {
                     "relapsing": patient.relapsing,
+                    "clinical_relapse_date": patient.clinical_relapse_date,
+                    "dialect": patient.dialect,
                     "true_fractions": {d.sample_id: d.true_fraction for d in patient.draws},
                 },
             )
@@ -124,6 +127,10 @@ def write_metastatic(folder: Path, *, patients_n: int, seed: int) -> list[DemoPa
 
 
 def write_manifest(folder: Path, cohort: Sequence[DemoPatient]) -> Path:
+    """manifest.csv (one row per VCF) and truth.json (per patient: what the simulator knows,
+    including the caller dialect its VCFs were written in)."""
+    truth = {patient.patient_id: patient.truth for patient in cohort}
+    (folder / "truth.json").write_text(json.dumps(truth, indent=2, default=str) + "\n")
     manifest = folder / "manifest.csv"
     with manifest.open("w", newline="") as out:
         writer = csv.writer(out)

@@ -24,8 +24,9 @@ flag them; the hotspot and DNMT3A records carry the true GRCh38 REF.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -71,6 +72,11 @@ _BASES = "ACGT"
 # DNMT3A R882H (c.2645G>A), the commonest clonal-haematopoiesis hotspot; GRCh38, + strand.
 _CH_DECOY = ("DNMT3A", "chr2", 25_234_373, "C", "T", "p.R882H")
 _WEAK_FILTER = "weak_evidence"
+# Caller dialects the VCF writers speak (where each caller puts the read counts):
+# Mutect2 AD/AF/DP; Strelka2 somatic AU/CU/GU/TU (SNV) or TAR/TIR (indel) in a TUMOR column
+# next to NORMAL; VarScan2 RD + AD (ALT only) + FREQ "%"; VarDict VD/AD/AF/DP; bcftools call
+# without FORMAT/AD (INFO/DP4 strand counts, FORMAT GT:PL).
+DIALECTS = ("mutect2", "strelka2", "varscan2", "vardict", "bcftools")
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,8 +111,11 @@ class SimulationParams:
     surgery_start: date = date(2022, 1, 3)
     surgery_span_days: int = 365
     tissue_decoys: bool = True
+    dialects: tuple[str, ...] = ("mutect2", "strelka2", "varscan2", "vardict", "bcftools")
 
     def __post_init__(self) -> None:
+        if not self.dialects or set(self.dialects) - set(DIALECTS):
+            raise InvalidInput(f"dialects must be a non-empty subset of {DIALECTS}")
         if self.n_loci < 1 or self.n_controls < 0:
             raise InvalidInput("a simulated patient needs >= 1 locus and >= 0 controls")
         if not 0.0 <= self.relapse_fraction <= 1.0 or not 0.0 <= self.low_input_rate <= 1.0:
@@ -178,6 +187,7 @@ class SimPatient:
     tissue_sample_id: str
     tissue: tuple[SimTissueVariant, ...]
     draws: tuple[SimDraw, ...]
+    dialect: str = "mutect2"  # the caller dialect of this patient's VCFs (truth for readers)
 
 
 @dataclass(frozen=True, slots=True)
@@ -443,10 +453,15 @@ def simulate_cohort(
     if n_patients < 0 or draws_per_patient < 0:
         raise InvalidInput("n_patients and draws_per_patient must be >= 0")
     params = params or SimulationParams()
+    # Dialects come from a child generator: the counts of a seed do not depend on them.
+    chooser = rng.spawn(1)[0]
     truth = _Truth(rng, params)
     hotspots = load_hotspots()
     patients = tuple(
-        _simulate_patient(i, draws_per_patient, hotspots, truth, rng, params)
+        replace(
+            _simulate_patient(i, draws_per_patient, hotspots, truth, rng, params),
+            dialect=params.dialects[int(chooser.integers(len(params.dialects)))],
+        )
         for i in range(n_patients)
     )
     return Cohort(patients=patients, controls=dict(truth.controls), params=params)
@@ -481,59 +496,198 @@ def _chrom_order(chrom: str) -> int:
     return list(GRCH38_CONTIG_LENGTHS).index(chrom)
 
 
+def _phred_likelihoods(alt_reads: int, depth: int, error: float = 1e-3) -> tuple[int, ...]:
+    """bcftools-style PL of 0/0, 0/1, 1/1 from the counts (binomial, per-read error)."""
+    ref_reads = depth - alt_reads
+    log10 = [
+        alt_reads * math.log10(max(f, 1e-300)) + ref_reads * math.log10(max(1.0 - f, 1e-300))
+        for f in (error, 0.5, 1.0 - error)
+    ]
+    best = max(log10)
+    return tuple(round(-10.0 * (value - best)) for value in log10)
+
+
+def _dialect_header(header: pysam.VariantHeader, dialect: str, sample: str) -> list[str]:
+    """Declare the dialect's fields; returns the sample columns to add, tumour last."""
+    formats = header.formats
+    if dialect == "mutect2":
+        header.add_line(f"##tumor_sample={sample}")
+        formats.add("GT", 1, "String", "Genotype")
+        formats.add("AD", "R", "Integer", "Allelic depths for the ref and alt alleles")
+        formats.add("AF", "A", "Float", "Allele fractions of alternate alleles in the tumor")
+        formats.add("DP", 1, "Integer", "Approximate read depth")
+        return [sample]
+    if dialect == "strelka2":
+        header.info.add("SOMATIC", 0, "Flag", "Somatic mutation")
+        formats.add("DP", 1, "Integer", "Read depth for tier1")
+        for base in "ACGT":
+            formats.add(f"{base}U", 2, "Integer", f"Number of '{base}' alleles used in tiers 1,2")
+        formats.add("TAR", 2, "Integer", "Reads strongly supporting alternate allele for tiers 1,2")
+        formats.add("TIR", 2, "Integer", "Reads strongly supporting indel allele for tiers 1,2")
+        return ["NORMAL", "TUMOR"]
+    if dialect == "varscan2":
+        formats.add("GT", 1, "String", "Genotype")
+        formats.add("DP", 1, "Integer", "Read Depth")
+        formats.add("RD", 1, "Integer", "Depth of reference-supporting bases (reads1)")
+        formats.add("AD", 1, "Integer", "Depth of variant-supporting bases (reads2)")
+        formats.add("FREQ", 1, "String", "Variant allele frequency")
+        formats.add("DP4", 1, "String", "Strand read counts: ref/fwd, ref/rev, var/fwd, var/rev")
+        return [sample]
+    if dialect == "vardict":
+        formats.add("GT", 1, "String", "Genotype")
+        formats.add("DP", 1, "Integer", "Total Depth")
+        formats.add("VD", 1, "Integer", "Variant Depth")
+        formats.add("AD", "R", "Integer", "Allelic depths for the ref and alt alleles")
+        formats.add("AF", "A", "Float", "Allele Frequency")
+        formats.add("RD", 2, "Integer", "Reference forward, reverse reads")
+        formats.add("ALD", 2, "Integer", "Variant forward, reverse reads")
+        return [sample]
+    if dialect == "bcftools":
+        header.info.add("DP", 1, "Integer", "Raw read depth")
+        header.info.add(
+            "DP4",
+            4,
+            "Integer",
+            "Number of high-quality ref-forward , ref-reverse, alt-forward and alt-reverse bases",
+        )
+        formats.add("GT", 1, "String", "Genotype")
+        formats.add("PL", "G", "Integer", "List of Phred-scaled genotype likelihoods")
+        return [sample]
+    raise InvalidInput(f"unknown VCF dialect {dialect!r}; one of {DIALECTS}")
+
+
+def _fill_dialect(
+    record: pysam.VariantRecord,
+    dialect: str,
+    columns: list[str],
+    alleles: tuple[str, str],
+    alt_reads: int,
+    depth: int,
+) -> None:
+    ref_reads = depth - alt_reads
+    # strand splits: deterministic halves (the counts, not the strands, are simulated)
+    ref_fwd, alt_fwd = ref_reads // 2, alt_reads // 2
+    genotype = (0, 1) if alt_reads > 0 else (0, 0)
+    call = record.samples[columns[-1]]
+    if dialect == "mutect2":
+        call["GT"] = genotype
+        call["AD"] = (ref_reads, alt_reads)
+        call["AF"] = (alt_reads / depth if depth else 0.0,)
+        call["DP"] = depth
+    elif dialect == "strelka2":
+        record.info["SOMATIC"] = True
+        call["DP"] = depth
+        ref, alt = alleles
+        if len(ref) == 1 and len(alt) == 1:
+            for base in "ACGT":
+                count = alt_reads if base == alt else ref_reads if base == ref else 0
+                call[f"{base}U"] = (count, count)
+        else:
+            call["TAR"] = (ref_reads, ref_reads)
+            call["TIR"] = (alt_reads, alt_reads)
+    elif dialect == "varscan2":
+        call["GT"] = genotype
+        call["DP"] = depth
+        call["RD"] = ref_reads
+        call["AD"] = alt_reads
+        call["FREQ"] = f"{100.0 * alt_reads / depth if depth else 0.0:.2f}%"
+        call["DP4"] = f"{ref_fwd},{ref_reads - ref_fwd},{alt_fwd},{alt_reads - alt_fwd}"
+    elif dialect == "vardict":
+        call["GT"] = genotype
+        call["DP"] = depth
+        call["VD"] = alt_reads
+        call["AD"] = (ref_reads, alt_reads)
+        call["AF"] = (alt_reads / depth if depth else 0.0,)
+        call["RD"] = (ref_fwd, ref_reads - ref_fwd)
+        call["ALD"] = (alt_fwd, alt_reads - alt_fwd)
+    else:
+        record.info["DP"] = depth
+        record.info["DP4"] = (ref_fwd, ref_reads - ref_fwd, alt_fwd, alt_reads - alt_fwd)
+        call["GT"] = genotype
+        call["PL"] = _phred_likelihoods(alt_reads, depth)
+
+
 def write_records(
     path: str | Path,
     sample: str,
     records: Sequence[tuple[str, int, str, str, int, int, str]],
     params: SimulationParams,
+    *,
+    dialect: str = "mutect2",
 ) -> Path:
-    """Write a bgzipped, tabix-indexed single-sample VCF with FORMAT GT:AD:DP:AF."""
+    """Write a bgzipped, tabix-indexed VCF of one sample's counts in a caller's dialect.
+
+    Records are (chrom, pos, ref, alt, alt_reads, depth, filter). Every dialect carries the
+    same alt reads and depth (see ``DIALECTS``); Strelka2 writes the sample as TUMOR next to
+    an empty NORMAL column, as its somatic workflow names them.
+    """
     out_path = Path(path)
     if not out_path.name.endswith(".vcf.gz"):
         raise InvalidInput(f"{out_path}: a simulated VCF must be written to a .vcf.gz path")
     header = pysam.VariantHeader()
     header.add_line("##reference=GRCh38")
-    header.add_line(f"##source=ctdna-monitor simulate {params.version}")
+    header.add_line(f"##source=ctdna-monitor simulate {params.version} ({dialect})")
     for chrom in sorted({r[0] for r in records}, key=_chrom_order):
         header.contigs.add(chrom, length=GRCH38_CONTIG_LENGTHS[chrom], assembly="GRCh38")
     header.filters.add(_WEAK_FILTER, None, None, "Simulated low-confidence call")
-    header.formats.add("GT", 1, "String", "Genotype")
-    header.formats.add("AD", "R", "Integer", "Unique molecules supporting REF and ALT")
-    header.formats.add("DP", 1, "Integer", "Unique molecules at the position")
-    header.formats.add("AF", "A", "Float", "Allele fraction of ALT")
-    header.add_sample(sample)
+    columns = _dialect_header(header, dialect, sample)
+    for column in columns:
+        header.add_sample(column)
     ordered = sorted(records, key=lambda r: (_chrom_order(r[0]), r[1]))
     with pysam.VariantFile(str(out_path), "wz", header=header) as vcf:
         for chrom, pos, ref, alt, alt_reads, depth, filter_ in ordered:
             record = vcf.new_record(
-                contig=chrom, start=pos - 1, stop=pos, alleles=(ref, alt), filter=filter_
+                contig=chrom,
+                start=pos - 1,
+                stop=pos - 1 + len(ref),
+                alleles=(ref, alt),
+                filter=filter_,
             )
-            call = record.samples[sample]
-            call["GT"] = (0, 1) if alt_reads > 0 else (0, 0)
-            call["AD"] = (depth - alt_reads, alt_reads)
-            call["DP"] = depth
-            call["AF"] = (alt_reads / depth if depth else 0.0,)
+            _fill_dialect(record, dialect, columns, (ref, alt), alt_reads, depth)
             vcf.write(record)
     pysam.tabix_index(str(out_path), preset="vcf", force=True)
     return out_path
 
 
 def write_plasma_vcf(
-    path: str | Path, draw: SimDraw, patient: SimPatient, params: SimulationParams | None = None
+    path: str | Path,
+    draw: SimDraw,
+    patient: SimPatient,
+    params: SimulationParams | None = None,
+    *,
+    dialect: str | None = None,
 ) -> Path:
-    """Force-called plasma VCF: every tracked locus, 0 alt reads included, FILTER PASS."""
+    """Force-called plasma VCF: every tracked locus, 0 alt reads included, FILTER PASS, in the
+    patient's dialect unless ``dialect`` is given."""
     records = [
         (locus.chrom, locus.pos, locus.ref, locus.alt, alt, depth, "PASS")
         for locus, alt, depth in zip(patient.loci, draw.alt_reads, draw.depths, strict=True)
     ]
-    return write_records(path, draw.sample_id, records, params or SimulationParams())
+    return write_records(
+        path,
+        draw.sample_id,
+        records,
+        params or SimulationParams(),
+        dialect=dialect or patient.dialect,
+    )
 
 
 def write_tissue_vcf(
-    path: str | Path, patient: SimPatient, params: SimulationParams | None = None
+    path: str | Path,
+    patient: SimPatient,
+    params: SimulationParams | None = None,
+    *,
+    dialect: str | None = None,
 ) -> Path:
-    """Tumour tissue VCF: the tracked clonal SNVs and the decoys, each with its FILTER."""
+    """Tumour tissue VCF: the tracked clonal SNVs and the decoys, each with its FILTER, in the
+    patient's dialect unless ``dialect`` is given."""
     records = [
         (v.chrom, v.pos, v.ref, v.alt, v.alt_reads, v.depth, v.filter) for v in patient.tissue
     ]
-    return write_records(path, patient.tissue_sample_id, records, params or SimulationParams())
+    return write_records(
+        path,
+        patient.tissue_sample_id,
+        records,
+        params or SimulationParams(),
+        dialect=dialect or patient.dialect,
+    )

@@ -12,6 +12,7 @@ import pytest
 
 from services.errors import InvalidInput
 from services.genomics.simulate import (
+    DIALECTS,
     GRCH38_CONTIG_LENGTHS,
     HOTSPOTS_PATH,
     Cohort,
@@ -19,8 +20,11 @@ from services.genomics.simulate import (
     fraction_at,
     simulate_cohort,
     write_plasma_vcf,
+    write_records,
     write_tissue_vcf,
 )
+from services.genomics.types import Locus
+from services.genomics.vcf import read_vcf
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +97,7 @@ def test_loci_are_grch38_and_include_hotspots(cohort: Cohort) -> None:
 def test_plasma_vcf_round_trip(cohort: Cohort, tmp_path: Path) -> None:
     patient = next(p for p in cohort.patients if p.relapsing)
     draw = max(patient.draws, key=lambda d: d.true_fraction)
-    path = write_plasma_vcf(tmp_path / f"{draw.sample_id}.vcf.gz", draw, patient)
+    path = write_plasma_vcf(tmp_path / f"{draw.sample_id}.vcf.gz", draw, patient, dialect="mutect2")
     assert Path(f"{path}.tbi").exists()
     with open(path, "rb") as raw:
         assert raw.read(4) == b"\x1f\x8b\x08\x04"  # BGZF, not plain gzip
@@ -125,7 +129,7 @@ def test_plasma_vcf_round_trip(cohort: Cohort, tmp_path: Path) -> None:
 
 def test_tissue_vcf_round_trip(cohort: Cohort, tmp_path: Path) -> None:
     patient = cohort.patients[0]
-    path = write_tissue_vcf(tmp_path / "tissue.vcf.gz", patient)
+    path = write_tissue_vcf(tmp_path / "tissue.vcf.gz", patient, dialect="mutect2")
     with pysam.VariantFile(str(path)) as vcf:
         assert list(vcf.header.samples) == [patient.tissue_sample_id]
         records = list(vcf)
@@ -149,3 +153,74 @@ def test_bad_arguments(tmp_path: Path) -> None:
     small = simulate_cohort(1, 1, np.random.default_rng(0))
     with pytest.raises(InvalidInput):
         write_tissue_vcf(tmp_path / "plain.vcf", small.patients[0])
+
+
+def test_dialects_are_chosen_per_patient_without_changing_the_counts(cohort: Cohort) -> None:
+    assert {p.dialect for p in cohort.patients} == set(DIALECTS)
+    one = simulate_cohort(40, 6, np.random.default_rng(42), SimulationParams(dialects=("vardict",)))
+    assert {p.dialect for p in one.patients} == {"vardict"}
+    for mixed, single in zip(cohort.patients, one.patients, strict=True):
+        assert mixed.draws == single.draws and mixed.tissue == single.tissue
+    with pytest.raises(InvalidInput):
+        SimulationParams(dialects=("gatk3",))
+
+
+@pytest.mark.parametrize("dialect", DIALECTS)
+def test_every_dialect_round_trips_through_read_vcf(
+    cohort: Cohort, dialect: str, tmp_path: Path
+) -> None:
+    """The plasma and tissue VCFs of each dialect give back exactly the simulated counts."""
+    patient = next(p for p in cohort.patients if p.relapsing)
+    draw = max(patient.draws, key=lambda d: d.true_fraction)
+    plasma = write_plasma_vcf(tmp_path / "plasma.vcf.gz", draw, patient, dialect=dialect)
+    read = read_vcf(
+        plasma,
+        display_name=plasma.name,
+        sample_type="plasma",
+        genome_build="GRCh38",
+        tracked=frozenset(Locus.parse(lo.key) for lo in patient.loci),
+    )
+    got = {v.locus.key: (v.alt_reads, v.depth) for v in read.variants if v.locus is not None}
+    expected = {
+        lo.key: (m, r) for lo, m, r in zip(patient.loci, draw.alt_reads, draw.depths, strict=True)
+    }
+    assert got == expected
+    assert all(v.quantitative and v.passed for v in read.variants)
+    assert read.tumor_sample == ("TUMOR" if dialect == "strelka2" else draw.sample_id)
+
+    tissue = write_tissue_vcf(tmp_path / "tissue.vcf.gz", patient, dialect=dialect)
+    read = read_vcf(tissue, display_name=tissue.name, sample_type="tissue", genome_build="GRCh38")
+    by_key = {v.locus.key: v for v in read.variants if v.locus is not None}
+    # a tissue sample keeps every PASS call (non-PASS ones only in monitored genes)
+    passed = [v for v in patient.tissue if v.filter == "PASS"]
+    assert len(passed) >= len(patient.loci)
+    for variant in passed:
+        call = by_key[variant.key]
+        assert (call.alt_reads, call.depth) == (variant.alt_reads, variant.depth)
+        assert call.passed
+
+
+@pytest.mark.parametrize("dialect", ["strelka2", "mutect2", "varscan2", "vardict", "bcftools"])
+def test_an_indel_round_trips_in_every_dialect(dialect: str, tmp_path: Path) -> None:
+    """Strelka2 writes indels as TAR/TIR; the others as for SNVs."""
+    path = write_records(
+        tmp_path / "indel.vcf.gz",
+        "S1",
+        [
+            ("chr3", 179_218_303, "GAA", "G", 7, 2500, "PASS"),
+            ("chr3", 179_234_297, "A", "G", 0, 900, "PASS"),
+        ],
+        SimulationParams(),
+        dialect=dialect,
+    )
+    read = read_vcf(
+        path,
+        display_name=path.name,
+        sample_type="plasma",
+        genome_build="GRCh38",
+        tracked=frozenset(
+            {Locus("chr3", 179_218_303, "GAA", "G"), Locus("chr3", 179_234_297, "A", "G")}
+        ),
+    )
+    counts = {(v.pos, v.ref, v.alt): (v.alt_reads, v.depth) for v in read.variants}
+    assert counts == {(179_218_303, "GAA", "G"): (7, 2500), (179_234_297, "A", "G"): (0, 900)}
