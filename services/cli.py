@@ -1,20 +1,20 @@
-"""The `ctdna` command: migrate, serve, worker, beat, keys, submit."""
+"""The `ctdna` command: migrate, serve, worker, beat, keys, demo; the HTTP client commands
+(submit, patients, patient, export) live in services/clientcli.py."""
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
 
+from services.clientcli import register as register_client_commands
 from services.config import get_settings
 
 app = typer.Typer(help="ctDNA monitoring service", no_args_is_help=True)
@@ -200,67 +200,6 @@ def keys_rotate(key_id: str) -> None:
 
 
 @app.command()
-def submit(
-    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True)],
-    patient: Annotated[str, typer.Option("--patient", help="patient_id")],
-    sample_id: Annotated[str | None, typer.Option(help="Default: the file name")] = None,
-    collection_date: Annotated[str | None, typer.Option(help="YYYY-MM-DD (default today)")] = None,
-    sample_type: Annotated[str, typer.Option(help="plasma | tissue | normal")] = "plasma",
-    genome_build: Annotated[str | None, typer.Option()] = None,
-    tumor_sample: Annotated[str | None, typer.Option()] = None,
-    normal_sample: Annotated[str | None, typer.Option()] = None,
-    plasma_ml: Annotated[float | None, typer.Option()] = None,
-    cfdna_ng_per_ml: Annotated[float | None, typer.Option()] = None,
-    url: Annotated[str, typer.Option(envvar="CTDNA_API_URL")] = "http://127.0.0.1:8000",
-    key: Annotated[str | None, typer.Option(envvar="CTDNA_API_KEY", help="Bearer key")] = None,
-    wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Poll until the job ends")] = True,
-    timeout: Annotated[float, typer.Option(help="Seconds to wait for the job")] = 300.0,
-) -> None:
-    """Upload a variant file to the API and (by default) wait for its ingest job."""
-    import httpx
-
-    if not key:
-        err.print("[red]no API key: pass --key or set CTDNA_API_KEY[/red]")
-        raise typer.Exit(2)
-    headers = {"Authorization": f"Bearer {key}"}
-    data = {
-        "patient_id": patient,
-        "sample_id": sample_id or file.name.split(".")[0],
-        "collection_date": collection_date or dt.date.today().isoformat(),
-        "sample_type": sample_type,
-    }
-    optional = {
-        "genome_build": genome_build,
-        "tumor_sample": tumor_sample,
-        "normal_sample": normal_sample,
-        "plasma_ml": plasma_ml,
-        "cfdna_ng_per_ml": cfdna_ng_per_ml,
-    }
-    data.update({k: str(v) for k, v in optional.items() if v is not None})
-    with httpx.Client(base_url=url, headers=headers, timeout=60) as client, file.open("rb") as fh:
-        response = client.post("/v1/samples", data=data, files={"file": (file.name, fh)})
-        if response.status_code not in (200, 202):
-            err.print(f"[red]{response.status_code}: {response.text}[/red]")
-            raise typer.Exit(1)
-        accepted = response.json()
-        print(f"sample_id={accepted['sample_id']} job_id={accepted['job_id']}")
-        if not wait:
-            return
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            job = client.get(f"/v1/jobs/{accepted['job_id']}").json()
-            if job["status"] in ("succeeded", "failed"):
-                print(
-                    f"status={job['status']}"
-                    + (f" error={job['error']}" if job.get("error") else "")
-                )
-                raise typer.Exit(0 if job["status"] == "succeeded" else 1)
-            time.sleep(0.25)
-    err.print("[red]timed out waiting for the job[/red]")
-    raise typer.Exit(1)
-
-
-@app.command()
 def demo(
     site: Annotated[str, typer.Option(help="Site the demo cohort belongs to")] = "demo",
     patients: Annotated[int, typer.Option(help="Simulated patients")] = 12,
@@ -373,6 +312,8 @@ def _redact(url: str) -> str:
         return f"{scheme}://***@{rest.split('@', 1)[1]}"
     return url
 
+
+register_client_commands(app)  # submit, patients, patient, export: HTTP clients of the API
 
 if __name__ == "__main__":
     app()

@@ -18,14 +18,16 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import httpx
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
+
+if TYPE_CHECKING:
+    import httpx
 
 out = Console()
 err = Console(stderr=True)
@@ -65,6 +67,8 @@ class Api:
     """A thin httpx client that turns HTTP and connection failures into ClientError."""
 
     def __init__(self, url: str, key: str | None, timeout: float = 60.0) -> None:
+        import httpx  # here: every other `ctdna` command would pay for its import
+
         if not key:
             raise ClientError("no API key: pass --api-key or set CTDNA_API_KEY")
         self.url = url.rstrip("/")
@@ -76,6 +80,8 @@ class Api:
         self.client.close()
 
     def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        import httpx
+
         try:
             response = self.client.request(method, path, **kwargs)
         except httpx.ConnectError as exc:
@@ -464,7 +470,11 @@ def submit(
         try:
             uploads = read_manifest(manifest or _find_manifest(path), path)
         except ClientError as exc:
-            err.print(f"[red]manifest rejected, nothing was sent:[/red]\n{exc}", highlight=False)
+            err.print(
+                f"[red]manifest rejected, nothing was sent:[/red]\n{exc}",
+                highlight=False,
+                soft_wrap=True,
+            )
             raise typer.Exit(2) from None
         with _session(url, api_key) as api:
             _submit_many(api, uploads, wait=wait, timeout=timeout)
@@ -547,17 +557,18 @@ def _submit_many(api: Api, uploads: list[Upload], *, wait: bool, timeout: float)
             jobs = progress.add_task("processing", total=len(pending))
             _wait(api, pending, timeout=timeout, on_done=lambda: progress.advance(jobs))
     table = Table(title=f"{len(uploads)} files", header_style="bold")
-    for name in ("file", "patient", "sample", "outcome", "job", "reason"):
-        table.add_column(name, no_wrap=name in ("sample", "outcome"))
+    for name in ("file", "patient", "sample", "outcome", "job", "status", "reason"):
+        table.add_column(name, no_wrap=name in ("sample", "outcome", "job"))
     styles = {"accepted": "green", "duplicate": "cyan", "failed": "red"}
     for upload in uploads:
-        job = upload.job_status or ("queued" if upload.job_id else "")
+        status = upload.job_status or ""
         table.add_row(
             upload.path.name,
             upload.form["patient_id"],
             upload.form["sample_id"],
             Text(upload.outcome, style=styles.get(upload.outcome, "")),
-            Text(job, style="red" if job == "failed" else ""),
+            upload.job_id or "",
+            Text(status, style="red" if status == "failed" else ""),
             upload.reason,
         )
     out.print(table)
