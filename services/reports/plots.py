@@ -32,6 +32,19 @@ def _date(text: str) -> dt.date:
     return dt.date.fromisoformat(text)
 
 
+def _date_axis(ax: Any) -> None:
+    locator = mdates.AutoDateLocator(maxticks=10)  # type: ignore[no-untyped-call]
+    ax.xaxis.set_major_locator(locator)
+    low, high = ax.get_xlim()
+    # year-month over months and years; day-level labels for a short span
+    formatter = (
+        mdates.DateFormatter("%Y-%m")  # type: ignore[no-untyped-call]
+        if high - low > 120
+        else mdates.ConciseDateFormatter(locator)  # type: ignore[no-untyped-call]
+    )
+    ax.xaxis.set_major_formatter(formatter)
+
+
 def _render(fig: Figure, fmt: str) -> bytes:
     buffer = io.BytesIO()
     fig.savefig(buffer, format=fmt, bbox_inches="tight")
@@ -136,8 +149,10 @@ def draw_timeline(ax: Any, model: Timeline) -> None:
         pad = dt.timedelta(days=max(14, (hi - lo).days // 25))
         # clamped: a date near the ends of the calendar (year 1, year 9999) must not overflow
         ax.set_xlim(max(lo, dt.date.min + pad) - pad, min(hi, dt.date.max - pad) + pad)
-    ax.xaxis.set_major_formatter(mdates.DateFormatter("%Y-%m"))  # type: ignore[no-untyped-call]
+    _date_axis(ax)
     ax.grid(True, which="major", alpha=0.25)
+    if not (model.variants or model.tf_dates or model.calls):
+        ax.text(0.5, 0.5, "No plasma result yet", ha="center", va="center", transform=ax.transAxes)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=4, frameon=False)
     ax.set_title(
@@ -168,6 +183,6 @@ def draw_clones(ax: Any, model: Clones) -> None:
     )
     ax.set_ylabel("clone VAF (stacked)")
     ax.ticklabel_format(axis="y", style="sci", scilimits=(-2, 2))
-    ax.xaxis.set_major_formatter(mdates.DateFormatter("%Y-%m"))  # type: ignore[no-untyped-call]
+    _date_axis(ax)
     ax.grid(True, alpha=0.25)
     ax.legend(fontsize=7, loc="upper left", frameon=False)
