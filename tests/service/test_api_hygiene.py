@@ -24,6 +24,7 @@ from services.idempotency import service as idempotency
 from services.jobs.models import Job
 from services.samples.models import Sample
 from tests.conftest import (
+    ROOT,
     Running,
     create_key,
     create_keys,
@@ -111,8 +112,8 @@ def test_metrics_show_ingests_failures_queue_and_webhooks(stack: Stack) -> None:
         )
         assert endpoint.status_code == 201, endpoint.text
         good = upload_panel(client, stack.tmp, "P-metrics", "S-metrics-ok")
-        bad_file = stack.tmp / "blob.vcf"
-        bad_file.write_bytes(bytes(range(256)) * 8)
+        # a VCF by its first line (so the upload is taken), wrong further in: the job fails
+        bad_file = ROOT / "tests" / "data" / "vcf" / "bad_pos_line.vcf"
         with bad_file.open("rb") as fh:
             bad = client.post(
                 "/v1/samples",
@@ -123,7 +124,7 @@ def test_metrics_show_ingests_failures_queue_and_webhooks(stack: Stack) -> None:
                     "sample_type": "plasma",
                     "genome_build": "GRCh38",
                 },
-                files={"file": ("blob.vcf", fh)},
+                files={"file": ("bad_pos_line.vcf", fh)},
             )
         assert wait_job(client, good.json()["job_id"])["status"] == "succeeded"
         assert wait_job(client, bad.json()["job_id"])["status"] == "failed"
@@ -272,6 +273,13 @@ def test_upload_flood_is_limited_per_key_across_processes(stack: Stack, pg_url: 
     assert codes[:20] == [200] * 20 and 429 in codes
     # unlimited routes stay open
     assert httpx.get(f"{stack.limited[0]}/healthz").status_code == 200
+
+
+def test_requests_without_a_key_spend_a_budget_per_address(stack: Stack) -> None:
+    # each refused request for patient data is an audit row: an anonymous flood is bounded
+    with httpx.Client(base_url=stack.limited[1], timeout=30) as anonymous:
+        codes = [anonymous.get("/v1/patients/P-anon").status_code for _ in range(40)]
+    assert codes[:20] == [401] * 20 and 429 in codes and set(codes) == {401, 429}
 
 
 # --- Idempotency-Key ---------------------------------------------------------------------------
