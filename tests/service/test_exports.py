@@ -55,7 +55,7 @@ def loaded(
         other_key = pool.submit(create_key, env, "site-exports-other", "read")
         (base,) = running.apis(tmp, env)
         key = demo.result().stdout.strip().splitlines()[-1]
-        running.worker(env, tmp, "--concurrency", "1", "--beat")
+        running.worker(env, tmp, "--concurrency", "1")
         client = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=60)
         other = httpx.Client(
             base_url=base, headers={"Authorization": f"Bearer {other_key.result()}"}, timeout=60
