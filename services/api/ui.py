@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session
 from services.analysis.models import PatientAnalysis
 from services.analysis.router import EMPTY
 from services.api import ui_auth
-from services.api.deps import Reader, SessionDep
+from services.api.deps import Reader, SessionDep, lookup_principal
 from services.audit.service import audit
 from services.auth.service import Principal, authenticate
 from services.db import get_session_factory
@@ -61,10 +61,10 @@ class LoginRequired(Exception):
 def _ui_principal(request: Request) -> Principal:
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
-    with get_session_factory()() as session:
-        if scheme.lower() == "bearer" and token.strip():
-            principal = authenticate(session, token.strip())
-        else:
+    if scheme.lower() == "bearer" and token.strip():
+        principal = lookup_principal(token.strip())  # the API's per-process key cache
+    else:
+        with get_session_factory()() as session:
             principal = ui_auth.verify(session, request.cookies.get(ui_auth.COOKIE))
     if principal is None or not principal.has("read"):
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
