@@ -31,7 +31,7 @@ reads): a rate of zero would make a single mutant read infinitely significant.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -364,6 +364,32 @@ def fit_background(
         prior = class_priors.get(cls, global_prior) if cls is not None else global_prior
         result[key] = _posterior(key, obs, prior, reasons[key], params)
     return result
+
+
+def panel_of_normals(
+    tables: Sequence[Mapping[str, BackgroundCounts]],
+    params: BackgroundParams,
+    *,
+    loci: Iterable[str] = (),
+    substitution_class_by_locus: Mapping[str, str] | None = None,
+) -> dict[str, LocusBackground]:
+    """Per-locus background from normal-plasma evidence tables (a panel of normals).
+
+    Each table is one control sample (locus key -> its counts there): healthy-donor plasma run
+    on the same assay, or another patient's plasma at loci that patient does not track. A locus
+    missing from a table is missing evidence, not zero reads. The tables are pooled per locus
+    and go through ``fit_background``, exactly as cross-patient controls do, so the prior is
+    fitted across *every* locus of the panel (borrowing strength across the whole site panel,
+    not just one patient's 16 loci); ``loci`` adds keys that must be in the result even
+    without controls (they get the fitted prior).
+    """
+    observations: dict[str, list[BackgroundCounts]] = {key: [] for key in loci}
+    for table in tables:
+        for key, counts in table.items():
+            observations.setdefault(key, []).append(counts)
+    return fit_background(
+        observations, params, substitution_class_by_locus=substitution_class_by_locus
+    )
 
 
 def prior_background(key: str, prior: BetaPrior, params: BackgroundParams) -> LocusBackground:
