@@ -13,6 +13,8 @@ from services.db import Base, UtcDateTime, utcnow
 
 class WebhookEndpoint(Base):
     __tablename__ = "webhook_endpoints"
+    # the sort key of GET /v1/webhook-endpoints pages (migration 0008)
+    __table_args__ = (Index("ix_webhook_endpoints_site_created_at", "site", "created_at", "id"),)
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     site: Mapped[str] = mapped_column(String(64), index=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import String
+from sqlalchemy import Index, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from services.db import Base, UtcDateTime, utcnow
@@ -12,6 +12,8 @@ from services.db import Base, UtcDateTime, utcnow
 
 class ApiKey(Base):
     __tablename__ = "api_keys"
+    # the sort key of GET /v1/keys pages (migration 0008)
+    __table_args__ = (Index("ix_api_keys_site_created_at", "site", "created_at", "id"),)
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     site: Mapped[str] = mapped_column(String(64), index=True)

@@ -1,7 +1,8 @@
 """Query plans of the read paths on PostgreSQL. With a few thousand rows per table (and fresh
 statistics) the planner must answer every query that the hot reads run (key lookup, /trends,
-/mrd, the patient page, a sample and its variants) from an index: a sequential scan of one of
-the big tables is a read whose cost grows with the whole database, not with the patient.
+/mrd, the patient page, a sample and its variants, pages of the lists) from an index: a
+sequential scan of one of the big tables is a read whose cost grows with the whole database,
+not with the patient.
 
 The rows are written and the plans read inside one transaction that is rolled back, so the
 session database the other tests share is left as it was. No timing is asserted: speed is
@@ -19,7 +20,8 @@ from sqlalchemy.orm import Session
 
 from services.analysis import repository as analyses
 from services.analysis.service import stored_body
-from services.auth.service import authenticate, create_key
+from services.auth.service import authenticate, create_key, list_keys_page
+from services.pagination import PageRequest
 from services.patients import repository as patients
 from services.samples import repository as samples
 
@@ -117,7 +119,17 @@ def test_read_paths_use_indexes(session: Session) -> None:
         found = samples.get_with_patient(session, SITE, sample_id)
         assert found is not None
         assert samples.latest_job(session, found[0].id) is not None
-        assert len(samples.variants(session, found[0].id)) == VARIANTS_PER
+        variants, cursor = samples.variants(session, found[0].id, PageRequest(limit=2))
+        assert len(variants) == 2 and cursor is not None
+        samples.variants(session, found[0].id, PageRequest(cursor=cursor, limit=2))
+        # the lists, a first page and one further on (keyset, no OFFSET)
+        for list_page in (
+            lambda page: patients.list_with_counts(session, SITE, page),
+            lambda page: list_keys_page(session, SITE, page),
+        ):
+            rows, cursor = list_page(PageRequest(limit=50))
+            assert len(rows) == 50 and cursor is not None
+            list_page(PageRequest(cursor=cursor, limit=50))
 
     scans = [
         (table, statement, plan)
