@@ -60,7 +60,10 @@ _GENE_PADDING = 1_000  # bp around gene spans when fetching, so left-alignment c
 _TRACK_WINDOW = 250  # bp around a tracked locus: unnormalised indels sit right of their key
 _FIXED_COLUMNS = ["#CHROM", "POS", "ID", "REF", "ALT", "QUAL", "FILTER", "INFO"]
 _ALLELE = re.compile(r"[ACGTN]+")
-_REF = re.compile(r"[ACGTNRYKMSWBDHV]+")  # references carry IUPAC codes in a few places
+_REF = re.compile(r"[ACGTNRYKMSWBDHV]+")
+_NON_FINITE = re.compile(
+    r"[+-]?(nan|inf|infinity)", re.I
+)  # references carry IUPAC codes in a few places
 
 _Kind = Literal["vcf", "bgzf_vcf", "bcf"]
 
@@ -741,6 +744,16 @@ def _diagnose(path: Path, line: int, exc: Exception) -> str:
         return f"the record has {len(columns)} tab-separated columns; VCF needs at least 8"
     if text and not columns[1].isdigit():
         return f"POS is not a positive integer: {columns[1][:40]!r}"
+    # htslib reads NaN/Inf in Float fields but not in Integer ones (AD, DP, ...), and says only
+    # "unable to parse next record".
+    non_finite = next(
+        (t for t in re.split(r"[\t:,;=]", "\t".join(columns[7:])) if _NON_FINITE.fullmatch(t)), None
+    )
+    if non_finite is not None:
+        return (
+            f"cannot parse the record: it has a non-finite number ({non_finite[:12]!r}); "
+            "counts and depths (AD, DP, ...) must be whole numbers"
+        )
     return f"cannot parse the record ({exc})"
 
 
