@@ -54,7 +54,7 @@ _HTSLIB_ERRORS: tuple[type[Exception], ...] = (
 # Building an index also runs bcftools in-process, which reports failure as SamtoolsError.
 _INDEX_ERRORS: tuple[type[Exception], ...] = (*_HTSLIB_ERRORS, SamtoolsError)
 
-MAX_DECOMPRESSED_BYTES = 8 * 1024**3  # plain-gzip inflation cap: a zip bomb stops here
+MAX_DECOMPRESSED_BYTES = 16 * 1024**3  # plain-gzip inflation cap (CTDNA_MAX_DECOMPRESSED_BYTES)
 _MAX_HEADER_LINE = 16 * 1024**2  # VEP headers are long, but not this long
 _GENE_PADDING = 1_000  # bp around gene spans when fetching, so left-alignment can move in
 _TRACK_WINDOW = 250  # bp around a tracked locus: unnormalised indels sit right of their key

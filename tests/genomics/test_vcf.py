@@ -18,7 +18,7 @@ from services.errors import GenomeBuildError, InvalidInput, VcfError
 from services.genomics.build import grch38_locus
 from services.genomics.sniff import UTF8_BOM, InflatesTooFar, UploadCheck
 from services.genomics.types import Locus, SampleType, VariantCall, VcfReadResult
-from services.genomics.vcf import read_vcf
+from services.genomics.vcf import open_vcf, read_vcf
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 VCF = SHARED / "vcf"
@@ -818,3 +818,59 @@ def test_varscan_ad_rd_wins_over_its_dp4() -> None:
         "1:1991014:A>G"
     ]
     assert (call.alt_reads, call.depth, call.counts_source) == (35, 91, "AD+RD")
+
+
+# --- streaming --------------------------------------------------------------------------------
+
+
+def _many_pass_records(tmp_path: Path, n: int) -> Path:
+    header = _PANEL_BYTES.decode().split("#CHROM")[0]
+    columns = "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\tFORMAT\tNORMAL\tTUMOR\n"
+    lines = [
+        f"chr12\t{1_000_000 + 10 * i}\t.\tC\tT\t.\tPASS\t.\tGT:AD\t0/0:50,0\t0/1:40,{i % 7 + 1}\n"
+        for i in range(n)
+    ]
+    path = tmp_path / "many_pass.vcf"
+    path.write_text(header + columns + "".join(lines))
+    return path
+
+
+def test_open_vcf_yields_calls_before_reading_the_whole_file(tmp_path: Path) -> None:
+    path = _many_pass_records(tmp_path, 5_000)
+    with open_vcf(path, display_name=path.name, sample_type="tissue") as stream:
+        assert (stream.build, stream.tumor_sample, stream.scan) == ("GRCh38", "TUMOR", "full")
+        calls = stream.calls()
+        first = next(calls)
+        # Held back only until a later position is read: the stream is not a list in disguise.
+        assert stream.records_read <= 2
+        rest = list(calls)
+        assert stream.records_read == 5_000
+    assert [first, *rest] == list(read(path, "tissue").variants)
+    assert (first.pos, first.alt_reads, first.depth) == (1_000_000, 1, 41)
+
+
+def test_stream_keeps_the_preferred_copy_nearby_and_read_vcf_also_far_apart(
+    tmp_path: Path,
+) -> None:
+    header = _PANEL_BYTES.decode().split("#CHROM")[0]
+    columns = "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\tFORMAT\tNORMAL\tTUMOR\n"
+    weak = "chr3\t179234297\t.\tA\tG\t.\tweak_evidence\t.\tGT:AD\t0/0:800,0\t0/1:1597,3"
+    passed = "chr3\t179234297\t.\tA\tG\t.\tPASS\t.\tGT:AD\t0/0:800,0\t0/1:1560,40"
+    other = "chr6\t152098788\t.\tA\tC\t.\tPASS\t.\tGT:AD\t0/0:1000,0\t0/1:1880,120"
+    nearby = tmp_path / "nearby.vcf"
+    nearby.write_text(header + columns + "\n".join([weak, passed, other]) + "\n")
+    far = tmp_path / "far_apart_unsorted.vcf"
+    far.write_text(header + columns + "\n".join([weak, other, passed]) + "\n")
+    with open_vcf(nearby, display_name="nearby.vcf", sample_type="plasma") as stream:
+        assert [(c.pos, c.filter) for c in stream.calls()] == [
+            (179234297, "PASS"),
+            (152098788, "PASS"),
+        ]
+    # An unsorted file repeats the allele after the window moved on: the stream yields both
+    # copies (the ingest keeps the first), read_vcf, holding everything, the preferred one.
+    with open_vcf(far, display_name="far.vcf", sample_type="plasma") as stream:
+        assert [c.filter for c in stream.calls()] == ["weak_evidence", "PASS", "PASS"]
+    assert [(c.pos, c.filter) for c in read(far).variants] == [
+        (179234297, "PASS"),
+        (152098788, "PASS"),
+    ]

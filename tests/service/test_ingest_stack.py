@@ -353,3 +353,28 @@ def test_tissue_proposes_tracked_set_and_put_replaces_it(
     outside = {r["locus_key"] for r in after if r["gene"] not in monitored}
     assert outside == {chosen["locus_key"]}
     assert [r["tracked"] for r in after if r["locus_key"] == chosen["locus_key"]] == [True]
+
+
+def test_unsorted_file_repeating_an_allele_far_apart_stores_it_once(
+    stack: Stack, tmp_path: Path
+) -> None:
+    lines = PANEL_VCF.read_text().splitlines(keepends=True)
+    header = [line for line in lines if line.startswith("#")]
+    records = [line for line in lines if not line.startswith("#")]
+    h1047r = next(r for r in records if "\t179234297\t" in r)  # weak_evidence, 3 of 1600 reads
+    path = tmp_path / "unsorted_repeat.vcf"
+    # The repeat comes after other chromosomes: past the reader's window, so the database's
+    # unique allele per sample keeps the first copy, in the same transaction as the rest.
+    path.write_text("".join(header + records + [h1047r.replace("weak_evidence", "PASS")]))
+    with stack.client() as client:
+        response = upload(
+            client, path, patient_id="P-unsorted", sample_id="S-unsorted", genome_build="GRCh38"
+        )
+        assert response.status_code == 202, response.text
+        assert wait_job(client, response.json()["job_id"])["status"] == "succeeded"
+        sample = client.get("/v1/samples/S-unsorted").json()
+        rows = client.get("/v1/samples/S-unsorted/variants").json()["items"]
+    assert [(r["filter"], r["alt_reads"]) for r in rows if r["pos"] == 179234297] == [
+        ("weak_evidence", 3)
+    ]
+    assert sample["variant_count"] == len(rows) == 3
