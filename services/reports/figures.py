@@ -25,6 +25,7 @@ EVENT_COLOURS = {
     "molecular_relapse": "#d35400",
 }
 TF_COLOUR = "#111111"
+RESISTANCE_COLOUR = ("#f4d03f", "#7e5109")  # fill, edge
 TRACKED_COLOUR = "#5d7fa3"
 QUIET_COLOUR = "#b0b7bf"
 # Named (hotspot) variants that were detected: a qualitative palette readable in print.
@@ -78,6 +79,8 @@ class Timeline:
     call_samples: list[str]
     spans: list[Span]
     events: list[Marker]
+    # resistance events (emerged, rising) at the variant's VAF in the draw that fired them
+    resistance: list[tuple[str, float, str]]
     y_floor: float
     y_ceiling: float
     x_range: tuple[str, str] | None
@@ -192,6 +195,16 @@ def timeline_model(
         label = "molecular relapse" + (f" ({lead} d lead)" if lead is not None else "")
         events.append(Marker(mrd["molecular_relapse_date"], "molecular_relapse", label))
 
+    resistance_marks = [
+        (
+            e.get("event_date") or e["first_detected_date"],
+            float(e["vaf"]),
+            f"{e['gene']} {e['protein_change']} {e['status']} on "
+            f"{e.get('drug') or e.get('drug_class')}",
+        )
+        for e in (resistance or {}).get("events", [])
+        if e.get("vaf")
+    ]
     positive = [v for s in variants for v in s.vafs if v > 0]
     positive += [float(s["tumor_fraction"]) for s in samples if s["tumor_fraction"] > 0]
     positive += [float(c[1]) for c in ci if c[1]]
@@ -225,6 +238,7 @@ def timeline_model(
         call_samples=[c["sample_id"] for c in calls],
         spans=spans,
         events=events,
+        resistance=resistance_marks,
         y_floor=y_floor,
         y_ceiling=y_ceiling,
         x_range=(dates[0], dates[-1]) if dates else None,
@@ -374,6 +388,25 @@ def plotly_timeline(model: Timeline) -> dict[str, Any]:
                 ],
                 "hoverinfo": "text",
                 "meta": {"role": "lod95"},
+            }
+        )
+    if model.resistance:
+        data.append(
+            {
+                "type": "scatter",
+                "mode": "markers",
+                "x": [d for d, _, _ in model.resistance],
+                "y": [v for _, v, _ in model.resistance],
+                "name": "Resistance event",
+                "marker": {
+                    "symbol": "star",
+                    "size": 18,
+                    "color": RESISTANCE_COLOUR[0],
+                    "line": {"color": RESISTANCE_COLOUR[1], "width": 1.5},
+                },
+                "text": [f"{label} ({d})" for d, _, label in model.resistance],
+                "hoverinfo": "text",
+                "meta": {"role": "resistance"},
             }
         )
     if model.calls:

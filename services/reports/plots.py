@@ -20,6 +20,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from services.reports.figures import (  # noqa: E402
     CALL_COLOURS,
     EVENT_COLOURS,
+    RESISTANCE_COLOUR,
     TF_COLOUR,
     Clones,
     Timeline,
@@ -111,6 +112,17 @@ def draw_timeline(ax: Any, model: Timeline) -> None:
             edgecolor="white",
             zorder=5,
             label="LoD95 of a negative draw",
+        )
+    if model.resistance:
+        ax.scatter(
+            [_date(d) for d, _, _ in model.resistance],
+            [v for _, v, _ in model.resistance],
+            marker="*",
+            s=220,
+            color=RESISTANCE_COLOUR[0],
+            edgecolor=RESISTANCE_COLOUR[1],
+            zorder=7,
+            label="resistance event",
         )
     # MRD calls as coloured squares along the top edge, in axes coordinates
     strip = ax.get_xaxis_transform()

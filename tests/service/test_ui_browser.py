@@ -264,6 +264,16 @@ def test_the_patient_page_plots_the_apis_numbers(browser: WebDriver, demo: Demo)
     assert all(r.startswith(demo.base) for r in resources), resources
     screenshot(browser, f"patient-{positive}")
 
+    # a metastatic patient: the resistance events are starred at their VAF on the timeline
+    resisting = next(p for p, (_, r) in truth.items() if r)
+    with demo.client() as client:
+        events = client.get(f"/v1/patients/{resisting}/resistance").json()["events"]
+    browser.get(f"{demo.base}/ui/patients/{resisting}")
+    (stars,) = [t for t in _figure(browser, "timeline") if t["meta"].get("role") == "resistance"]
+    assert stars["x"] == [e["event_date"] for e in events]
+    assert all(_close(a, e["vaf"]) for a, e in zip(stars["y"], events, strict=True))
+    screenshot(browser, f"patient-{resisting}")
+
 
 class _Tables(HTMLParser):
     """Rows of each table with an id, as text cells: what a browser without JavaScript shows."""
