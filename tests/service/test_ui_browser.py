@@ -356,6 +356,8 @@ def test_report_pdf_and_static_plots(browser: WebDriver, demo: Demo) -> None:
             assert pdf.headers["content-type"] == "application/pdf"
             assert pdf.content.startswith(b"%PDF") and pdf.content.rstrip().endswith(b"%%EOF")
             assert len(re.findall(rb"/Type\s*/Page\b", pdf.content)) >= 2
+            assert f"/Title (ctDNA monitoring report: patient {pid})".encode() in pdf.content
+            assert f"/Subject (site {SITE})".encode() in pdf.content
             for plot in ("timeline", "clones"):
                 png = client.get(f"/v1/patients/{pid}/plots/{plot}.png")
                 assert png.status_code == 200 and png.headers["content-type"] == "image/png"
