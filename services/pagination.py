@@ -83,7 +83,9 @@ class Keyset:
         try:
             raw = base64.b64decode(cursor + "=" * (-len(cursor) % 4), altchars=b"-_", validate=True)
             name, *values = json.loads(raw)
-        except (binascii.Error, UnicodeDecodeError, ValueError, TypeError):
+        # RecursionError: a cursor of nested brackets, within the length cap, is deeper than
+        # the JSON decoder will go.
+        except (binascii.Error, ValueError, TypeError, RecursionError):
             raise _invalid() from None
         if name != self.name or len(values) != len(self.columns):
             raise _invalid()

@@ -69,6 +69,8 @@ def stack(pg_url: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory)
                 for i in range(3)
             ]
             assert all(wait_job(client, job)["status"] == "succeeded" for job in jobs)
+            for name in ("P-pages-a", "P-pages-b"):
+                assert client.post("/v1/patients", json={"patient_id": name}).status_code == 201
         with httpx.Client(
             base_url=base, headers={"Authorization": f"Bearer {admin}"}, timeout=30
         ) as client:
@@ -213,6 +215,8 @@ def tampered(cursor: str) -> list[str]:
         encode([raw[0], *([{"x": 1}] * (len(raw) - 1))]),
         encode({"not": "a list"}),
         base64.urlsafe_b64encode(b"\xff\xfe").decode(),
+        base64.urlsafe_b64encode(b"[" * 3000).decode(),  # deeper than the JSON decoder goes
+        "é" * 10,
     ]
 
 
