@@ -1,8 +1,9 @@
 """The ingest of one stored variant file, run by the `samples.ingest` task.
 
 Three steps, each its own transaction so that a crash at any point leaves a consistent state:
-claim the job (lease), read the file outside any transaction, then replace the sample's
-variant rows and finish the job atomically. Running it twice stores nothing twice."""
+claim the job (lease), read the file outside any transaction (the kept calls are spooled to a
+temporary file, so memory does not grow with them), then replace the sample's variant rows in
+batches and finish the job atomically. Running it twice stores nothing twice."""
 
 from __future__ import annotations
 
