@@ -171,12 +171,21 @@ def _fraction(value: Any) -> str:
     return "0" if number == 0 else f"{number:.2e}" if number < 0.001 else f"{number:.4f}"
 
 
-def patients(url: Url = DEFAULT_URL, api_key: ApiKey = None) -> None:
+def patients(
+    search: Annotated[
+        str | None, typer.Option(help="Only patients whose id contains this text")
+    ] = None,
+    url: Url = DEFAULT_URL,
+    api_key: ApiKey = None,
+) -> None:
     """Table of the site's patients: ctDNA status, resistance, last draw, current therapy."""
     with _session(url, api_key) as api:
         text = api.request("GET", "/v1/exports/patients.csv").text
     rows = list(csv.DictReader(io.StringIO(text)))
-    table = Table(title=f"{len(rows)} patients", header_style="bold")
+    if search:
+        rows = [r for r in rows if search.lower() in r["patient_id"].lower()]
+    title = f"{len(rows)} patient{'' if len(rows) == 1 else 's'}"
+    table = Table(title=title, header_style="bold")
     table.add_column("patient", no_wrap=True)
     table.add_column("samples", justify="right")
     table.add_column("last draw", no_wrap=True)

@@ -272,8 +272,8 @@ def _variant(row: Any, sample_type: str, ids: _Ids, common: dict[str, Any]) -> d
         "code": _concept(LOINC, "69548-6", "Genetic variant assessment"),
         **common,
         "valueCodeableConcept": _concept(LOINC, "LA9633-4", "Present"),
-        "interpretation": [{"text": "tumour-informed tracked locus"}] if row.tracked else None,
         "method": {"text": f"{sample_type} variant calls (FILTER {row.filter})"},
+        "note": [{"text": "tumour-informed tracked locus"}] if row.tracked else None,
         "component": components,
     }
 

@@ -77,6 +77,11 @@ def test_patients_lists_the_site_with_status_badges(api: Api) -> None:
     assert "ESR1 p.D538G" in rows[metastatic]  # the emerging clone of the demo
     assert "2 patients" in result.stdout
 
+    found = run(api, "patients", "--search", "met-")
+    assert found.returncode == 0, found.stderr
+    assert "1 patient\n" in found.stdout or "1 patient " in found.stdout
+    assert metastatic in found.stdout and mrd not in found.stdout
+
 
 def _status(api: Api, patient_id: str) -> str:
     import httpx
