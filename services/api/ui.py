@@ -94,8 +94,10 @@ def _bodies(session: Session, patient_pk: int, patient_id: str) -> dict[str, Any
 
 
 def _script_json(value: Any) -> str:
-    """JSON safe inside a <script type="application/json"> element."""
-    return json.dumps(value, separators=(",", ":")).replace("</", "<\\/")
+    """JSON safe inside a <script type="application/json"> element: no `<`, `>` or `&` left
+    to end the element or open a comment, whatever a patient or sample id contains."""
+    text = json.dumps(value, separators=(",", ":"))
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
 def _patient(
