@@ -16,7 +16,7 @@ from services.analysis.router import router as analysis_router
 from services.api import problems, ui
 from services.api.idempotency import Idempotency
 from services.api.metrics import DatabaseCollector, http_metrics
-from services.api.middleware import BodySizeLimit, RequestContext
+from services.api.middleware import BodySizeLimit, DenialAudit, RequestContext
 from services.api.ratelimit import Limit, RateLimit
 from services.audit.router import router as audit_router
 from services.auth.router import router as keys_router
@@ -94,7 +94,9 @@ def create_app() -> FastAPI:
             http_metrics() + generate_latest(background), media_type=CONTENT_TYPE_LATEST
         )
 
-    # The last added runs first: request id and metrics, body caps, rate limits, idempotency.
+    # The last added runs first: request id and metrics, body caps, rate limits, idempotency,
+    # the audit of refusals (inside idempotency: a replayed answer was audited when first made).
+    app.add_middleware(DenialAudit)
     app.add_middleware(Idempotency, ttl=timedelta(hours=settings.idempotency_ttl_hours))
     app.add_middleware(
         RateLimit,

@@ -1,4 +1,5 @@
-"""Pure ASGI middleware: request body caps and request ids / access metrics."""
+"""Pure ASGI middleware: request body caps, request ids / access metrics, and the audit row of
+a refused request for patient data."""
 
 from __future__ import annotations
 
@@ -8,8 +9,19 @@ import uuid
 from http import HTTPStatus
 
 import structlog
+from fastapi.concurrency import run_in_threadpool
 from prometheus_client import Counter, Histogram
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from services.api import ui_auth
+from services.audit.service import DENIED_STATUSES, audit_denied, is_audited
+from services.auth.service import Principal, identify
+from services.db import unit_of_work
+
+log = structlog.get_logger(__name__)
 
 REQUESTS = Counter("ctdna_http_requests_total", "HTTP requests", ["method", "route", "status"])
 LATENCY = Histogram(
@@ -145,3 +157,61 @@ class RequestContext:
             REQUESTS.labels(scope["method"], path, str(status)).inc()
             LATENCY.labels(scope["method"], path).observe(time.perf_counter() - start)
             structlog.contextvars.unbind_contextvars("request_id")
+
+
+class DenialAudit:
+    """A request for patient data refused with 401, 403 or 404 leaves an audit row, whatever
+    refused it: an exception turned into problem+json, or a page of its own (the web view's
+    404). The row is written in a transaction of its own (the request's unit of work has
+    rolled back) before the answer starts, so a client that got the refusal finds its row.
+    Only matched routes: a path that is no route names no patient data."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def audited_send(message: Message) -> None:
+            if message["type"] == "http.response.start" and message["status"] in DENIED_STATUSES:
+                route = getattr(scope.get("route"), "path", None)
+                if route is not None and is_audited(route):
+                    await run_in_threadpool(_record_denial, Request(scope), message["status"])
+            await send(message)
+
+        await self.app(scope, receive, audited_send)
+
+
+def _record_denial(request: Request, status: int) -> None:
+    try:
+        with unit_of_work() as session:
+            site, key_id = _caller(session, request)
+            audit_denied(session, request, status_code=status, site=site, key_id=key_id)
+    except SQLAlchemyError as exc:
+        # The refusal stands without its row (the database is failing: the request would
+        # have been refused or failed anyway); the log keeps the trace.
+        log.warning(
+            "audit.denial_not_recorded",
+            route=getattr(request.scope.get("route"), "path", None),
+            status=status,
+            error=str(exc)[:200],
+        )
+
+
+def _caller(session: Session, request: Request) -> tuple[str | None, str | None]:
+    """(site, key id) of whoever was refused: the authenticated principal (403, 404), else the
+    web view's session, else the key the request presented, revoked ones included (401), else
+    nobody."""
+    principal: Principal | None = getattr(request.state, "principal", None)
+    if principal is None and request.url.path.startswith("/ui/"):
+        principal = ui_auth.verify(session, request.cookies.get(ui_auth.COOKIE))
+    if principal is not None:
+        return principal.site, principal.key_id
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        known = identify(session, token.strip())
+        if known is not None:
+            return known[1], known[0]
+    return None, None

@@ -1,6 +1,4 @@
-"""RFC 9457 problem+json for every error; domain errors get their HTTP status here only. A
-request for patient data refused with 401, 403 or 404 is put on the audit trail here, in a
-transaction of its own (the request's own unit of work has rolled back)."""
+"""RFC 9457 problem+json for every error; domain errors get their HTTP status here only."""
 
 from __future__ import annotations
 
@@ -8,18 +6,12 @@ from http import HTTPStatus
 
 import structlog
 from fastapi import FastAPI, Request
-from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, SQLAlchemyError
-from sqlalchemy.orm import Session
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from services.api import ui_auth
 from services.api.deps import Forbidden, Unauthorized
-from services.audit.service import DENIED_STATUSES, audit_denied, is_audited
-from services.auth.service import Principal, identify
-from services.db import unit_of_work
 from services.errors import Conflict, DomainError, InvalidInput, NotFound, PayloadTooLarge
 
 log = structlog.get_logger(__name__)
@@ -53,7 +45,6 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(DomainError)
     async def _domain(request: Request, exc: DomainError) -> JSONResponse:
         status = next((code for kind, code in STATUS_FOR if isinstance(exc, kind)), 400)
-        await _audit_if_denied(request, status)
         return problem(status, exc.detail, request)
 
     @app.exception_handler(RequestValidationError)
@@ -67,7 +58,6 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        await _audit_if_denied(request, exc.status_code)
         return problem(exc.status_code, str(exc.detail), request)
 
     @app.exception_handler(OperationalError)
@@ -94,42 +84,3 @@ def install(app: FastAPI) -> None:
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("api.unhandled", path=request.url.path)
         return problem(500, "internal error", request)
-
-
-async def _audit_if_denied(request: Request, status: int) -> None:
-    # Only matched routes: a path that is no route (a 404 of the router) names no patient data.
-    route = request.scope.get("route")
-    if status in DENIED_STATUSES and route is not None and is_audited(getattr(route, "path", "")):
-        await run_in_threadpool(_record_denial, request, status)
-
-
-def _record_denial(request: Request, status: int) -> None:
-    try:
-        with unit_of_work() as session:
-            site, key_id = _caller(session, request)
-            audit_denied(session, request, status_code=status, site=site, key_id=key_id)
-    except SQLAlchemyError as exc:
-        # The refusal stands without its row (the database is failing: the request would
-        # have been refused or failed anyway); the log keeps the trace.
-        log.warning(
-            "audit.denial_not_recorded",
-            route=getattr(request.scope.get("route"), "path", None),
-            status=status,
-            error=str(exc)[:200],
-        )
-
-
-def _caller(session: Session, request: Request) -> tuple[str | None, str | None]:
-    """(site, key id) of whoever was refused: the authenticated principal (403, 404), else the
-    key the request presented, revoked ones included (401), else nobody."""
-    principal: Principal | None = getattr(request.state, "principal", None)
-    if principal is None and request.url.path.startswith("/ui/"):
-        principal = ui_auth.verify(session, request.cookies.get(ui_auth.COOKIE))
-    if principal is not None:
-        return principal.site, principal.key_id
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() == "bearer" and token.strip():
-        known = identify(session, token.strip())
-        if known is not None:
-            return known[1], known[0]
-    return None, None

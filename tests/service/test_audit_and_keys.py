@@ -206,6 +206,7 @@ def test_refused_requests_for_patient_data_are_audited(stack: Stack, pg_url: str
         # another site's patient is a 404, and B's admin sees B's own probe on B's trail
         assert intruder.get("/v1/patients/P-deny").status_code == 404
         assert intruder.get("/v1/patients/P-deny/mrd").status_code == 404
+        assert intruder.get("/ui/patients/P-deny").status_code == 404  # an HTML 404 page
         # a read-only key may not upload, nor read the trail
         assert upload_panel(reader, stack.tmp, "P-deny", "S-deny-1").status_code == 403
         assert reader.get("/v1/audit", params={"patient_id": "P-deny"}).status_code == 403
@@ -241,6 +242,7 @@ def test_refused_requests_for_patient_data_are_audited(stack: Stack, pg_url: str
 
         probes = audit_rows(intruder, outcome="denied", patient_id="P-deny", **since)
         assert sorted((r["route"], r["status_code"]) for r in probes) == [
+            ("/ui/patients/{patient_id}", 404),
             ("/v1/patients/{patient_id}", 404),
             ("/v1/patients/{patient_id}/mrd", 404),
         ]
