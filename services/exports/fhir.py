@@ -10,9 +10,12 @@ Per sample (tissue and plasma): a Specimen, one `variant` Observation per detect
 (LOINC 69548-6, components gene 48018-6, p.HGVS 48005-3, c.HGVS 48004-6 when known, allele
 frequency 81258-6, genomic reference sequence 48013-7, alleles, 0-based start-end), a ctDNA
 status Observation for plasma (the GRIG has no ctDNA code: a local code, with the tumour
-fraction, its 95% CI and the LoD95 as components) and a `genomics-report` DiagnosticReport
-(LOINC 51969-4) with conclusionCode Positive/Negative. The patient is referenced by
-identifier (a logical reference): the bundle carries no demographics.
+fraction, its 95% CI and the LoD95 as components), a `therapeutic-implication` Observation per
+resistance event that fired at the draw (derived from its variant Observation: medication
+assessed 51963-7, effect on drug efficacy 51961-1, the implication and citations as notes) and
+a `genomics-report` DiagnosticReport (LOINC 51969-4) with conclusionCode Positive/Negative.
+The patient is referenced by identifier (a logical reference): the bundle carries no
+demographics.
 
 Resource ids are name-based UUIDs of (site, patient, sample, variant), so exporting twice gives
 the same ids and a receiving system can update instead of duplicating."""
@@ -20,6 +23,7 @@ the same ids and a receiving system can update instead of duplicating."""
 from __future__ import annotations
 
 import uuid
+from collections import defaultdict
 from typing import Any
 from urllib.parse import quote
 
@@ -75,6 +79,12 @@ SPECIMEN_TYPES = {
     "tissue": ("119376003", "Tissue specimen"),
     "normal": ("119297000", "Blood specimen"),
 }
+GRIG_CODES = "http://hl7.org/fhir/uv/genomics-reporting/CodeSystem/tbd-codes-cs"
+EFFECTS = {
+    "resistance": "Resistant",
+    "relative_resistance": "Relatively resistant",
+    "sensitivity": "Responsive",
+}
 CONCLUSION_CODES = {
     "POSITIVE": ("LA6576-8", "Positive"),
     "NEGATIVE": ("LA6577-6", "Negative"),
@@ -91,6 +101,9 @@ def patient_bundle(export: PatientExport, site: str) -> Bundle:
         "display": export.patient_id,
     }
     statuses = sample_statuses(export)
+    implications: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for event in export.bodies.get("resistance", {}).get("events", []):
+        implications[event["sample_id"]].append(event)
     entries: list[dict[str, Any]] = []
     for sample in export.samples:
         if sample.sample_type == "normal":
@@ -120,6 +133,11 @@ def patient_bundle(export: PatientExport, site: str) -> Bundle:
             _variant(row, sample.sample_type, ids, common)
             for row in export.variants.get(sample.id, [])
             if row.detected
+        ]
+        variant_ids = {r["id"] for r in results}
+        results += [
+            _implication(event, variant_ids, ids, common)
+            for event in implications.get(sample.sample_id, [])
         ]
         status = statuses.get(sample.sample_id)
         if status is not None:
@@ -275,6 +293,51 @@ def _variant(row: Any, sample_type: str, ids: _Ids, common: dict[str, Any]) -> d
         "method": {"text": f"{sample_type} variant calls (FILTER {row.filter})"},
         "note": [{"text": "tumour-informed tracked locus"}] if row.tracked else None,
         "component": components,
+    }
+
+
+def _implication(
+    event: dict[str, Any], variant_ids: set[str], ids: _Ids, common: dict[str, Any]
+) -> dict[str, Any]:
+    """A resistance (or sensitivity) event of the resistance map, as the GRIG's therapeutic
+    implication of the variant it was derived from."""
+    variant_id = ids.of("variant", event["locus_key"])
+    effect = EFFECTS.get(event.get("effect") or "", event.get("effect") or "unknown")
+    medication = event.get("drug_class") or "unknown"
+    notes = [event.get("implication"), event.get("context")]
+    notes += [f"Evidence: {c}" for c in event.get("citations") or ()]
+    return {
+        "resourceType": "Observation",
+        "id": ids.of("implication", event["locus_key"], medication, str(event.get("status"))),
+        "meta": {"profile": [f"{GRIG}/therapeutic-implication"]},
+        "category": _laboratory(),
+        "code": _concept(GRIG_CODES, "therapeutic-implication", "Therapeutic Implication"),
+        **common,
+        "derivedFrom": [{"reference": f"urn:uuid:{variant_id}"}]
+        if variant_id in variant_ids
+        else None,
+        "method": {
+            "text": f"{event.get('status')} on {medication} (resistance map "
+            f"{event.get('map_version')}, {event.get('params_version')})"
+        },
+        "component": [
+            _component(
+                "51963-7",
+                "Medication assessed [ID]",
+                {
+                    "valueCodeableConcept": {
+                        "coding": [_coding(LOCAL, f"drug-class-{medication}", medication)],
+                        "text": medication,
+                    }
+                },
+            ),
+            _component(
+                "51961-1",
+                "Genetic variation's effect on drug efficacy",
+                {"valueCodeableConcept": {"text": effect}},
+            ),
+        ],
+        "note": [{"text": n} for n in notes if n],
     }
 
 

@@ -187,6 +187,56 @@ def test_fhir_bundle_carries_each_mrd_call(loaded: Loaded) -> None:
     assert tissue and tissue[0] not in statuses
 
 
+def test_fhir_resistance_events_are_therapeutic_implications(loaded: Loaded) -> None:
+    ids = [p["patient_id"] for p in loaded.client.get("/v1/patients").json()["items"]]
+    metastatic = next(i for i in ids if i.startswith("MET-"))
+    events = loaded.client.get(f"/v1/patients/{metastatic}/resistance").json()["events"]
+    assert events
+    resources = _bundle(loaded.client, metastatic)
+    implications = [
+        r for r in resources.values()
+        if r.get("meta", {}).get("profile", [""])[0].endswith("/therapeutic-implication")
+    ]  # fmt: skip
+    assert len(implications) == len(events)
+    for implication in implications:
+        variant = resources[implication["derivedFrom"][0]["reference"]]
+        change = _components(variant)["48005-3"]["valueCodeableConcept"]["coding"][0]["code"]
+        assert (_components(variant)["48018-6"]["valueCodeableConcept"]["text"], change) == (
+            "ESR1", "p.D538G",
+        )  # fmt: skip
+        parts = _components(implication)
+        assert parts["51963-7"]["valueCodeableConcept"]["text"] == "aromatase_inhibitor"
+        assert parts["51961-1"]["valueCodeableConcept"]["text"] == "Resistant"
+        assert any("PADA-1" in n["text"] for n in implication["note"])
+        # listed in the report of the draw where it fired
+        report = next(
+            r for r in resources.values()
+            if r["resourceType"] == "DiagnosticReport"
+            and r["specimen"] == [implication["specimen"]]
+        )  # fmt: skip
+        assert {"reference": f"urn:uuid:{implication['id']}"} in report["result"]
+
+
+def test_maf_alleles_and_classification_follow_the_maf_conventions() -> None:
+    from services.exports.cbioportal import maf_alleles, variant_classification
+
+    assert maf_alleles(100, "A", "G") == (100, 100, "A", "G", "SNP")
+    assert maf_alleles(100, "AC", "GT") == (100, 101, "AC", "GT", "DNP")
+    # a deletion loses its VCF anchor base and starts after it
+    assert maf_alleles(100, "ACG", "A") == (101, 102, "CG", "-", "DEL")
+    # an insertion spans the two reference bases around it
+    assert maf_alleles(100, "A", "ATT") == (100, 101, "-", "TT", "INS")
+    assert maf_alleles(100, "ATG", "C") == (100, 102, "ATG", "C", "DEL")
+    assert variant_classification("p.H1047R", "SNP") == "Missense_Mutation"
+    assert variant_classification("p.R88*", "SNP") == "Nonsense_Mutation"
+    assert variant_classification("p.K111fs", "DEL") == "Frame_Shift_Del"
+    assert variant_classification("p.K111fs", "INS") == "Frame_Shift_Ins"
+    assert variant_classification("p.E545=", "SNP") == "Silent"
+    assert variant_classification("p.L536_D538del", "DEL") == "In_Frame_Del"
+    assert variant_classification("p.M1?", "SNP") == "Translation_Start_Site"
+    assert variant_classification(None, "SNP") == "Unknown"
+
+
 def test_calls_and_variants_csv_match_the_api(loaded: Loaded) -> None:
     client = loaded.client
     patient_id = _mrd_patient(client)
