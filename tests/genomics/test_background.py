@@ -13,6 +13,7 @@ from services.genomics.background import (
     default_prior,
     fit_background,
     fit_beta_prior,
+    panel_of_normals,
     prior_background,
     substitution_class,
     update_with_negative_draws,
@@ -186,3 +187,25 @@ def test_invalid_inputs() -> None:
         BackgroundParams(floor=0.0)
     with pytest.raises(InvalidInput):
         LocusBackground("k", 1.0, 9.0, 0.5, 0, 0, 0, False, "", "x", False, "v")
+
+
+def test_panel_of_normals_borrows_across_the_whole_panel() -> None:
+    """Normal-plasma evidence tables (one per control) pooled per locus: a patient's locus
+    that no control covers gets the prior fitted on every locus of the panel (not the
+    uninformed default), and a locus absent from a table is missing, not zero reads."""
+    rng = np.random.default_rng(12)
+    rates = rng.beta(2.0, 2.0 / 4e-5, 60)
+    by_locus = panel(rates, 20, rng)
+    tables = [{key: counts[j] for key, counts in by_locus.items()} for j in range(20)]
+    del tables[0]["chr1:100:A>C"]  # this control did not cover that locus
+    uncovered = "chr9:5000:G>T"
+    pon = panel_of_normals(tables, PARAMS, loci=[uncovered])
+    assert pon["chr1:100:A>C"].n_controls == 19 and pon["chr1:101:A>C"].n_controls == 20
+    assert pon[uncovered].n_controls == 0 and pon[uncovered].prior_source == "global"
+    fitted_prior_mean = pon[uncovered].mean
+    assert 2e-5 < fitted_prior_mean < 8e-5  # near the panel's mean rate, not the default 1e-4
+    assert abs(fitted_prior_mean - default_prior(PARAMS).mean) > 2e-5
+    pooled = {key: list(counts) for key, counts in by_locus.items()}
+    pooled["chr1:100:A>C"] = pooled["chr1:100:A>C"][1:]
+    pooled[uncovered] = []
+    assert pon == fit_background(pooled, PARAMS)
