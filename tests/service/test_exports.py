@@ -382,6 +382,7 @@ def test_study_export_queries_do_not_grow_with_patients(loaded: Loaded) -> None:
     import services.models  # noqa: F401  (mapper registry)
     from services.db import make_engine, utcnow
     from services.exports.cbioportal import study_files
+    from services.exports.repository import iter_site
     from services.patients.models import Patient
     from services.samples.models import Sample
 
@@ -416,6 +417,9 @@ def test_study_export_queries_do_not_grow_with_patients(loaded: Loaded) -> None:
                 assert len(patient_ids) == int(site.rsplit("-", 1)[1])
                 assert files["data_clinical_sample.txt"].count("\n") == 5 + len(patient_ids)
             event.remove(engine, "before_cursor_execute", count)
+            # chunk boundaries lose and repeat no one
+            chunked = [e.patient_id for e in iter_site(session, "site-bulk-120", chunk=50)]
+            assert chunked == [f"B{i:04d}" for i in range(120)]
             session.rollback()  # the bulk rows were only for this count
     finally:
         engine.dispose()
