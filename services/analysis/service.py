@@ -11,10 +11,11 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import time
 import zlib
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import Any
 
@@ -42,7 +43,16 @@ from services.genomics.longitudinal import (
     LocusObservation,
     LocusSeries,
     LongitudinalParams,
-    longitudinal_report,
+    LongitudinalReport,
+    RelativeCCF,
+    TumourFraction,
+    draws_of,
+    math_scores,
+    molecular_responses,
+    observations_by_draw,
+    relative_ccfs,
+    truncal_series,
+    tumour_fractions,
 )
 from services.genomics.mrd import (
     LocusEvidence,
@@ -78,6 +88,7 @@ NOT_APPLICABLE = "NOT_APPLICABLE"
 # tumour of moderate purity. The INVAR likelihood only needs it up to a scale.
 DEFAULT_TUMOR_AF = 0.3
 CROSS_PATIENT_CONTROL_LIMIT = 400
+CROSS_PATIENT_CONTROL_MARGIN = 40  # room for the rows of the patient being analysed
 MAX_DROPPED_SHOWN = 200
 
 MRD_PARAMS = MrdParams()
@@ -153,11 +164,9 @@ def recompute(session: Session, patient: Patient) -> None:
         for e in data.events
         if e.type in ("therapy_start", "therapy_stop")
     )
-    rng = np.random.default_rng(_seed(patient))
-
     previous_mrd = stored_body(session, patient.id, "mrd")
     mrd_body = _mrd(data, tracked, backgrounds, json.loads(previous_mrd) if previous_mrd else None)
-    trends_body = _trends(data, series, lines, rng)
+    trends_body = _trends(data, series, lines)
     resistance_body, new_events = _resistance(session, data, series, lines)
 
     previous = _stored_status(session, patient.id, "mrd")
@@ -382,32 +391,62 @@ def _backgrounds(session: Session, data: _Patient, keys: set[str]) -> dict[str, 
                 observations[key].append(BackgroundCounts(row.normal_alt_reads, row.normal_depth))
             if sample_pk in normal_samples and row.depth and row.alt_reads is not None:
                 observations[key].append(BackgroundCounts(row.alt_reads, row.depth))
-    if wanted:
+    for key, controls in _cross_patient_controls(session, wanted).items():
+        own = observations[key]
+        for patient_pk, alt_reads, depth in controls:
+            if patient_pk != data.patient.id and len(own) < CROSS_PATIENT_CONTROL_LIMIT:
+                own.append(BackgroundCounts(alt_reads, depth))
+    classes = {
+        key: substitution_class(Locus.parse(key).ref, Locus.parse(key).alt) for key in wanted
+    }
+    return fit_background(observations, BACKGROUND_PARAMS, substitution_class_by_locus=classes)
+
+
+# Cross-patient controls of a locus that has its full quota of them (any quota-sized subset
+# serves, as with the LIMIT before) are kept per worker process for CONTROLS_TTL_SECONDS:
+# reading thousands of control rows for every recompute was the largest database cost of an
+# ingest. A locus short of controls is read afresh every time, so each new control counts.
+CONTROLS_TTL_SECONDS = 600.0
+_CONTROLS: dict[str, tuple[float, list[tuple[int, int, int]]]] = {}
+
+
+def _cross_patient_controls(
+    session: Session, keys: Sequence[str]
+) -> dict[str, list[tuple[int, int, int]]]:
+    """(patient pk, alt reads, depth) of plasma and normal samples at each locus, from the
+    patients that do not track it (as in INVAR/MRDetect), at most a little more than
+    CROSS_PATIENT_CONTROL_LIMIT per locus (the caller drops its own patient's rows)."""
+    now = time.monotonic()
+    stale = [k for k in keys if k not in _CONTROLS or now - _CONTROLS[k][0] > CONTROLS_TTL_SECONDS]
+    if stale:
         other_tracks = exists().where(
             TrackedVariant.patient_pk == Sample.patient_pk,
             TrackedVariant.locus_key == Variant.locus_key,
             TrackedVariant.kept.is_(True),
         )
-        controls = session.execute(
-            select(Variant.locus_key, Variant.alt_reads, Variant.depth)
+        fetched: dict[str, list[tuple[int, int, int]]] = {k: [] for k in stale}
+        cap = CROSS_PATIENT_CONTROL_LIMIT + CROSS_PATIENT_CONTROL_MARGIN
+        rows = session.execute(
+            select(Sample.patient_pk, Variant.locus_key, Variant.alt_reads, Variant.depth)
             .join(Sample, Sample.id == Variant.sample_pk)
             .where(
-                Variant.locus_key.in_(wanted),
-                Sample.patient_pk != data.patient.id,
+                Variant.locus_key.in_(stale),
                 Sample.sample_type.in_(("plasma", "normal")),
                 Variant.depth > 0,
                 Variant.alt_reads.is_not(None),
                 ~other_tracks,
             )
-            .limit(CROSS_PATIENT_CONTROL_LIMIT * max(1, len(wanted)))
+            .limit(cap * len(stale))
         )
-        for key, alt_reads, depth in controls:
-            if len(observations[key]) < CROSS_PATIENT_CONTROL_LIMIT:
-                observations[key].append(BackgroundCounts(alt_reads, depth))
-    classes = {
-        key: substitution_class(Locus.parse(key).ref, Locus.parse(key).alt) for key in wanted
-    }
-    return fit_background(observations, BACKGROUND_PARAMS, substitution_class_by_locus=classes)
+        for patient_pk, key, alt_reads, depth in rows:
+            if len(fetched[key]) < cap:
+                fetched[key].append((patient_pk, alt_reads, depth))
+        for key, controls in fetched.items():
+            if len(controls) >= cap:
+                _CONTROLS[key] = (now, controls)
+    else:
+        fetched = {}
+    return {k: fetched[k] if k in fetched else _CONTROLS[k][1] for k in keys}
 
 
 # --- MRD ----------------------------------------------------------------------------------------
@@ -626,7 +665,6 @@ def _trends(
     data: _Patient,
     series: Sequence[LocusSeries],
     lines: Sequence[TherapyLine],
-    rng: np.random.Generator,
 ) -> dict[str, Any]:
     body: dict[str, Any] = {
         "patient_id": data.patient.patient_id,
@@ -657,7 +695,7 @@ def _trends(
             for s in data.plasma()
         ]
         return body
-    report = longitudinal_report(series, lines, LONGITUDINAL_PARAMS, rng)
+    report = _longitudinal(data.patient, series, lines)
     math_by_sample = {m.sample_id: m for m in report.math_scores}
     for tf in report.tumour_fractions:
         sample = meta.get(tf.sample_id)
@@ -706,6 +744,68 @@ def _trends(
         )
     body["responses"] = jsonable(report.responses)
     return body
+
+
+# A draw's rCCFs (a Monte Carlo over its reads' posteriors, the expensive part of the serial
+# analyses) depend only on that draw's read counts, which of them are truncal and whether its tumour
+# fraction is detected, not on the backgrounds, which move a little with every sample of the
+# site. Kept per worker process by a fingerprint of exactly those inputs, so a new sample costs
+# one new Monte Carlo, not the whole history again.
+_RCCF_CACHE: OrderedDict[str, tuple[RelativeCCF, ...]] = OrderedDict()
+_RCCF_CACHE_SIZE = 50_000
+
+
+def _longitudinal(
+    patient: Patient, series: Sequence[LocusSeries], lines: Sequence[TherapyLine]
+) -> LongitudinalReport:
+    """longitudinal_report(), draw by draw: each draw's Monte Carlo has its own seed (the
+    patient and the sample), so a result depends neither on the other draws nor on the cache."""
+    trunk = {locus.key for locus in truncal_series(series)}
+    by_draw = observations_by_draw(series)
+    fractions: list[TumourFraction] = []
+    ratios: list[RelativeCCF] = []
+    for draw in draws_of(series):
+        pairs = by_draw[draw.sample_id]
+        mine = {id(obs) for _, obs in pairs}
+        # Every locus kept (empty where the draw has no reads), so the truncal set of the
+        # one-draw series is that of the whole series.
+        alone = [
+            replace(locus, observations=tuple(o for o in locus.observations if id(o) in mine))
+            for locus in series
+        ]
+        (fraction,) = tumour_fractions(alone, LONGITUDINAL_PARAMS)
+        fractions.append(fraction)
+        key = hashlib.sha256(
+            repr(
+                (
+                    LONGITUDINAL_PARAMS,
+                    _seed(patient),
+                    draw,
+                    fraction.detected,
+                    [
+                        (locus.key, locus.key in trunk, obs.alt_reads, obs.depth)
+                        for locus, obs in pairs
+                    ],
+                )
+            ).encode()
+        ).hexdigest()
+        hit = _RCCF_CACHE.get(key)
+        if hit is None:
+            rng = np.random.default_rng([_seed(patient), zlib.crc32(draw.sample_id.encode())])
+            hit = tuple(relative_ccfs(alone, LONGITUDINAL_PARAMS, rng, [fraction]))
+            _RCCF_CACHE[key] = hit
+            if len(_RCCF_CACHE) > _RCCF_CACHE_SIZE:
+                _RCCF_CACHE.popitem(last=False)
+        else:
+            _RCCF_CACHE.move_to_end(key)
+        ratios.extend(hit)
+    return LongitudinalReport(
+        params=LONGITUDINAL_PARAMS,
+        tumour_fractions=tuple(fractions),
+        relative_ccfs=tuple(ratios),
+        math_scores=tuple(math_scores(series, LONGITUDINAL_PARAMS)),
+        responses=tuple(molecular_responses(series, lines, LONGITUDINAL_PARAMS, fractions)),
+    )
 
 
 def _clones(
