@@ -4,6 +4,7 @@ worker `ctdna serve` starts beside it), with a cohort loaded by `ctdna demo`."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from collections.abc import Iterator
@@ -231,5 +232,9 @@ def test_export_cbioportal_writes_the_study_folder(api: Api) -> None:
     maf = pd.read_csv(folder / "data_mutations.txt", sep="\t", comment="#")
     assert {"Hugo_Symbol", "HGVSp_Short", "t_alt_count", "Tumor_Sample_Barcode"} <= set(maf.columns)
     assert "p.D538G" in set(maf["HGVSp_Short"])
-    fhir = run(api, "export", "fhir", "NO-SUCH")
-    assert_one_line_error(fhir, "404")
+    metastatic = next(b for b in maf["Tumor_Sample_Barcode"] if b.startswith("MET-"))
+    bundle = folder / "bundle.json"
+    fhir = run(api, "export", "fhir", metastatic.rsplit("-", 1)[0], "-o", str(bundle))
+    assert fhir.returncode == 0, fhir.stderr
+    assert json.loads(bundle.read_text())["resourceType"] == "Bundle"
+    assert_one_line_error(run(api, "export", "calls", "NO-SUCH"), "404")
