@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import json
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 
+from schemas.samples import JobRead
 from services.analysis import repository
-from services.analysis.service import NOT_APPLICABLE
-from services.api.deps import Reader
+from services.analysis.service import NOT_APPLICABLE, request_recompute
+from services.api.deps import Ingestor, Reader, SessionDep
 from services.audit.service import audit
 from services.auth.service import Principal
 from services.db import unit_of_work
 from services.errors import NotFound
+from services.patients.service import get_patient_or_raise
 
 router = APIRouter(prefix="/v1/patients", tags=["analyses"])
 
@@ -72,3 +74,27 @@ async def get_clones(patient_id: str, principal: Reader, request: Request) -> Re
 @router.get("/{patient_id}/resistance", summary="Emerging resistance events on therapy")
 async def get_resistance(patient_id: str, principal: Reader, request: Request) -> Response:
     return await _serve("resistance", patient_id, principal, request)
+
+
+@router.post(
+    "/{patient_id}/recompute",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=JobRead,
+    summary="Queue a recompute of the patient's analyses",
+)
+def post_recompute(
+    patient_id: str, principal: Ingestor, session: SessionDep, request: Request
+) -> JobRead:
+    """Analyses are recomputed by themselves when a sample, an event, a tracked set or a new
+    background arrives; this asks for it explicitly (e.g. after an upgrade of the method). The
+    `patients.recompute` job is coalesced: asking again before it ran returns the same job."""
+    patient = get_patient_or_raise(session, principal.site, patient_id)
+    job = request_recompute(session, patient)
+    audit(session, request, principal, patient_id=patient.patient_id)
+    return JobRead(
+        job_id=job.id,
+        task=job.task,
+        status=job.status,  # type: ignore[arg-type]
+        attempts=job.attempts,
+        created_at=job.created_at,
+    )

@@ -83,6 +83,7 @@ log = structlog.get_logger(__name__)
 
 KINDS = ("mrd", "trends", "clones", "resistance")
 CLONES_TASK = "patients.clones"
+RECOMPUTE_TASK = "patients.recompute"
 NOT_APPLICABLE = "NOT_APPLICABLE"
 # Tissue AF assumed for a tracked locus posted without one: a clonal heterozygous variant in a
 # tumour of moderate purity. The INVAR likelihood only needs it up to a scale.
@@ -154,7 +155,12 @@ def recompute_safely(session: Session, patient: Patient) -> bool:
 
 
 def recompute(session: Session, patient: Patient) -> None:
-    """Refresh every stored analysis of the patient (and its tracked set, from tissue)."""
+    """Refresh every stored analysis of the patient (and its tracked set, from tissue).
+
+    The patient row is locked first, so two recomputes of one patient (two of its samples
+    ingested at once by two workers) run one after the other and the later one reads what the
+    earlier committed: the stored analyses always include every committed sample."""
+    session.execute(select(Patient.id).where(Patient.id == patient.id).with_for_update())
     data = _load(session, patient)
     if _propose_tracked(session, data):
         data = _load(session, patient)
@@ -195,6 +201,58 @@ def request_clones(session: Session, patient: Patient) -> None:
     )
     if pending is None:
         jobs.create_job(session, task=CLONES_TASK, site=patient.site, patient_pk=patient.id)
+
+
+def request_recompute(session: Session, patient: Patient) -> Job:
+    """Queue a `patients.recompute` of the patient, unless one is already queued (coalesced:
+    any number of requests before it runs cost one recompute). Returns the queued job."""
+    pending = session.scalar(
+        select(Job)
+        .where(Job.patient_pk == patient.id, Job.task == RECOMPUTE_TASK, Job.status == "queued")
+        .limit(1)
+    )
+    if pending is not None:
+        return pending
+    return jobs.create_job(session, task=RECOMPUTE_TASK, site=patient.site, patient_pk=patient.id)
+
+
+def request_recompute_of_trackers(session: Session, sample: Sample) -> int:
+    """A new background arrived (a normal sample: matched normal or panel of normals): queue a
+    recompute of every other patient of the site that tracks a locus this sample reports, so
+    their calls use it. Returns the number of patients queued."""
+    loci = select(Variant.locus_key).where(
+        Variant.sample_pk == sample.id, Variant.locus_key.is_not(None)
+    )
+    trackers = session.scalars(
+        select(Patient)
+        .join(TrackedVariant, TrackedVariant.patient_pk == Patient.id)
+        .where(
+            Patient.site == sample.site,
+            Patient.id != sample.patient_pk,
+            TrackedVariant.kept.is_(True),
+            TrackedVariant.locus_key.in_(loci),
+        )
+        .distinct()
+    ).all()
+    for patient in trackers:
+        request_recompute(session, patient)
+    return len(trackers)
+
+
+def run_recompute(job_id: str) -> str:
+    """The `patients.recompute` task: refresh the patient's analyses from its current data."""
+    with unit_of_work() as session:
+        if not jobs.claim(session, job_id):
+            return "skipped"
+    with unit_of_work() as session:
+        job = session.get(Job, job_id, with_for_update=True)
+        assert job is not None and job.patient_pk is not None
+        patient = session.get(Patient, job.patient_pk)
+        error = None
+        if patient is not None and not recompute_safely(session, patient):
+            error = "the analyses failed; the operators have the details in the worker log"
+        jobs.finish(session, job, error=error)
+    return "failed" if error else "succeeded"
 
 
 def run_clones(job_id: str) -> str:

@@ -246,6 +246,9 @@ def _store(session: Session, job_id: str, result: _Read) -> float:
     session.flush()
     analysis_started = time.perf_counter()
     analysis.recompute_safely(session, patient)
+    if sample.sample_type == "normal":
+        # A new background: the other patients tracking these loci are recomputed with it.
+        analysis.request_recompute_of_trackers(session, sample)
     analysis_s = time.perf_counter() - analysis_started
     alerts.emit(
         session,
