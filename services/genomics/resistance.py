@@ -6,14 +6,25 @@ events in a patient's serial ctDNA, following domain-anchors §2.1 (derived from
 et al., Lancet Oncol 2022; SERENA-6, Turner et al., N Engl J Med 2025; plasmaMATCH, Turner et
 al., Lancet Oncol 2020) and §4.8:
 
-* *emerged*: the variant is detected at a draw (one-sided binomial, or beta-binomial, test
-  against the locus background p < alpha, and >= 2 mutant reads), was not detected at the
-  previous draw, and that previous draw was sensitive enough to have seen it (its per-locus
-  LoD95 is below the VAF now observed);
-* *rising*: detected at both the previous draw and this one, VAF up >= 2-fold and a one-sided
-  Fisher exact test of the two draws' (mutant, wild-type) counts p < alpha;
+* *emerged*: the variant is detected at a draw (>= 2 mutant reads and a one-sided binomial, or
+  beta-binomial, test against the locus background with p < ``alpha_emerge`` for its gene),
+  for the first time in its current run of detections, and the undetected draws before that
+  run, pooled, were sensitive enough to have seen it (their pooled LoD95 is below the VAF now
+  observed). Pooling the earlier draws is what "the earlier draws were sensitive enough" means
+  for a clone that grows from nothing: one 3,000x draw cannot exclude a VAF of 1e-3, four can;
+* *rising*: detected at both the previous draw and this one (p < ``alpha_detect``), VAF up
+  >= 2-fold and a one-sided Fisher exact test of the two draws' (mutant, wild-type) counts
+  p < ``alpha_rise``;
 
 each while the draw reflects a therapy class the variant resists (therapy.py's date convention).
+
+The emergence threshold is a false-event budget spent by weighted Bonferroni (Genovese, Roeder &
+Wasserman, Biometrika 2006): every mapped resistance locus is tested at every draw, so the
+per-locus, per-draw level must be small, and more of the budget goes where emergence is common
+(ESR1 LBD mutations in a large share of patients on an aromatase inhibitor, PADA-1 / SERENA-6;
+ERBB2 mutations in a few per cent, Nayar et al. 2019). The defaults were tuned on simulated
+cohorts (benchmarks/resistance.py, seeds 11-13) and confirmed on another seed: about 0.02 false
+events per patient-year on a 16-locus ESR1/ERBB2 hotspot panel drawn every two months.
 
 Protein changes are compared in one normal form: ``p.`` + one-letter amino acids (``p.D538G``,
 ``p.Y772_A775dup``); three-letter, parenthesised or transcript-prefixed forms are accepted.
@@ -399,9 +410,14 @@ def _codons(value: Any, variant_class: Any, where: str) -> tuple[int, int] | Non
 class ResistanceParams:
     """Parameters of emergence detection; ``version`` is stored with every result."""
 
-    version: str = "resistance-2026.11-1"
+    version: str = "resistance-2026.11-2"
     alpha_detect: float = 0.01
-    """Per-locus one-sided test against background."""
+    """Per-locus one-sided test against background: the variant is "detected" in a draw."""
+    alpha_emerge: float = 1e-4
+    """A new detection is an emergence only below this p-value (per locus and draw)."""
+    alpha_emerge_by_gene: tuple[tuple[str, float], ...] = (("ESR1", 3e-3),)
+    """Per-gene overrides of ``alpha_emerge`` (weighted Bonferroni: more of the false-event
+    budget where emergence is common)."""
     min_alt_reads: int = 2
     alpha_rise: float = 0.01
     """One-sided Fisher exact test, this draw vs the previous one."""
@@ -425,6 +441,8 @@ class LocusCall:
     p_value: float
     detected: bool
     lod95: float
+    background: float = 0.0
+    """The (floored) background error rate the call was tested against."""
 
 
 ResistanceStatus = Literal["emerged", "rising"]
@@ -523,6 +541,36 @@ def _call(obs: LocusObservation, params: ResistanceParams) -> LocusCall:
         and obs.alt_reads >= params.min_alt_reads
         and p_value < params.alpha_detect,
         lod95=lod,
+        background=background,
+    )
+
+
+def _pooled(calls: Sequence[LocusCall], params: ResistanceParams) -> LocusCall | None:
+    """The draws as one: summed reads, depth-weighted background, the pooled LoD95; named
+    after the latest of them. None for no draws."""
+    if not calls:
+        return None
+    alt = sum(call.alt_reads for call in calls)
+    depth = sum(call.depth for call in calls)
+    background = sum(call.depth * call.background for call in calls) / depth
+    last = calls[-1]
+    return LocusCall(
+        sample_id=last.sample_id,
+        collection_date=last.collection_date,
+        alt_reads=alt,
+        depth=depth,
+        vaf=alt / depth,
+        p_value=locus_p_value(alt, depth, background, params.background_overdispersion),
+        detected=False,
+        lod95=locus_lod95(
+            depth,
+            background,
+            params.alpha_detect,
+            params.min_alt_reads,
+            params.lod_confidence,
+            params.background_overdispersion,
+        ),
+        background=background,
     )
 
 
@@ -544,10 +592,13 @@ def resistance_report(
     """Emerging-resistance events and per-variant states (see the module docstring).
 
     Only series with a gene and protein change that the map knows are considered. An event is
-    flagged at the first draw where the rule holds; an "emerged" event needs a negative previous
-    draw, so a variant stays one event until it clears and comes back; each further significant
-    >= 2-fold rise between consecutive draws is a "rising" event. One event per resisted class
-    the draw reflects (a drug-restricted entry needs that drug among the lines).
+    flagged at the first draw where the rule holds; "emerged" at most once per run of
+    detections, so a variant stays one event until it clears and comes back (the gate then
+    pools the undetected draws since it cleared); each further significant >= 2-fold rise
+    between consecutive detected draws is a "rising" event. An "emerged" event's
+    ``previous_*`` fields describe the pooled earlier draws (named after the latest of them).
+    One event per resisted class the draw reflects (a drug-restricted entry needs that drug
+    among the lines).
     """
     events: list[ResistanceEvent] = []
     variants: list[VariantStatus] = []
@@ -611,7 +662,13 @@ def _locus_events(
     params: ResistanceParams,
 ) -> list[ResistanceEvent]:
     events: list[ResistanceEvent] = []
+    alpha_emerge = dict(params.alpha_emerge_by_gene).get(
+        (locus.gene or "").upper(), params.alpha_emerge
+    )
     run_start: dt.date | None = None
+    fired = False
+    negatives: list[LocusCall] = []  # the undetected draws before the current run
+    before_run: list[LocusCall] = []
     previous: LocusCall | None = None
     for call in calls:
         if call.depth == 0:
@@ -619,18 +676,28 @@ def _locus_events(
             continue
         status: ResistanceStatus | None = None
         p_value = call.p_value
+        gate: LocusCall | None = None
         if call.detected:
-            if previous is None or not previous.detected:
-                run_start = call.collection_date
-                if previous is not None and previous.lod95 < call.vaf:
-                    status = "emerged"
-            elif call.vaf >= params.min_fold * previous.vaf:
+            if run_start is None:
+                run_start, fired, before_run = call.collection_date, False, negatives
+                negatives = []
+            gate = None if fired else _pooled(before_run, params)
+            if gate is not None and call.p_value < alpha_emerge and gate.lod95 < call.vaf:
+                status = "emerged"
+                fired = True
+            elif (
+                previous is not None
+                and previous.detected
+                and call.vaf >= params.min_fold * previous.vaf
+            ):
                 p_value = _rise_p_value(call, previous)
                 if p_value < params.alpha_rise:
                     status = "rising"
         else:
             run_start = None
+            negatives.append(call)
         if status is not None and run_start is not None:
+            reference = gate if status == "emerged" else previous
             for effect, drug in _triggering(effects, lines, call.collection_date, params):
                 events.append(
                     ResistanceEvent(
@@ -652,12 +719,12 @@ def _locus_events(
                         params_version=params.version,
                         vaf=call.vaf,
                         p_value=p_value,
-                        fold_change=call.vaf / previous.vaf
-                        if previous is not None and previous.vaf > 0
+                        fold_change=call.vaf / reference.vaf
+                        if reference is not None and reference.vaf > 0
                         else None,
-                        previous_sample_id=previous.sample_id if previous else None,
-                        previous_vaf=previous.vaf if previous else None,
-                        previous_lod95=_finite(previous.lod95) if previous else None,
+                        previous_sample_id=reference.sample_id if reference else None,
+                        previous_vaf=reference.vaf if reference else None,
+                        previous_lod95=_finite(reference.lod95) if reference else None,
                     )
                 )
         previous = call
