@@ -137,6 +137,18 @@ class CloneFit:
 
 
 @dataclass(frozen=True, slots=True)
+class SampleClones:
+    """Heterogeneity of one draw by clone count: the clones detected in it (the pooled test of
+    their members' reads against background, ``CloneDraw.detected``), the number that sits next
+    to the draw's MATH score (longitudinal.py)."""
+
+    sample_id: str
+    collection_date: dt.date
+    n_clones: int
+    clone_ids: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class _Mixture:
     loglik: float
     theta: FloatArray  # (K, T)
@@ -521,4 +533,20 @@ def fit_clones(
         bic=bic,
         overdispersion=rho,
         log_likelihood=loglik,
+    )
+
+
+def clones_per_sample(fit: CloneFit) -> tuple[SampleClones, ...]:
+    """Number of clones present in each draw of a fit, in draw order (0 when no clone's reads
+    stand out from background in that draw)."""
+    by_sample: dict[str, tuple[dt.date, list[int]]] = {}
+    for clone in fit.clones:
+        for draw in clone.draws:
+            entry = by_sample.setdefault(draw.sample_id, (draw.collection_date, []))
+            if draw.detected:
+                entry[1].append(clone.clone_id)
+    ordered = sorted(by_sample.items(), key=lambda item: (item[1][0], item[0]))
+    return tuple(
+        SampleClones(sample_id, date, len(ids), tuple(sorted(ids)))
+        for sample_id, (date, ids) in ordered
     )

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy.special import comb
 
-from services.genomics.clones import CloneFit, CloneParams, fit_clones
+from services.genomics.clones import CloneFit, CloneParams, clones_per_sample, fit_clones
 from services.genomics.longitudinal import LocusObservation, LocusSeries
 
 D0 = dt.date(2025, 1, 1)
@@ -185,3 +185,32 @@ def test_a_clone_of_background_only_is_not_detected() -> None:
     ghost = fit.clones[clone_of(fit, "ghost0") - 1]
     assert ghost.label == "not_detected"
     assert all(d.ccf is not None and d.ccf < 0.05 for d in ghost.draws)
+
+
+def test_clones_per_sample_counts_the_clones_present_in_each_draw() -> None:
+    """A sensitive subclone gone by the third draw and an ESR1 subclone from the fourth: two
+    clones, one, then two again. Exact per-draw counts in at least 5 of 6 seeded patients, and
+    always the clones whose pooled reads are detected in that draw."""
+    clones = {
+        "trunk": (6, [0.10, 0.05, 0.025, 0.015, 0.010, 0.008]),
+        "esr1": (3, [0.0, 0.0, 0.0, 1e-3, 3e-3, 8e-3]),
+        "sensitive": (4, [0.04, 0.01, 0.0, 0.0, 0.0, 0.0]),
+    }
+    exact = 0
+    for seed in range(6):
+        rng = np.random.default_rng(300 + seed)
+        series, _ = simulate(rng, clones)
+        fit = fit_clones(series, PARAMS, rng)
+        per_sample = clones_per_sample(fit)
+        assert [s.sample_id for s in per_sample] == [f"s{t}" for t in range(6)]
+        for sample in per_sample:
+            present = {
+                c.clone_id
+                for c in fit.clones
+                for d in c.draws
+                if d.sample_id == sample.sample_id and d.detected
+            }
+            assert sample.clone_ids == tuple(sorted(present))
+            assert sample.n_clones == len(present)
+        exact += [s.n_clones for s in per_sample] == [2, 2, 1, 2, 2, 2]
+    assert exact >= 5
