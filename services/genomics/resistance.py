@@ -28,12 +28,11 @@ events per patient-year on a 16-locus ESR1/ERBB2 hotspot panel drawn every two m
 
 Protein changes are compared in one normal form: ``p.`` + one-letter amino acids (``p.D538G``,
 ``p.Y772_A775dup``); three-letter, parenthesised or transcript-prefixed forms are accepted.
-Pure: stdlib (tomllib), numpy, scipy and services.errors only.
+Pure: stdlib (tomllib), numpy, scipy, services.errors and the annotator's hotspot table.
 """
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
 import math
 import re
@@ -46,6 +45,7 @@ from typing import Any, Final, Literal
 from scipy import stats
 
 from services.errors import InvalidInput
+from services.genomics import annotate
 from services.genomics.longitudinal import (
     LocusObservation,
     LocusSeries,
@@ -90,33 +90,6 @@ class ResistanceMapError(InvalidInput):
 
 # --------------------------------------------------------------------------- protein changes
 
-_THREE_LETTER: Final[Mapping[str, str]] = {
-    "Ala": "A",
-    "Arg": "R",
-    "Asn": "N",
-    "Asp": "D",
-    "Cys": "C",
-    "Gln": "Q",
-    "Glu": "E",
-    "Gly": "G",
-    "His": "H",
-    "Ile": "I",
-    "Leu": "L",
-    "Lys": "K",
-    "Met": "M",
-    "Phe": "F",
-    "Pro": "P",
-    "Ser": "S",
-    "Thr": "T",
-    "Trp": "W",
-    "Tyr": "Y",
-    "Val": "V",
-    "Ter": "*",
-    "Sec": "U",
-    "Pyl": "O",
-    "Xaa": "X",
-}
-_THREE_LETTER_RE: Final = re.compile("|".join(_THREE_LETTER))
 _MISSENSE_RE: Final = re.compile(r"^p\.([A-Z])(\d+)([A-Z])$")
 _INSERTION_RE: Final = re.compile(
     r"^p\.([A-Z])(\d+)(?:_([A-Z])(\d+))?(dup|ins[A-Z]+|delins[A-Z]+)$"
@@ -124,15 +97,9 @@ _INSERTION_RE: Final = re.compile(
 
 
 def normalise_protein_change(text: str) -> str:
-    """``p.`` + one-letter HGVS: "NP_000116.2:p.(Asp538Gly)", "D538G" -> "p.D538G"."""
-    change = text.strip()
-    if ":" in change:
-        change = change.rsplit(":", 1)[1]
-    change = change.replace("(", "").replace(")", "")
-    if change[:2].lower() == "p.":
-        change = change[2:]
-    change = _THREE_LETTER_RE.sub(lambda m: _THREE_LETTER[m.group(0)], change)
-    return f"p.{change}"
+    """``p.`` + one-letter HGVS: "NP_000116.2:p.(Asp538Gly)", "D538G" -> "p.D538G" (the
+    annotator's normal form, so map entries and annotated variants compare equal)."""
+    return annotate.normalize_protein_change(text) or text.strip()
 
 
 def _missense_codon(protein: str) -> int | None:
@@ -266,21 +233,15 @@ class ResistanceMap:
         )
 
 
-def load_hotspot_proteins(path: Path | None = None) -> dict[str, frozenset[str]]:
-    """Gene -> protein changes listed in hotspots.tsv (normalised)."""
-    source = path or DEFAULT_HOTSPOTS_PATH
+def load_hotspot_proteins() -> dict[str, frozenset[str]]:
+    """Gene -> protein changes of the annotator's hotspot table (data/hotspots.tsv)."""
     found: dict[str, set[str]] = {}
-    with source.open(newline="") as handle:
-        for row in csv.DictReader(handle, delimiter="\t"):
-            found.setdefault(row["gene"].upper(), set()).add(
-                normalise_protein_change(row["protein"])
-            )
+    for hotspot in annotate.load_hotspots():
+        found.setdefault(hotspot.gene.upper(), set()).add(hotspot.protein_change)
     return {gene: frozenset(proteins) for gene, proteins in found.items()}
 
 
-def load_resistance_map(
-    path: Path | str | None = None, *, hotspots_path: Path | None = None
-) -> ResistanceMap:
+def load_resistance_map(path: Path | str | None = None) -> ResistanceMap:
     """Read and validate a resistance map (default: the packaged data/resistance_map.toml).
 
     Raises ResistanceMapError on unreadable TOML, a missing or empty version, an unknown key,
@@ -299,7 +260,7 @@ def load_resistance_map(
     raw_entries = document.get("entry")
     if not isinstance(raw_entries, list) or not raw_entries:
         raise ResistanceMapError(f"{source}: no [[entry]] tables")
-    hotspots = load_hotspot_proteins(hotspots_path)
+    hotspots = load_hotspot_proteins()
     entries: list[MapEntry] = []
     for index, raw in enumerate(raw_entries, start=1):
         entry = _parse_entry(raw, hotspots, f"{source}: entry {index}")
