@@ -1,0 +1,439 @@
+"""Emerging-resistance detection against the simulator's truth (issue 6, "Done means").
+
+    python -m benchmarks.resistance --patients 120 --seed 2026
+
+Simulates a mixed metastatic cohort (``simulate_metastatic_cohort``: several assays, therapies
+and clone kinetics, some patients without a resistance clone), then runs on every patient what
+the service runs (services/analysis/service.py): the empirical-Bayes background of each panel
+locus from the lab's control draws (``fit_background``, ``BackgroundParams()``), one series per
+hotspot locus with the background's posterior mean, ``resistance_report`` on the mapped loci
+with ``ResistanceParams()``, and ``fit_clones`` with ``CloneParams()``. Measured:
+
+* sensitivity: the fraction of emerging ESR1 clones that are flagged (first event on the clone's
+  locus), among the clones the oracle sees (a one-sided binomial test of the draw's mutant
+  reads against the locus' TRUE error rate at the true depth, p < 0.01) while the patient is on
+  a class the variant resists; also among those the oracle sees before the last draw (so
+  "within one draw" can be evaluated);
+* delay: draws and days from the oracle's first visible draw to the first event, median / p90;
+* false events per patient-year: events on any other locus (every locus of patients without a
+  clone, the other loci of those with one), and on ESR1 clones the map says the current therapy
+  is not resisted by; patient-years from therapy start to the last draw;
+* clone counts: ``fit_clones`` clones with a label other than ``not_detected`` against the true
+  number of oracle-visible clones (trunk, resistant), per patient and per sample
+  (``clones_per_sample``).
+
+Prints a table and writes benchmarks/results_resistance.json. Tune on other seeds than the one
+the results are reported for (the README's run uses --seed 2026).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import math
+import platform
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy import stats
+
+from services.genomics.background import BackgroundParams, fit_background, substitution_class
+from services.genomics.clones import CloneParams, clones_per_sample, fit_clones
+from services.genomics.longitudinal import LocusObservation, LocusSeries, LongitudinalParams
+from services.genomics.regions import MONITORED_GENES
+from services.genomics.resistance import (
+    ResistanceMap,
+    ResistanceParams,
+    load_resistance_map,
+    resistance_report,
+)
+from services.genomics.simulate_metastatic import (
+    MetastaticPatient,
+    key_of,
+    simulate_metastatic_cohort,
+)
+from services.genomics.therapy import TherapyEvent, classes_on, therapy_lines
+
+RESULTS_PATH = Path(__file__).resolve().parent / "results_resistance.json"
+ORACLE_ALPHA = 0.01
+TARGETS = {"sensitivity": 0.95, "median_delay_draws": 1.0, "false_events_per_patient_year": 0.05}
+
+
+@dataclass(frozen=True, slots=True)
+class PatientOutcome:
+    patient_id: str
+    assay: str
+    drugs: tuple[str, ...]
+    draws: int
+    years: float
+    clone: str | None
+    resisted: bool
+    """The clone's variant resists a class the patient is on (an event is expected)."""
+    oracle_draw: int | None
+    first_event_draw: int | None
+    delay_days: int | None
+    false_events: int
+    false_event_loci: tuple[str, ...]
+    unresisted_clone_events: int = 0
+    """Events on the clone's own locus although the therapy is not one it resists."""
+    true_clones: int | None = None
+    fitted_clones: int | None = None
+    sample_clones_true: tuple[int, ...] = ()
+    sample_clones_fitted: tuple[int, ...] = ()
+
+
+@dataclass
+class CohortMetrics:
+    patients: int
+    patient_years: float
+    clones: int
+    clones_resisted: int
+    visible: int
+    visible_before_last: int
+    flagged: int
+    flagged_before_last: int
+    sensitivity: float
+    sensitivity_before_last: float
+    sensitivity_ci95: tuple[float, float]
+    median_delay_draws: float | None
+    p90_delay_draws: float | None
+    median_delay_days: float | None
+    p90_delay_days: float | None
+    flagged_before_visible: int
+    false_events: int
+    false_events_per_patient_year: float
+    false_events_per_patient_year_ci95: tuple[float, float]
+    false_events_no_clone_patients: int
+    patient_years_no_clone: float
+    events_on_unresisted_clones: int
+    clone_count_exact: float | None = None
+    sample_clone_count_exact: float | None = None
+    outcomes: list[PatientOutcome] = field(default_factory=list)
+
+
+def patient_series(patient: MetastaticPatient) -> list[LocusSeries]:
+    """One series per panel locus, with the background posterior mean, as the service builds
+    them (``_backgrounds`` + ``_series``: no tissue, so no truncal flag)."""
+    keys = [key_of(h) for h, _, _ in patient.draws[0].counts]
+    classes = {key_of(h): substitution_class(h.ref, h.alt) for h, _, _ in patient.draws[0].counts}
+    backgrounds = fit_background(
+        {key: patient.controls.get(key, ()) for key in keys},
+        BackgroundParams(),
+        substitution_class_by_locus=classes,
+    )
+    observations: dict[str, list[LocusObservation]] = {key: [] for key in keys}
+    for draw in patient.draws:
+        for hotspot, alt_reads, depth in draw.counts:
+            key = key_of(hotspot)
+            observations[key].append(
+                LocusObservation(
+                    draw.sample_id, draw.collection_date, alt_reads, depth, backgrounds[key].mean
+                )
+            )
+    hotspots = {key_of(h): h for h, _, _ in patient.draws[0].counts}
+    return [
+        LocusSeries(key, hotspots[key].gene, hotspots[key].protein, tuple(obs))
+        for key, obs in sorted(observations.items())
+    ]
+
+
+def _visible(alt: int, depth: int, rate: float) -> bool:
+    return bool(stats.binom.sf(alt - 1, depth, rate) < ORACLE_ALPHA)
+
+
+def evaluate_patient(
+    patient: MetastaticPatient,
+    rmap: ResistanceMap,
+    params: ResistanceParams,
+    *,
+    clone_rng: np.random.Generator | None = None,
+) -> PatientOutcome:
+    series = patient_series(patient)
+    lines = therapy_lines(
+        TherapyEvent("therapy_start", patient.therapy_start, drug) for drug in patient.drugs
+    )
+    mapped = [s for s in series if s.gene in MONITORED_GENES and s.protein_change]
+    report = resistance_report(mapped, lines, rmap, params)
+    index = {draw.sample_id: t for t, draw in enumerate(patient.draws)}
+    clone_key = key_of(patient.emerging) if patient.emerging else None
+    on_classes = classes_on(lines, patient.draws[-1].collection_date)
+    resisted = patient.emerging is not None and bool(
+        rmap.resisted_classes(patient.emerging.gene, patient.emerging.protein) & on_classes
+    )
+    clone_events = [e for e in report.events if e.key == clone_key]
+    false = [e for e in report.events if e.key != clone_key or not resisted]
+    unresisted = [e for e in report.events if e.key == clone_key and not resisted]
+    oracle = patient.oracle_visible_draw(ORACLE_ALPHA)
+    first = min((index[e.sample_id] for e in clone_events), default=None) if resisted else None
+    delay_days = None
+    if oracle is not None and first is not None:
+        delay_days = (
+            patient.draws[first].collection_date - patient.draws[oracle].collection_date
+        ).days
+    years = (patient.draws[-1].collection_date - patient.therapy_start).days / 365.25
+    outcome = PatientOutcome(
+        patient_id=patient.patient_id,
+        assay=f"{patient.params.depth_range[0]}-{patient.params.depth_range[1]}x, "
+        f"e={patient.params.error_rate:g}",
+        drugs=patient.drugs,
+        draws=len(patient.draws),
+        years=years,
+        clone=f"{patient.emerging.gene} {patient.emerging.protein}" if patient.emerging else None,
+        resisted=resisted,
+        oracle_draw=oracle,
+        first_event_draw=first,
+        delay_days=delay_days,
+        false_events=len(false),
+        false_event_loci=tuple(sorted({f"{e.gene} {e.protein_change}" for e in false})),
+        unresisted_clone_events=len(unresisted),
+    )
+    if clone_rng is None:
+        return outcome
+    return _with_clones(outcome, patient, series, clone_rng)
+
+
+def _with_clones(
+    outcome: PatientOutcome,
+    patient: MetastaticPatient,
+    series: Sequence[LocusSeries],
+    rng: np.random.Generator,
+) -> PatientOutcome:
+    fit = fit_clones(series, CloneParams(), rng, longitudinal_params=LongitudinalParams())
+    per_sample = {s.sample_id: s.n_clones for s in clones_per_sample(fit)}
+    truth_by_draw = []
+    for draw in patient.draws:
+        present = 0
+        for hotspot, alt_reads, depth in draw.counts:
+            rate = patient.error_rates[key_of(hotspot)]
+            if hotspot == patient.trunk or (hotspot == patient.emerging and draw.emerging_ccf > 0):
+                present += _visible(alt_reads, depth, rate)
+        truth_by_draw.append(present)
+    trunk_seen = any(
+        _visible(m, r, patient.error_rates[key_of(h)])
+        for draw in patient.draws
+        for h, m, r in draw.counts
+        if h == patient.trunk
+    )
+    true_clones = int(trunk_seen) + int(patient.oracle_visible_draw(ORACLE_ALPHA) is not None)
+    fitted = sum(1 for clone in fit.clones if clone.label != "not_detected")
+    return PatientOutcome(
+        **{
+            **asdict(outcome),
+            "true_clones": true_clones,
+            "fitted_clones": fitted,
+            "sample_clones_true": tuple(truth_by_draw),
+            "sample_clones_fitted": tuple(per_sample[d.sample_id] for d in patient.draws),
+        }
+    )
+
+
+def _poisson_ci(count: int, exposure: float) -> tuple[float, float]:
+    """Exact (Garwood) 95% interval of a Poisson rate."""
+    lo = stats.chi2.ppf(0.025, 2 * count) / 2 if count else 0.0
+    hi = stats.chi2.ppf(0.975, 2 * count + 2) / 2
+    return float(lo / exposure), float(hi / exposure)
+
+
+def _wilson(k: int, n: int) -> tuple[float, float]:
+    if n == 0:
+        return (math.nan, math.nan)
+    z = 1.959964
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return (centre - half, centre + half)
+
+
+def summarise(outcomes: Sequence[PatientOutcome]) -> CohortMetrics:
+    resisted = [o for o in outcomes if o.resisted]
+    visible = [o for o in resisted if o.oracle_draw is not None]
+    before_last = [o for o in visible if o.oracle_draw is not None and o.oracle_draw < o.draws - 1]
+    flagged = [o for o in visible if o.first_event_draw is not None]
+    delays = [
+        o.first_event_draw - o.oracle_draw
+        for o in flagged
+        if o.first_event_draw is not None and o.oracle_draw is not None
+    ]
+    days = [o.delay_days for o in flagged if o.delay_days is not None]
+    years = sum(o.years for o in outcomes)
+    false = sum(o.false_events for o in outcomes)
+    no_clone = [o for o in outcomes if o.clone is None]
+    with_counts = [o for o in outcomes if o.true_clones is not None]
+    sample_pairs = [
+        (t, f)
+        for o in with_counts
+        for t, f in zip(o.sample_clones_true, o.sample_clones_fitted, strict=True)
+    ]
+
+    def q(values: Sequence[int], level: float) -> float | None:
+        return float(np.quantile(values, level, method="lower")) if values else None
+
+    return CohortMetrics(
+        patients=len(outcomes),
+        patient_years=years,
+        clones=sum(o.clone is not None for o in outcomes),
+        clones_resisted=len(resisted),
+        visible=len(visible),
+        visible_before_last=len(before_last),
+        flagged=len(flagged),
+        flagged_before_last=sum(o.first_event_draw is not None for o in before_last),
+        sensitivity=len(flagged) / len(visible) if visible else math.nan,
+        sensitivity_before_last=(
+            sum(o.first_event_draw is not None for o in before_last) / len(before_last)
+            if before_last
+            else math.nan
+        ),
+        sensitivity_ci95=_wilson(len(flagged), len(visible)),
+        median_delay_draws=float(np.median(delays)) if delays else None,
+        p90_delay_draws=q(delays, 0.9),
+        median_delay_days=float(np.median(days)) if days else None,
+        p90_delay_days=q(days, 0.9),
+        flagged_before_visible=sum(d < 0 for d in delays),
+        false_events=false,
+        false_events_per_patient_year=false / years if years else math.nan,
+        false_events_per_patient_year_ci95=_poisson_ci(false, years),
+        false_events_no_clone_patients=sum(o.false_events for o in no_clone),
+        patient_years_no_clone=sum(o.years for o in no_clone),
+        events_on_unresisted_clones=sum(o.unresisted_clone_events for o in outcomes),
+        clone_count_exact=(
+            sum(o.true_clones == o.fitted_clones for o in with_counts) / len(with_counts)
+            if with_counts
+            else None
+        ),
+        sample_clone_count_exact=(
+            sum(t == f for t, f in sample_pairs) / len(sample_pairs) if sample_pairs else None
+        ),
+        outcomes=list(outcomes),
+    )
+
+
+def evaluate_cohort(
+    patients: Sequence[MetastaticPatient],
+    params: ResistanceParams,
+    *,
+    rmap: ResistanceMap | None = None,
+    clone_seed: int | None = None,
+) -> CohortMetrics:
+    """Every patient through the service's functions; clones too when ``clone_seed`` is set."""
+    rmap = rmap or load_resistance_map()
+    rng = np.random.default_rng(clone_seed) if clone_seed is not None else None
+    return summarise([evaluate_patient(p, rmap, params, clone_rng=rng) for p in patients])
+
+
+def _fmt(value: float | None, spec: str = ".3f") -> str:
+    return (
+        "n/a"
+        if value is None or (isinstance(value, float) and math.isnan(value))
+        else format(value, spec)
+    )
+
+
+def table(m: CohortMetrics, params: ResistanceParams) -> list[tuple[str, str, str, str]]:
+    rows = [
+        ("patients / patient-years", f"{m.patients} / {m.patient_years:.1f}", "", ""),
+        (
+            "ESR1 clones (on a resisted class) / oracle-visible / visible before the last draw",
+            f"{m.clones} ({m.clones_resisted}) / {m.visible} / {m.visible_before_last}",
+            "",
+            "",
+        ),
+        (
+            "emerging clones flagged (of oracle-visible), 95% CI",
+            f"{m.flagged}/{m.visible} = {_fmt(m.sensitivity)} "
+            f"[{_fmt(m.sensitivity_ci95[0])}, {_fmt(m.sensitivity_ci95[1])}]",
+            ">= 0.95",
+            "yes" if m.sensitivity >= TARGETS["sensitivity"] else "NO",
+        ),
+        (
+            "  flagged, of those visible before the last draw",
+            f"{m.flagged_before_last}/{m.visible_before_last} = {_fmt(m.sensitivity_before_last)}",
+            "",
+            "",
+        ),
+        (
+            "delay after first visible draw, draws: median / p90",
+            f"{_fmt(m.median_delay_draws, '.1f')} / {_fmt(m.p90_delay_draws, '.0f')}",
+            "median <= 1",
+            "yes"
+            if m.median_delay_draws is not None
+            and m.median_delay_draws <= TARGETS["median_delay_draws"]
+            else "NO",
+        ),
+        (
+            "delay, days: median / p90",
+            f"{_fmt(m.median_delay_days, '.0f')} / {_fmt(m.p90_delay_days, '.0f')}",
+            "",
+            "",
+        ),
+        ("flagged before the oracle's first visible draw", str(m.flagged_before_visible), "", ""),
+        (
+            "false resistance events / patient-year, 95% CI",
+            f"{m.false_events} / {m.patient_years:.1f} = "
+            f"{_fmt(m.false_events_per_patient_year, '.4f')} "
+            f"[{_fmt(m.false_events_per_patient_year_ci95[0], '.4f')}, "
+            f"{_fmt(m.false_events_per_patient_year_ci95[1], '.4f')}]",
+            "< 0.05",
+            "yes"
+            if m.false_events_per_patient_year < TARGETS["false_events_per_patient_year"]
+            else "NO",
+        ),
+        (
+            "  of which on patients without a clone (patient-years)",
+            f"{m.false_events_no_clone_patients} ({m.patient_years_no_clone:.1f})",
+            "",
+            "",
+        ),
+        (
+            "  of which on ESR1 clones the therapy is not resisted by",
+            str(m.events_on_unresisted_clones),
+            "",
+            "",
+        ),
+    ]
+    if m.clone_count_exact is not None:
+        rows.append(("clone count exact, per patient", _fmt(m.clone_count_exact), "", ""))
+        rows.append(("clone count exact, per sample", _fmt(m.sample_clone_count_exact), "", ""))
+    rows.append(("rule", params.version, "", ""))
+    return rows
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.resistance")
+    parser.add_argument("--patients", type=int, default=120)
+    parser.add_argument("--seed", type=int, default=2026)
+    parser.add_argument("--no-clones", action="store_true", help="skip the clone fits")
+    parser.add_argument("--output", type=Path, default=RESULTS_PATH)
+    args = parser.parse_args(argv)
+    started = time.perf_counter()
+    params = ResistanceParams()
+    cohort = simulate_metastatic_cohort(args.patients, np.random.default_rng(args.seed))
+    metrics = evaluate_cohort(cohort, params, clone_seed=None if args.no_clones else args.seed + 1)
+    elapsed = time.perf_counter() - started
+    rows = table(metrics, params)
+    width = max(len(r[0]) for r in rows)
+    print(f"{'measure':<{width}}  value | target | met")
+    for name, value, target, met in rows:
+        print(f"{name:<{width}}  {value}" + (f" | {target} | {met}" if target else ""))
+    print(f"({elapsed:.0f} s)")
+    body: dict[str, Any] = {
+        "command": f"python -m benchmarks.resistance --patients {args.patients} --seed "
+        f"{args.seed}" + (" --no-clones" if args.no_clones else ""),
+        "run_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "python": platform.python_version(),
+        "seconds": round(elapsed, 1),
+        "params": asdict(params),
+        "targets": TARGETS,
+        "metrics": {k: v for k, v in asdict(metrics).items() if k != "outcomes"},
+        "patients": [asdict(o) for o in metrics.outcomes],
+    }
+    args.output.write_text(json.dumps(body, indent=1, default=str) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
