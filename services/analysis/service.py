@@ -255,6 +255,12 @@ def run_recompute(job_id: str) -> str:
     return "failed" if error else "succeeded"
 
 
+# A clone fit yields to waiting ingests (it is the least urgent analysis): while samples wait
+# it goes back to the queue and the sweep re-sends it, so a burst of samples of one patient
+# costs one fit after the burst. A fit never waits longer than CLONES_MAX_DEFER_SECONDS.
+CLONES_MAX_DEFER_SECONDS = 300
+
+
 def run_clones(job_id: str) -> str:
     """The `patients.clones` task: refit the patient's clones from its current data."""
     with unit_of_work() as session:
@@ -263,6 +269,10 @@ def run_clones(job_id: str) -> str:
     with unit_of_work() as session:
         job = session.get(Job, job_id, with_for_update=True)
         assert job is not None and job.patient_pk is not None
+        waited = (utcnow() - job.created_at).total_seconds()
+        if waited < CLONES_MAX_DEFER_SECONDS and jobs.ingests_waiting(session):
+            jobs.defer(job)
+            return "deferred"
         patient = session.get(Patient, job.patient_pk)
         if patient is not None:
             data = _load(session, patient)

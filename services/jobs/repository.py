@@ -59,6 +59,13 @@ def claim(session: Session, job_id: str, lease: timedelta) -> bool:
     return result.rowcount == 1  # type: ignore[attr-defined,no-any-return]
 
 
+def any_queued(session: Session, task: str) -> bool:
+    return (
+        session.scalar(select(Job.id).where(Job.task == task, Job.status == "queued").limit(1))
+        is not None
+    )
+
+
 def due_for_resend(
     session: Session, *, resend_before: datetime, now: datetime, limit: int = 500
 ) -> Sequence[Job]:

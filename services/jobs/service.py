@@ -67,6 +67,19 @@ def release(job_id: str) -> None:
         log.warning("job.release_failed", job_id=job_id, error=str(exc)[:200])
 
 
+def ingests_waiting(session: Session) -> bool:
+    """Whether any sample waits for a worker (background work yields to it)."""
+    return repository.any_queued(session, INGEST_TASK)
+
+
+def defer(job: Job) -> None:
+    """Give a claimed job back to the queue without a message: the sweep re-sends it after
+    `job_resend_after_seconds`."""
+    job.status = "queued"
+    job.lease_expires_at = None
+    job.sent_at = utcnow()
+
+
 def finish(session: Session, job: Job, *, error: str | None = None) -> None:
     job.status = "failed" if error else "succeeded"
     job.error = error
