@@ -13,6 +13,7 @@ import json
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -196,7 +197,7 @@ def load(
 def _drain_reextractions(site: str) -> None:
     """Run, here, the jobs the loaded samples created (re-extractions after a tracked set
     was chosen from tissue, clone fits)."""
-    runners = {INGEST_TASK: ingest.run, CLONES_TASK: run_clones}
+    runners = {INGEST_TASK: ingest.run, CLONES_TASK: partial(run_clones, defer=False)}
     while True:
         with unit_of_work() as session:
             queued = session.execute(

@@ -7,6 +7,7 @@ import random
 import structlog
 from sqlalchemy.exc import OperationalError
 
+from services.analysis import service as analysis
 from services.jobs.service import INGEST_TASK, release
 from services.samples import ingest
 from workers.celery_app import app
@@ -28,7 +29,9 @@ def ingest_sample(self: object, job_id: str) -> str:
         # leaving the job held under this task's lease; give it back so the retry can claim it.
         release(job_id)
     try:
-        return ingest.run(job_id)
+        outcome = ingest.run(job_id)
+        analysis.release_deferred_clones()
+        return outcome
     except OperationalError as exc:
         # The database went away: transient. Hand the job back and retry with jittered backoff.
         release(job_id)

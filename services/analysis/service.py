@@ -261,8 +261,17 @@ def run_recompute(job_id: str) -> str:
 CLONES_MAX_DEFER_SECONDS = 300
 
 
-def run_clones(job_id: str) -> str:
-    """The `patients.clones` task: refit the patient's clones from its current data."""
+def release_deferred_clones() -> int:
+    """Once no sample waits any more, the clone fits that yielded to them go out at once."""
+    with unit_of_work() as session:
+        if jobs.ingests_waiting(session):
+            return 0
+    return jobs.resend_deferred(CLONES_TASK)
+
+
+def run_clones(job_id: str, *, defer: bool = True) -> str:
+    """The `patients.clones` task: refit the patient's clones from its current data (unless
+    samples wait for a worker and `defer`: then the job goes back to the queue)."""
     with unit_of_work() as session:
         if not jobs.claim(session, job_id):
             return "skipped"
@@ -270,7 +279,7 @@ def run_clones(job_id: str) -> str:
         job = session.get(Job, job_id, with_for_update=True)
         assert job is not None and job.patient_pk is not None
         waited = (utcnow() - job.created_at).total_seconds()
-        if waited < CLONES_MAX_DEFER_SECONDS and jobs.ingests_waiting(session):
+        if defer and waited < CLONES_MAX_DEFER_SECONDS and jobs.ingests_waiting(session):
             jobs.defer(job)
             return "deferred"
         patient = session.get(Patient, job.patient_pk)

@@ -66,6 +66,16 @@ def any_queued(session: Session, task: str) -> bool:
     )
 
 
+def deferred(session: Session, task: str, limit: int = 500) -> Sequence[str]:
+    """Ids of the jobs of `task` given back to the queue after an attempt."""
+    return session.scalars(
+        select(Job.id)
+        .where(Job.task == task, Job.status == "queued", Job.attempts > 0)
+        .order_by(Job.created_at)
+        .limit(limit)
+    ).all()
+
+
 def due_for_resend(
     session: Session, *, resend_before: datetime, now: datetime, limit: int = 500
 ) -> Sequence[Job]:

@@ -80,6 +80,16 @@ def defer(job: Job) -> None:
     job.sent_at = utcnow()
 
 
+def resend_deferred(task: str) -> int:
+    """Send again, now, the deferred jobs of `task` (queued after an attempt) instead of
+    leaving them to the sweep: called when the work they yielded to is done."""
+    with unit_of_work() as session:
+        due = repository.deferred(session, task)
+    if due:
+        outbox.publish((task, job_id, Job) for job_id in due)
+    return len(due)
+
+
 def finish(session: Session, job: Job, *, error: str | None = None) -> None:
     job.status = "failed" if error else "succeeded"
     job.error = error

@@ -63,10 +63,14 @@ def test_a_clone_fit_waits_for_queued_samples_then_runs(database: None) -> None:
         analysis.request_clones(session, patient_row)
         assert session.query(Job).filter_by(task=analysis.CLONES_TASK).count() == 1
 
+    # Released only once no sample waits.
+    assert analysis.release_deferred_clones() == 0
     with unit_of_work() as session:
         job = repository.get(session, ingest_id)
         assert job is not None
         jobs.finish(session, job)
+    assert analysis.release_deferred_clones() == 1
+    assert _status(clones_id).sent_at > deferred.sent_at
     assert analysis.run_clones(clones_id) == "succeeded"
     assert _status(clones_id).status == "succeeded"
 
