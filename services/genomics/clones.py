@@ -292,6 +292,25 @@ def _features(alt: FloatArray, depth: FloatArray) -> FloatArray:
     return np.asarray(np.where(np.isnan(logged), column[None, :], logged), dtype=np.float64)
 
 
+def _split_start(
+    alt: FloatArray, depth: FloatArray, bg: FloatArray, smaller: _Mixture, k: int
+) -> NDArray[np.int64]:
+    """The (k - 1)-clone fit's assignments, with the variant its clone explains worst (largest
+    deviance from its own per-draw VAFs) moved to a clone of its own: the greedy split that
+    finds a one-variant subclone, e.g. an emerging ESR1 mutation, which seeding on log-VAF
+    features misses when most variants are at background."""
+    labels = np.asarray(smaller.resp.argmax(axis=1), dtype=np.int64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        own_vaf = np.where(depth > 0, alt / depth, 0.0)
+    saturated = np.diagonal(
+        _component_loglik(alt, depth, bg, np.clip(own_vaf, 0.0, _MAX_THETA), smaller.rho)
+    )
+    fitted = _component_loglik(alt, depth, bg, smaller.theta, smaller.rho)
+    deviance = saturated - fitted[np.arange(len(labels)), labels]
+    labels[int(np.argmax(deviance))] = k - 1
+    return labels
+
+
 def _fit_k(
     alt: FloatArray,
     depth: FloatArray,
@@ -299,6 +318,7 @@ def _fit_k(
     k: int,
     rng: np.random.Generator,
     params: CloneParams,
+    smaller: _Mixture | None = None,
 ) -> _Mixture:
     features = _features(alt, depth)
     rho0 = (
@@ -309,6 +329,8 @@ def _fit_k(
     starts: list[NDArray[np.int64]] = [_initial_labels(features, k, None)]
     if k > 1:
         starts += [_initial_labels(features, k, rng) for _ in range(params.n_restarts)]
+    if smaller is not None:
+        starts.append(_split_start(alt, depth, bg, smaller, k))
     best: _Mixture | None = None
     for labels in starts:
         resp = np.full((alt.shape[0], k), 0.02 / k)
@@ -481,7 +503,7 @@ def fit_clones(
         fits: dict[int, _Mixture] = {}
         scores: list[tuple[int, float]] = []
         for k in range(1, min(len(series), params.max_clusters) + 1):
-            fit = _fit_k(alt, depth, bg, k, rng, params)
+            fit = _fit_k(alt, depth, bg, k, rng, params, fits.get(k - 1))
             n_params = k * draws_with_data + (k - 1) + (params.overdispersion is None)
             fits[k] = fit
             scores.append((k, -2.0 * fit.loglik + n_params * math.log(n_obs)))
