@@ -38,6 +38,7 @@ from services.genomics.longitudinal import (
     FloatArray,
     LocusSeries,
     LongitudinalParams,
+    MathScore,
     PooledCall,
     count_loglik,
     draws_of,
@@ -144,6 +145,19 @@ class SampleClones:
 
     sample_id: str
     collection_date: dt.date
+    n_clones: int
+    clone_ids: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class SampleHeterogeneity:
+    """The heterogeneity index of one draw: MATH over its detected variants (None below the
+    minimum number of variants) and the number of clones present in it."""
+
+    sample_id: str
+    collection_date: dt.date
+    math: float | None
+    n_detected_variants: int
     n_clones: int
     clone_ids: tuple[int, ...]
 
@@ -572,3 +586,29 @@ def clones_per_sample(fit: CloneFit) -> tuple[SampleClones, ...]:
         SampleClones(sample_id, date, len(ids), tuple(sorted(ids)))
         for sample_id, (date, ids) in ordered
     )
+
+
+def sample_heterogeneity(
+    scores: Sequence[MathScore], fit: CloneFit
+) -> tuple[SampleHeterogeneity, ...]:
+    """MATH (``longitudinal.math_scores``) and clone count (``clones_per_sample``) side by
+    side, per draw in date order; a draw missing from one side has MATH None / 0 clones."""
+    by_sample = {s.sample_id: s for s in clones_per_sample(fit)}
+    math_by_sample = {m.sample_id: m for m in scores}
+    dates = {s.sample_id: s.collection_date for s in by_sample.values()}
+    dates.update({m.sample_id: m.collection_date for m in scores})
+    result = []
+    for sample_id, date in sorted(dates.items(), key=lambda item: (item[1], item[0])):
+        score = math_by_sample.get(sample_id)
+        clones = by_sample.get(sample_id)
+        result.append(
+            SampleHeterogeneity(
+                sample_id=sample_id,
+                collection_date=date,
+                math=score.math if score else None,
+                n_detected_variants=score.n_detected if score else 0,
+                n_clones=clones.n_clones if clones else 0,
+                clone_ids=clones.clone_ids if clones else (),
+            )
+        )
+    return tuple(result)

@@ -8,8 +8,19 @@ import numpy as np
 import pytest
 from scipy.special import comb
 
-from services.genomics.clones import CloneFit, CloneParams, clones_per_sample, fit_clones
-from services.genomics.longitudinal import LocusObservation, LocusSeries
+from services.genomics.clones import (
+    CloneFit,
+    CloneParams,
+    clones_per_sample,
+    fit_clones,
+    sample_heterogeneity,
+)
+from services.genomics.longitudinal import (
+    LocusObservation,
+    LocusSeries,
+    LongitudinalParams,
+    math_scores,
+)
 
 D0 = dt.date(2025, 1, 1)
 PARAMS = CloneParams()
@@ -213,4 +224,13 @@ def test_clones_per_sample_counts_the_clones_present_in_each_draw() -> None:
             assert sample.clone_ids == tuple(sorted(present))
             assert sample.n_clones == len(present)
         exact += [s.n_clones for s in per_sample] == [2, 2, 1, 2, 2, 2]
+        # The per-sample heterogeneity index: MATH next to the clone count, draw by draw.
+        scores = math_scores(series, LongitudinalParams())
+        index = sample_heterogeneity(scores, fit)
+        assert [(h.sample_id, h.n_clones, h.clone_ids) for h in index] == [
+            (s.sample_id, s.n_clones, s.clone_ids) for s in per_sample
+        ]
+        assert [(h.math, h.n_detected_variants) for h in index] == [
+            (m.math, m.n_detected) for m in scores
+        ]
     assert exact >= 5
