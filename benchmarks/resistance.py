@@ -406,12 +406,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.resistance")
     parser.add_argument("--patients", type=int, default=120)
     parser.add_argument("--seed", type=int, default=2026)
+    parser.add_argument(
+        "--controls", type=int, default=100, help="control draws per locus and assay"
+    )
     parser.add_argument("--no-clones", action="store_true", help="skip the clone fits")
     parser.add_argument("--output", type=Path, default=RESULTS_PATH)
     args = parser.parse_args(argv)
     started = time.perf_counter()
     params = ResistanceParams()
-    cohort = simulate_metastatic_cohort(args.patients, np.random.default_rng(args.seed))
+    cohort = simulate_metastatic_cohort(
+        args.patients, np.random.default_rng(args.seed), n_controls=args.controls
+    )
     metrics = evaluate_cohort(cohort, params, clone_seed=None if args.no_clones else args.seed + 1)
     elapsed = time.perf_counter() - started
     rows = table(metrics, params)
@@ -422,7 +427,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"({elapsed:.0f} s)")
     body: dict[str, Any] = {
         "command": f"python -m benchmarks.resistance --patients {args.patients} --seed "
-        f"{args.seed}" + (" --no-clones" if args.no_clones else ""),
+        f"{args.seed} --controls {args.controls}" + (" --no-clones" if args.no_clones else ""),
         "run_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "python": platform.python_version(),
         "seconds": round(elapsed, 1),
