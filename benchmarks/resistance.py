@@ -35,14 +35,19 @@ import math
 import platform
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from scipy import stats
 
-from services.genomics.background import BackgroundParams, fit_background, substitution_class
+from services.genomics.background import (
+    BackgroundCounts,
+    BackgroundParams,
+    fit_background,
+    substitution_class,
+)
 from services.genomics.clones import CloneParams, clones_per_sample, fit_clones
 from services.genomics.longitudinal import LocusObservation, LocusSeries, LongitudinalParams
 from services.genomics.regions import MONITORED_GENES
@@ -232,6 +237,30 @@ def _with_clones(
     )
 
 
+def cross_patient_controls(
+    cohort: Sequence[MetastaticPatient], max_vaf: float | None, limit: int = 400
+) -> list[MetastaticPatient]:
+    """Each patient with the service's cross-patient controls instead of the assay's clean
+    panel: the other patients' draws of the same assay at each locus, at most ``limit``
+    (``CROSS_PATIENT_CONTROL_LIMIT``), their true mutations included. ``max_vaf`` drops a
+    control row with >= 2 mutant reads above that VAF (a mutation, not noise)."""
+    out = []
+    for patient in cohort:
+        controls: dict[str, list[BackgroundCounts]] = {}
+        for other in cohort:
+            if other.patient_id == patient.patient_id or other.error_rates != patient.error_rates:
+                continue
+            for draw in other.draws:
+                for hotspot, alt_reads, depth in draw.counts:
+                    if max_vaf is not None and alt_reads >= 2 and alt_reads > max_vaf * depth:
+                        continue
+                    rows = controls.setdefault(key_of(hotspot), [])
+                    if len(rows) < limit:
+                        rows.append(BackgroundCounts(alt_reads, depth))
+        out.append(replace(patient, controls={k: tuple(v) for k, v in controls.items()}))
+    return out
+
+
 def _poisson_ci(count: int, exposure: float) -> tuple[float, float]:
     """Exact (Garwood) 95% interval of a Poisson rate."""
     lo = stats.chi2.ppf(0.025, 2 * count) / 2 if count else 0.0
@@ -409,6 +438,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--controls", type=int, default=100, help="control draws per locus and assay"
     )
+    parser.add_argument(
+        "--cross-patient",
+        action="store_true",
+        help="background from the other patients' draws of the same assay, as the service does",
+    )
+    parser.add_argument(
+        "--control-max-vaf",
+        type=float,
+        default=None,
+        help="with --cross-patient: drop control rows with >= 2 mutant reads above this VAF",
+    )
     parser.add_argument("--no-clones", action="store_true", help="skip the clone fits")
     parser.add_argument("--output", type=Path, default=RESULTS_PATH)
     args = parser.parse_args(argv)
@@ -417,6 +457,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     cohort = simulate_metastatic_cohort(
         args.patients, np.random.default_rng(args.seed), n_controls=args.controls
     )
+    if args.cross_patient:
+        cohort = tuple(cross_patient_controls(cohort, args.control_max_vaf))
     metrics = evaluate_cohort(cohort, params, clone_seed=None if args.no_clones else args.seed + 1)
     elapsed = time.perf_counter() - started
     rows = table(metrics, params)
@@ -427,7 +469,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"({elapsed:.0f} s)")
     body: dict[str, Any] = {
         "command": f"python -m benchmarks.resistance --patients {args.patients} --seed "
-        f"{args.seed} --controls {args.controls}" + (" --no-clones" if args.no_clones else ""),
+        f"{args.seed} --controls {args.controls}"
+        + (" --cross-patient" if args.cross_patient else "")
+        + (f" --control-max-vaf {args.control_max_vaf}" if args.control_max_vaf else "")
+        + (" --no-clones" if args.no_clones else ""),
         "run_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "python": platform.python_version(),
         "seconds": round(elapsed, 1),
