@@ -838,18 +838,17 @@ def _longitudinal(
     """longitudinal_report(), draw by draw: each draw's Monte Carlo has its own seed (the
     patient and the sample), so a result depends neither on the other draws nor on the cache."""
     trunk = {locus.key for locus in truncal_series(series)}
+    flagged = next((locus for locus in series if locus.truncal), None)
     by_draw = observations_by_draw(series)
     fractions: list[TumourFraction] = []
     ratios: list[RelativeCCF] = []
     for draw in draws_of(series):
         pairs = by_draw[draw.sample_id]
-        mine = {id(obs) for _, obs in pairs}
-        # Every locus kept (empty where the draw has no reads), so the truncal set of the
-        # one-draw series is that of the whole series.
-        alone = [
-            replace(locus, observations=tuple(o for o in locus.observations if id(o) in mine))
-            for locus in series
-        ]
+        alone = [replace(locus, observations=(obs,)) for locus, obs in pairs]
+        if flagged is not None and not any(locus.truncal for locus, _ in pairs):
+            # Keep the series' truncal set flagged (here: empty for this draw), or the one-draw
+            # series would fall back to "every locus is truncal".
+            alone.append(replace(flagged, observations=()))
         (fraction,) = tumour_fractions(alone, LONGITUDINAL_PARAMS)
         fractions.append(fraction)
         key = hashlib.sha256(
