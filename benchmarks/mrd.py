@@ -20,9 +20,11 @@ simulator, against a 99 %-specificity threshold calibrated on Binomial(R_i, true
 at the sample's depths (``oracle_lr``, ``oracle_threshold``): the best test the reads allow
 when the background is known. A second oracle also knows the true tumour AFs (an upper
 bound; in the JSON as ``oracle_true_af_*``). Sensitivity and specificity are counted
-on the draws the caller could call (informative reads >= the gate); the INDETERMINATE ones
-are counted apart. Lead time: clinical relapse date - first POSITIVE draw, per relapsing
-patient with one (the oracle's: its first draw over its threshold).
+on the draws that pass the informative-reads gate (the others are counted apart):
+specificity = P(not POSITIVE | no ctDNA), so a null draw made INDETERMINATE by the early
+post-operative gate (a negative score) counts as not positive, and is also shown apart.
+Lead time: clinical relapse date - first POSITIVE draw, per relapsing patient with one
+(the oracle's: its first draw over its threshold).
 
 Seeds: the benchmark's default seed (20261130) is used by no test; the method was tuned on
 other seeds (see README / tests/genomics/test_mrd_cohort.py, which uses another seed).
@@ -311,6 +313,7 @@ def summarise(results: Sequence[PatientResult], params: MrdParams) -> dict[str, 
         "indeterminate_low_reads": len(draws) - len(callable_),
         "indeterminate_other": sum(d.call.call is MrdStatus.INDETERMINATE for d in callable_),
         "null_draws": len(null),
+        "null_indeterminate": sum(d.call.call is MrdStatus.INDETERMINATE for d in null),
         "false_positives": null_fp,
         "specificity": specificity,
         "specificity_ci95": _clopper_pearson(len(null) - null_fp, len(null)),
@@ -417,6 +420,7 @@ def render(summary: dict[str, Any]) -> str:
             f"{summary['false_positive_rate_test_p']:.2f}",
             "",
         )
+    row("  of which INDETERMINATE (early post-op)", str(summary["null_indeterminate"]), "")
     row(
         "POSITIVE with < 2 loci",
         str(summary["positive_with_fewer_than_2_loci"]),
