@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import structlog
+from scipy import special
 from sqlalchemy import delete, exists, select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
@@ -38,7 +39,7 @@ from services.genomics.background import (
     substitution_class,
     update_with_negative_draws,
 )
-from services.genomics.clones import CloneParams, fit_clones
+from services.genomics.clones import CloneParams, fit_clones, sample_heterogeneity
 from services.genomics.longitudinal import (
     LocusObservation,
     LocusSeries,
@@ -47,6 +48,7 @@ from services.genomics.longitudinal import (
     RelativeCCF,
     TumourFraction,
     draws_of,
+    locus_detected,
     math_scores,
     molecular_responses,
     observations_by_draw,
@@ -470,9 +472,11 @@ def _backgrounds(session: Session, data: _Patient, keys: set[str]) -> dict[str, 
                 observations[key].append(BackgroundCounts(row.alt_reads, row.depth))
     for key, controls in _cross_patient_controls(session, wanted).items():
         own = observations[key]
-        for patient_pk, alt_reads, depth in controls:
-            if patient_pk != data.patient.id and len(own) < CROSS_PATIENT_CONTROL_LIMIT:
-                own.append(BackgroundCounts(alt_reads, depth))
+        others = [(a, d) for patient_pk, a, d in controls if patient_pk != data.patient.id]
+        for alt_reads, depth in _without_mutations(others)[
+            : max(0, CROSS_PATIENT_CONTROL_LIMIT - len(own))
+        ]:
+            own.append(BackgroundCounts(alt_reads, depth))
     classes = {
         key: substitution_class(Locus.parse(key).ref, Locus.parse(key).alt) for key in wanted
     }
@@ -524,6 +528,34 @@ def _cross_patient_controls(
     else:
         fetched = {}
     return {k: fetched[k] if k in fetched else _CONTROLS[k][1] for k in keys}
+
+
+# A control row is another patient's draw at a locus that patient does not track: usually
+# sequencing noise, but a hotspot (PIK3CA H1047R, ESR1 D538G) is often truly mutated in other
+# patients of the same clinic, and counting their tumour reads as error would hide this
+# patient's own mutation (benchmarks/resistance.py --cross-patient: 68% of emerging ESR1
+# clones flagged with them, 97% without). A row is dropped as a mutation when it has
+# mutant reads at a VAF above CONTROL_MAX_VAF, or far above the locus's own median rate.
+CONTROL_MAX_VAF = 2e-3
+CONTROL_OUTLIER_FOLD = 4.0
+CONTROL_OUTLIER_P = 1e-6
+
+
+def _without_mutations(rows: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The (alt reads, depth) control rows consistent with noise. Dropped: rows with >= 2
+    mutant reads at a VAF above CONTROL_MAX_VAF (a noise rate that high blacklists the locus
+    anyway), or whose binomial upper tail at CONTROL_OUTLIER_FOLD × the rows' median rate is
+    below CONTROL_OUTLIER_P (the median is robust to a minority of mutated patients)."""
+    if not rows:
+        return []
+    alt = np.array([a for a, _ in rows], dtype=np.float64)
+    depth = np.array([d for _, d in rows], dtype=np.float64)
+    rate = min(
+        0.5, max(CONTROL_OUTLIER_FOLD * float(np.median(alt / depth)), BACKGROUND_PARAMS.floor)
+    )
+    tail = special.bdtrc(alt - 1.0, depth, rate)  # P(X >= alt)
+    mutated = (alt >= 2) & ((alt > CONTROL_MAX_VAF * depth) | (tail < CONTROL_OUTLIER_P))
+    return [row for row, drop in zip(rows, mutated, strict=True) if not drop]
 
 
 # --- MRD ----------------------------------------------------------------------------------------
@@ -726,16 +758,48 @@ def _series(
                     background_error=background.mean if background else BACKGROUND_PARAMS.floor,
                 )
             )
+    truncal = tracked_keys or _baseline_clonal(data, observations)
     return [
         LocusSeries(
             key=key,
             gene=meta[key][0],
             protein_change=meta[key][1],
             observations=tuple(obs),
-            truncal=key in tracked_keys,
+            truncal=key in truncal,
         )
         for key, obs in sorted(observations.items())
     ]
+
+
+BASELINE_CLONAL_VAF_RATIO = 0.25
+
+
+def _baseline_clonal(data: _Patient, observations: dict[str, list[LocusObservation]]) -> set[str]:
+    """The tumour-fraction reference of a patient without a tracked set (tumour-naive panels,
+    metastatic monitoring): the variants detected in the first plasma draw that has any (the
+    per-locus test against background), within a factor of 4 of that draw's highest VAF. A
+    panel reports every hotspot it covers, mostly at background: taking them all as truncal
+    would dilute the tumour fraction by the unmutated ones, and a subclone first seen later
+    (an emerging resistance variant) is measured against the baseline clone, not part of it."""
+    by_draw: dict[str, list[tuple[str, LocusObservation]]] = defaultdict(list)
+    for key, items in observations.items():
+        for obs in items:
+            by_draw[obs.sample_id].append((key, obs))
+    for sample in data.plasma():
+        detected = [
+            (key, obs)
+            for key, obs in by_draw.get(sample.sample_id, [])
+            if locus_detected(
+                obs,
+                LONGITUDINAL_PARAMS.alpha,
+                LONGITUDINAL_PARAMS.min_alt_reads,
+                LONGITUDINAL_PARAMS.min_background_error,
+            )
+        ]
+        if detected:
+            top = max(obs.vaf for _, obs in detected)
+            return {key for key, obs in detected if obs.vaf >= BASELINE_CLONAL_VAF_RATIO * top}
+    return set()
 
 
 def _trends(
@@ -762,6 +826,7 @@ def _trends(
         "computed_at": utcnow().isoformat(),
     }
     meta = {s.sample_id: s for s in data.plasma()}
+    tracked_keys = {t.locus_key for t in data.tracked if t.kept}
     if not series:
         body["samples"] = [
             {
@@ -815,7 +880,10 @@ def _trends(
                 "locus_key": locus.key,
                 "gene": locus.gene,
                 "protein_change": locus.protein_change,
-                "tracked": locus.truncal,
+                "tracked": locus.key in tracked_keys,
+                # The tumour-fraction reference: the tracked set, or without one the clone
+                # seen at baseline.
+                "truncal": locus.truncal,
                 "points": points,
             }
         )
@@ -902,6 +970,8 @@ def _clones(
         return body
     names = {s.key: (s.gene, s.protein_change) for s in series}
     body.update({"method": fit.method, "n_clones": fit.n_clones, "bic": fit.bic})
+    # The heterogeneity index per sample: MATH and the number of clones present in it.
+    body["samples"] = jsonable(sample_heterogeneity(math_scores(series, LONGITUDINAL_PARAMS), fit))
     for clone in fit.clones:
         body["clones"].append(
             {

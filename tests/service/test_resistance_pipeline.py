@@ -77,6 +77,17 @@ def test_esr1_emergence_on_an_aromatase_inhibitor(
                 assert accepted.status_code == 202, accepted.text
                 assert wait_job(client, accepted.json()["job_id"])["status"] == "succeeded"
             body = client.get(f"/v1/patients/{patient.patient_id}/resistance").json()
+            trends = client.get(f"/v1/patients/{patient.patient_id}/trends").json()
+        # Without a tracked set the tumour fraction is measured on the clone seen at baseline
+        # (here the truncal PIK3CA H1047R), not diluted by the panel's unmutated hotspots: it
+        # is about twice that variant's VAF in every draw where the variant is clear.
+        pik3ca = next(v for v in trends["variants"] if v["protein_change"] == "p.H1047R")
+        assert pik3ca["tracked"] is False
+        fractions = {s["sample_id"]: s["tumor_fraction"] for s in trends["samples"]}
+        for point in pik3ca["points"]:
+            if point["alt_reads"] >= 20:
+                ratio = fractions[point["sample_id"]] / point["vaf"]
+                assert 1.3 < ratio < 3.0, (point, fractions[point["sample_id"]])
         # "emerged" when the draw before was sensitive enough to have seen it, else the first
         # significant rise (the brief's rule; see services/genomics/resistance.py)
         assert body["events"], body
