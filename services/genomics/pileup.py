@@ -324,7 +324,13 @@ def count_alleles(
             if contig is None:
                 result[locus.key] = PileupCounts(locus.key, 0, 0, 0, 0, 0, 0, 0, settings.version)
                 continue
-            result[locus.key] = _count_locus(handle, contig, locus, settings)
+            try:
+                result[locus.key] = _count_locus(handle, contig, locus, settings)
+            except (OSError, ValueError) as exc:
+                # a truncated file, or a CRAM whose reference cannot be found
+                raise InvalidInput(
+                    f"{path.name}: cannot read the reads at {locus.key} ({exc})"
+                ) from exc
     return result
 
 

@@ -242,6 +242,12 @@ def test_absent_contig_and_bad_files(tmp_path: Path) -> None:
     Path(f"{bam}.bai").unlink()
     with pytest.raises(InvalidInput, match="no index"):
         count_alleles(bam, [SNV])
+    truncated = tmp_path / "truncated.bam"
+    truncated.write_bytes(bam.read_bytes()[: bam.stat().st_size // 2])
+    pysam.index(str(bam))
+    Path(f"{bam}.bai").rename(f"{truncated}.bai")
+    with pytest.raises(InvalidInput):
+        count_alleles(truncated, [SNV])
     junk = tmp_path / "junk.bam"
     junk.write_bytes(b"not a bam at all")
     with pytest.raises(InvalidInput):
