@@ -623,41 +623,28 @@ def _save(content: bytes, output: Path | None) -> None:
         err.print(f"wrote {output}")
 
 
-@export_app.command("calls")
-def export_calls(
-    patient_id: str,
-    output: Annotated[Path | None, typer.Option("-o", "--output")] = None,
-    url: Url = DEFAULT_URL,
-    api_key: ApiKey = None,
-) -> None:
-    """MRD calls of a patient as CSV."""
-    with _session(url, api_key) as api:
-        _save(api.request("GET", f"/v1/patients/{patient_id}/export/calls.csv").content, output)
+PATIENT_EXPORTS = {
+    "calls": ("calls.csv", "MRD calls of a patient as CSV."),
+    "variants": ("variants.csv", "Variant rows of every sample of a patient as CSV."),
+    "fhir": ("fhir", "FHIR R4 Genomics Reporting bundle of a patient (application/fhir+json)."),
+}
 
 
-@export_app.command("variants")
-def export_variants(
-    patient_id: str,
-    output: Annotated[Path | None, typer.Option("-o", "--output")] = None,
-    url: Url = DEFAULT_URL,
-    api_key: ApiKey = None,
-) -> None:
-    """Variant rows of every sample of a patient as CSV."""
-    with _session(url, api_key) as api:
-        path = f"/v1/patients/{patient_id}/export/variants.csv"
-        _save(api.request("GET", path).content, output)
+def _patient_export(name: str, route: str, help_text: str) -> None:
+    def command(
+        patient_id: str,
+        output: Annotated[Path | None, typer.Option("-o", "--output")] = None,
+        url: Url = DEFAULT_URL,
+        api_key: ApiKey = None,
+    ) -> None:
+        with _session(url, api_key) as api:
+            _save(api.request("GET", f"/v1/patients/{patient_id}/export/{route}").content, output)
+
+    export_app.command(name, help=help_text)(command)
 
 
-@export_app.command("fhir")
-def export_fhir(
-    patient_id: str,
-    output: Annotated[Path | None, typer.Option("-o", "--output")] = None,
-    url: Url = DEFAULT_URL,
-    api_key: ApiKey = None,
-) -> None:
-    """FHIR R4 Genomics Reporting bundle of a patient (application/fhir+json)."""
-    with _session(url, api_key) as api:
-        _save(api.request("GET", f"/v1/patients/{patient_id}/export/fhir").content, output)
+for _name, (_route, _help) in PATIENT_EXPORTS.items():
+    _patient_export(_name, _route, _help)
 
 
 @export_app.command("cbioportal")

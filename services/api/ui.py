@@ -254,14 +254,12 @@ def _not_found(request: Request, principal: Principal, patient_id: str) -> HTMLR
     )
 
 
-@router.get("/ui/patients/{patient_id}", response_class=HTMLResponse)
-def patient_page(
-    patient_id: str, request: Request, principal: UiReader, session: SessionDep
-) -> HTMLResponse:
-    try:
-        patient, bodies = _patient(session, request, principal, patient_id)
-    except NotFound:
-        return _not_found(request, principal, patient_id)
+def _page_context(
+    session: Session, request: Request, principal: Principal, patient_id: str
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The report context (tables, versions) and the analysis bodies of one patient's page;
+    NotFound for another site's patient."""
+    patient, bodies = _patient(session, request, principal, patient_id)
     context = report_context(
         bodies,
         patient_id=patient.patient_id,
@@ -269,6 +267,17 @@ def patient_page(
         samples=repository.samples(session, patient.id),
         generated_at=dt.datetime.now(dt.UTC),
     )
+    return context, bodies
+
+
+@router.get("/ui/patients/{patient_id}", response_class=HTMLResponse)
+def patient_page(
+    patient_id: str, request: Request, principal: UiReader, session: SessionDep
+) -> HTMLResponse:
+    try:
+        context, bodies = _page_context(session, request, principal, patient_id)
+    except NotFound:
+        return _not_found(request, principal, patient_id)
     timeline = plotly_timeline(
         timeline_model(bodies["trends"], bodies["mrd"], bodies["resistance"])
     )
@@ -291,16 +300,9 @@ def report_page(
 ) -> HTMLResponse:
     """The printable report: the static plots and every table, styled for A4 paper."""
     try:
-        patient, bodies = _patient(session, request, principal, patient_id)
+        context, _ = _page_context(session, request, principal, patient_id)
     except NotFound:
         return _not_found(request, principal, patient_id)
-    context = report_context(
-        bodies,
-        patient_id=patient.patient_id,
-        site=principal.site,
-        samples=repository.samples(session, patient.id),
-        generated_at=dt.datetime.now(dt.UTC),
-    )
     return templates.TemplateResponse(request, "report.html", context)
 
 
