@@ -138,8 +138,8 @@ def cohort_backgrounds(cohort: Cohort, *, panel: bool = True) -> dict[str, Locus
     n_controls = max((len(c) for c in cohort.controls.values()), default=0) if panel else 0
     tables: list[dict[str, BackgroundCounts]] = [{} for _ in range(n_controls)]
     for key, controls in cohort.controls.items():
-        for j, counts in enumerate(controls):
-            tables[j][key] = counts
+        for table, counts in zip(tables, controls, strict=False):
+            table[key] = counts
     keys = {lo.key for p in cohort.patients for lo in p.loci} | {
         v.key for p in cohort.patients for v in p.tissue
     }
