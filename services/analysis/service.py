@@ -79,6 +79,7 @@ from services.jobs import service as jobs
 from services.jobs.models import Job
 from services.patients.models import Patient, PatientEvent
 from services.samples.models import Sample
+from services.variants import service as variants
 from services.variants.models import TrackedVariant, Variant
 
 log = structlog.get_logger(__name__)
@@ -432,11 +433,7 @@ def _propose_tracked(session: Session, data: _Patient) -> bool:
             )
         )
     session.flush()
-    for sample in data.samples:
-        if sample.sample_type != "tissue":
-            jobs.create_job(
-                session, task=jobs.INGEST_TASK, site=data.patient.site, sample_pk=sample.id
-            )
+    variants.reextract_patient(session, data.patient)
     log.info(
         "tracked.proposed",
         patient_id=data.patient.patient_id,

@@ -48,7 +48,7 @@ def run(job_id: str) -> str:
         attempt = job.attempts
         sample = session.get(Sample, job.sample_pk)
         assert sample is not None
-        tracked = _tracked_loci(session, sample.patient_pk)
+        tracked = _tracked_loci(session, sample)
         request = _ReadRequest(sample, tracked)
 
     log.info("ingest.start", job_id=job_id, sample_id=request.sample_id, attempt=attempt)
@@ -183,13 +183,18 @@ class _Read:
                     return
 
 
-def _tracked_loci(session: Session, patient_pk: int) -> frozenset[Locus]:
-    keys = session.scalars(
-        select(TrackedVariant.locus_key).where(
-            TrackedVariant.patient_pk == patient_pk, TrackedVariant.kept.is_(True)
+def _tracked_loci(session: Session, sample: Sample) -> frozenset[Locus]:
+    """The loci read from the sample beyond the monitored genes: its patient's tracked set,
+    or for a normal sample every locus its site tracks (a normal plasma is a panel-of-normals
+    control for every patient of the site)."""
+    query = select(TrackedVariant.locus_key).where(TrackedVariant.kept.is_(True)).distinct()
+    if sample.sample_type == "normal":
+        query = query.join(Patient, Patient.id == TrackedVariant.patient_pk).where(
+            Patient.site == sample.site
         )
-    )
-    return frozenset(Locus.parse(k) for k in keys)
+    else:
+        query = query.where(TrackedVariant.patient_pk == sample.patient_pk)
+    return frozenset(Locus.parse(k) for k in session.scalars(query))
 
 
 def _still_ours(session: Session, job_id: str, attempt: int) -> bool:

@@ -66,11 +66,21 @@ def set_tracked(session: Session, patient: Patient, items: Sequence[TrackedVaria
 
 
 def reextract_patient(session: Session, patient: Patient) -> int:
+    """Queue a re-extraction of every non-tissue sample of the patient at its new tracked loci
+    (tissue proposes the set, it is not re-read for it), and of every normal sample of the site:
+    a panel of normals is read at every locus the site tracks, so new loci get their controls.
+    Returns the number of jobs."""
     samples = session.scalars(
-        select(Sample).where(Sample.patient_pk == patient.id, Sample.status != "failed")
+        select(Sample).where(
+            Sample.status != "failed",
+            (Sample.patient_pk == patient.id) & (Sample.sample_type != "tissue")
+            | (Sample.site == patient.site)
+            & (Sample.sample_type == "normal")
+            & (Sample.patient_pk != patient.id),
+        )
     ).all()
     for sample in samples:
-        jobs.create_job(session, task=jobs.INGEST_TASK, site=patient.site, sample_pk=sample.id)
+        jobs.create_job(session, task=jobs.INGEST_TASK, site=sample.site, sample_pk=sample.id)
     return len(samples)
 
 

@@ -24,6 +24,7 @@ from tests.conftest import (
 pytestmark = [pytest.mark.queue, pytest.mark.postgres]
 
 TRACKED = ["chr3:179218303:G>A", "chr6:152098788:A>C"]
+OUTSIDE_GENES = "chr1:1000000:A>G"  # in the panel file, in none of the four genes
 
 
 def _upload(
@@ -121,7 +122,7 @@ def test_a_new_normal_sample_recomputes_the_patients_tracking_its_loci(
     client.post("/v1/patients/RC-2/events", json={"type": "surgery", "date": "2025-01-02"})
     client.put(
         "/v1/patients/RC-2/tracked-variants",
-        json={"variants": [{"locus_key": k} for k in TRACKED]},
+        json={"variants": [{"locus_key": k} for k in [*TRACKED, OUTSIDE_GENES]]},
     )
     _upload(client, tmp, "RC-2", "RC-2-P1", "plasma")
     assert _recompute_jobs(pg_url, "RC-2") == []
@@ -134,6 +135,9 @@ def test_a_new_normal_sample_recomputes_the_patients_tracking_its_loci(
         assert time.monotonic() < deadline, _recompute_jobs(pg_url, "RC-2")
         time.sleep(0.2)
     assert client.get("/v1/patients/RC-2/mrd").json()["computed_at"] > before
+    # A normal sample is read at every locus the site tracks, not only in the four genes.
+    rows = client.get("/v1/samples/RC-PON-N1/variants").json()["items"]
+    assert OUTSIDE_GENES in {r["locus_key"] for r in rows}
     # The donor tracks nothing, and another site's patients are never queued.
     assert _recompute_jobs(pg_url, "RC-PON") == []
 
