@@ -1,4 +1,5 @@
-"""Samples: one uploaded variant file of one patient, kept on disk under its sha256."""
+"""Samples: one uploaded variant file of one patient (and optionally its alignment), kept on
+disk under their sha256."""
 
 from __future__ import annotations
 
@@ -32,6 +33,12 @@ class Sample(Base):
     file_name: Mapped[str] = mapped_column(String(512))
     file_sha256: Mapped[str] = mapped_column(String(64))
     file_size: Mapped[int] = mapped_column(BigInteger)
+    # An optional BAM/CRAM of the same sample, kept content-addressed with its index: at the
+    # tracked loci its reads are the evidence (services/genomics/pileup.py), not the VCF's.
+    alignment_name: Mapped[str | None] = mapped_column(String(512))
+    alignment_sha256: Mapped[str | None] = mapped_column(String(64))
+    alignment_index_sha256: Mapped[str | None] = mapped_column(String(64))
+    alignment_format: Mapped[str | None] = mapped_column(String(8))  # "bam" | "cram"
     # pending -> processed | failed; "processed" refers to the latest successful extraction.
     status: Mapped[str] = mapped_column(String(16), default="pending")
     detected_build: Mapped[str | None] = mapped_column(String(8))

@@ -42,6 +42,9 @@ class Variant(Base):
     hotspot: Mapped[bool] = mapped_column(Boolean)
     in_monitored_gene: Mapped[bool] = mapped_column(Boolean)
     tracked: Mapped[bool] = mapped_column(Boolean)
+    # Where alt_reads/depth come from: "vcf" (the caller's FORMAT fields) or "alignment"
+    # (fragments counted in the sample's BAM/CRAM at a tracked locus).
+    evidence: Mapped[str] = mapped_column(String(16), server_default="vcf")
 
 
 class TrackedVariant(Base):
