@@ -1,5 +1,6 @@
 """Tell, from the bytes of an upload as they stream in, whether it is a VCF or a BCF at all,
-and how far its gzip content inflates.
+and how far its gzip content inflates; and whether an alignment upload is a BAM/CRAM with a
+fitting index.
 
 The API runs this while it copies an upload to disk, so that a PDF, a BAM, a FASTA or a web
 page is refused at once with a clear answer (no sample, no job, no file kept), and a gzip bomb
@@ -11,8 +12,9 @@ from __future__ import annotations
 
 import re
 import zlib
+from typing import NoReturn
 
-from services.errors import PayloadTooLarge, VcfError
+from services.errors import InvalidInput, PayloadTooLarge, VcfError
 
 UTF8_BOM = b"\xef\xbb\xbf"
 _GZIP_MAGIC = b"\x1f\x8b"
@@ -198,3 +200,109 @@ def _is_text(head: bytes) -> bool:
     except UnicodeDecodeError as exc:
         return exc.start >= len(head) - 3  # a character cut at the end of the probe
     return b"\x00" not in head
+
+
+# -- alignments ------------------------------------------------------------------------------
+
+_BGZF_EXTRA = b"BC\x02\x00"  # the BGZF block-size subfield of a gzip member's FEXTRA
+_BLOCK_MAX = 1 << 16  # a BGZF block is at most 64 KiB compressed and inflated
+ALIGNMENT_FORMATS = {"bam": ("bai", "csi"), "cram": ("crai",)}  # which index fits which file
+
+
+class AlignmentCheck:
+    """Feed an alignment upload (``role="alignment"``) or its index (``role="index"``); raises
+    InvalidInput as soon as the first bytes show it is not one, and tells its ``kind`` after
+    ``finish()``.
+
+    An alignment is a BAM (BGZF whose first block inflates to ``BAM\\1``) or a CRAM (``CRAM``
+    magic); an index is a BAI (``BAI\\1``), a CSI (BGZF inflating to ``CSI\\1``) or a CRAI
+    (gzip of tab-separated integers). Only the first block is inflated: the reads are judged
+    by htslib at ingest, where an unreadable file fails the job with its name.
+    """
+
+    def __init__(self, display_name: str, *, role: str) -> None:
+        if role not in ("alignment", "index"):
+            raise ValueError(f"role must be 'alignment' or 'index', not {role!r}")
+        self._name = display_name
+        self._role = role
+        self._head = b""
+        self._kind: str | None = None
+
+    @property
+    def kind(self) -> str:
+        """'bam' or 'cram' (alignment); 'bai', 'csi' or 'crai' (index)."""
+        if self._kind is None:
+            raise RuntimeError("AlignmentCheck.kind is known only after finish()")
+        return self._kind
+
+    def feed(self, chunk: bytes) -> None:
+        if self._kind is not None or not chunk:
+            return
+        self._head += chunk[: 2 * _BLOCK_MAX - len(self._head)]
+        if len(self._head) >= 2 * _BLOCK_MAX:
+            self._judge()
+
+    def finish(self) -> None:
+        if self._kind is None:
+            self._judge()
+
+    def _judge(self) -> None:
+        head = self._head
+        if not head:
+            self._refuse("the file is empty (0 bytes)")
+        if head[:2] != _GZIP_MAGIC:
+            raw = {"alignment": {b"CRAM": "cram"}, "index": {b"BAI\x01": "bai"}}[self._role]
+            self._kind = raw.get(head[:4]) or self._refuse(self._what(head))
+            return
+        content = self._first_member(head)
+        bgzf = head[3] & 0x04 and _BGZF_EXTRA in head[12:18]
+        if self._role == "alignment" and bgzf and content.startswith(b"BAM\x01"):
+            self._kind = "bam"
+        elif self._role == "index" and bgzf and content.startswith(b"CSI\x01"):
+            self._kind = "csi"
+        elif self._role == "index" and _is_crai(content):
+            self._kind = "crai"
+        else:
+            self._refuse(self._what(content, compressed=True))
+        self._head = b""
+
+    def _first_member(self, head: bytes) -> bytes:
+        inflater = zlib.decompressobj(wbits=31)
+        try:
+            return inflater.decompress(head, _BLOCK_MAX)
+        except zlib.error as exc:
+            self._refuse(f"corrupt gzip data ({exc})")
+
+    def _what(self, head: bytes, *, compressed: bool = False) -> str:
+        expected = (
+            "a BAM (BGZF, starting with BAM\\1) or a CRAM file"
+            if self._role == "alignment"
+            else "a BAM index (.bai, .csi) or a CRAM index (.crai)"
+        )
+        what = next((text for magic, text in _LOOKS_LIKE if head.startswith(magic)), None)
+        if head.startswith(b"##fileformat=VCF") or head.startswith(b"BCF\x02"):
+            what = "variant calls (send those as 'file')"
+        elif head.startswith((b"BAI\x01", b"CSI\x01")) or (compressed and _is_crai(head)):
+            what = "an index (send it as 'alignment_index')"
+        elif head.startswith(b"BAM\x01") and compressed:
+            what = "a BAM (send it as 'alignment')"
+        elif head.startswith(b"CRAM"):
+            what = "a CRAM (send it as 'alignment')"
+        elif what is None:
+            what = "text" if _is_text(head[:_HEAD]) else "binary data"
+        inside = ", gzip-compressed" if compressed else ""
+        return f"not {expected}: it looks like {what}{inside}"
+
+    def _refuse(self, reason: str) -> NoReturn:
+        raise InvalidInput(f"{self._name}: {reason}")
+
+
+def _is_crai(content: bytes) -> bool:
+    """A CRAI inflates to lines of six tab-separated integers (none for an empty CRAM)."""
+    lines = content.split(b"\n")
+    complete = lines[:-1] if len(lines) > 1 else lines
+    return all(
+        len(fields := line.split(b"\t")) == 6 and all(f.lstrip(b"-").isdigit() for f in fields)
+        for line in complete
+        if line
+    ) and (not content or b"\t" in content)

@@ -34,12 +34,30 @@ def path_for(uploads_dir: Path, sha256: str) -> Path:
     return uploads_dir / sha256[:2] / sha256
 
 
-def store(
+@dataclass(slots=True)
+class Staged:
+    """An accepted upload, complete in the temporary folder, not yet at its content address:
+    several files of one request are all judged before any is kept."""
+
+    sha256: str
+    size: int
+    tmp_path: Path
+    final_path: Path
+
+    def commit(self) -> StoredFile:
+        self.final_path.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(self.tmp_path, self.final_path)
+        return StoredFile(sha256=self.sha256, size=self.size, path=self.final_path)
+
+    def discard(self) -> None:
+        self.tmp_path.unlink(missing_ok=True)
+
+
+def stage(
     source: BinaryIO, uploads_dir: Path, *, max_bytes: int, check: StreamCheck | None = None
-) -> StoredFile:
-    """Copy a stream to its content address, hashing (and `check`ing) on the way; the temp
-    file is renamed into place only when complete and accepted, so a reader never sees half a
-    file and a refused upload leaves nothing behind."""
+) -> Staged:
+    """Copy a stream to a temporary file, hashing (and `check`ing) on the way; a refused
+    upload leaves nothing behind."""
     tmp_dir = uploads_dir / "tmp"
     tmp_dir.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha256()
@@ -57,11 +75,16 @@ def store(
                 out.write(chunk)
         if check is not None:
             check.finish()
-        sha = digest.hexdigest()
-        final = path_for(uploads_dir, sha)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(tmp_name, final)
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
         raise
-    return StoredFile(sha256=sha, size=size, path=final)
+    sha = digest.hexdigest()
+    return Staged(sha, size, Path(tmp_name), path_for(uploads_dir, sha))
+
+
+def store(
+    source: BinaryIO, uploads_dir: Path, *, max_bytes: int, check: StreamCheck | None = None
+) -> StoredFile:
+    """Copy a stream to its content address (see `stage`); the temp file is renamed into
+    place only when complete and accepted, so a reader never sees half a file."""
+    return stage(source, uploads_dir, max_bytes=max_bytes, check=check).commit()
