@@ -2,8 +2,10 @@
 
 Three steps, each its own transaction so that a crash at any point leaves a consistent state:
 claim the job (lease), read the file outside any transaction (the kept calls are spooled to a
-temporary file, so memory does not grow with them), then replace the sample's variant rows in
-batches and finish the job atomically. Running it twice stores nothing twice."""
+temporary file, so memory does not grow with them; at the tracked loci the fragments counted
+in the sample's BAM/CRAM, when it has one, replace the caller's counts), then replace the
+sample's variant rows in batches and finish the job atomically. Running it twice stores
+nothing twice."""
 
 from __future__ import annotations
 
@@ -23,7 +25,10 @@ from services.alerts import service as alerts
 from services.analysis import service as analysis
 from services.config import get_settings
 from services.db import unit_of_work, utcnow
-from services.errors import VcfError
+from services.errors import InvalidInput, VcfError
+from services.genomics.annotate import hotspot_for
+from services.genomics.pileup import PileupCounts, count_alleles
+from services.genomics.regions import gene_at
 from services.genomics.types import Locus, VariantCall
 from services.genomics.vcf import open_vcf
 from services.jobs import service as jobs
@@ -100,7 +105,8 @@ def fail_unexpected(job_id: str, error: BaseException) -> None:
 
 
 class _ReadRequest:
-    """Everything read_vcf needs, copied out of the ORM before the transaction closes."""
+    """Everything read_vcf (and the pileup of an alignment) needs, copied out of the ORM
+    before the transaction closes."""
 
     def __init__(self, sample: Sample, tracked: frozenset[Locus]) -> None:
         settings = get_settings()
@@ -114,14 +120,20 @@ class _ReadRequest:
         self.tracked = tracked
         self.reference_fasta = settings.reference_fasta
         self.max_decompressed_bytes = settings.max_decompressed_bytes
+        # A tissue sample proposes the tracked set from its calls; its reads are not counted.
+        self.alignment = (
+            _Alignment.of(sample, settings.uploads_dir) if sample.sample_type != "tissue" else None
+        )
 
     def read(self, spool_dir: Path) -> _Read:
         """Read the file outside any transaction, spooling the kept calls to `spool_dir` as
         batches of rows, so that memory does not grow with the number of calls kept."""
         if not self.path.exists():
             raise VcfError(self.file_name, "the stored upload is missing from the data directory")
+        counted = self._count_alignment(spool_dir)
         spool = spool_dir / "rows.pickle"
         calls = 0
+        reported: set[str] = set()
         with (
             open_vcf(
                 self.path,
@@ -138,10 +150,23 @@ class _ReadRequest:
         ):
             batch: list[dict[str, object]] = []
             for call in stream.calls():
-                batch.append(_row(call))
+                row = _row(call)
+                counts = counted.get(call.locus.key) if call.locus is not None else None
+                if counts is not None:
+                    # the reads are the raw evidence; the FORMAT counts are the caller's
+                    row.update(_counted(counts, passed=call.passed))
+                    reported.add(counts.key)
+                batch.append(row)
                 if len(batch) == _BATCH_ROWS:
                     pickle.dump(batch, out, protocol=pickle.HIGHEST_PROTOCOL)
                     calls, batch = calls + len(batch), []
+            # A counted locus the VCF did not report still has evidence: the alignment's.
+            loci = {locus.key: locus for locus in self.tracked}
+            batch.extend(
+                _alignment_row(loci[key], counts)
+                for key, counts in sorted(counted.items())
+                if key not in reported
+            )
             if batch:
                 pickle.dump(batch, out, protocol=pickle.HIGHEST_PROTOCOL)
                 calls += len(batch)
@@ -155,6 +180,62 @@ class _ReadRequest:
                 calls=calls,
                 spool=spool,
             )
+
+    def _count_alignment(self, spool_dir: Path) -> dict[str, PileupCounts]:
+        """Fragments at the tracked loci in the sample's alignment, by locus key; loci without
+        any read are left out (no reads there is missing evidence, not zero). The file and its
+        index are opened even without tracked loci, so that an unreadable alignment fails its
+        own upload's job, not a later re-extraction."""
+        alignment = self.alignment
+        if alignment is None:
+            return {}
+        if not alignment.path.exists() or not alignment.index_path.exists():
+            raise VcfError(
+                alignment.name,
+                "the stored alignment or its index is missing from the data directory",
+            )
+        # htslib tells BAM from CRAM, and finds the index, by the file names: the stored
+        # files are named by their sha256 only, so the pileup reads them through links.
+        link = spool_dir / f"alignment.{alignment.format}"
+        index_link = spool_dir / f"{link.name}.{'crai' if alignment.format == 'cram' else 'bai'}"
+        link.symlink_to(alignment.path)
+        index_link.symlink_to(alignment.index_path)
+        try:
+            counts = count_alleles(
+                link, self.tracked, reference_fasta=self.reference_fasta, index_path=index_link
+            )
+        except InvalidInput as exc:
+            reason = exc.detail.removeprefix(f"{link.name}: ")
+        except (OSError, ValueError) as exc:
+            # htslib's own error, e.g. a corrupt block that then also fails to close
+            reason = f"cannot read the reads: a corrupt or truncated BAM/CRAM ({exc})"
+        else:
+            return {key: c for key, c in counts.items() if c.depth > 0}
+        reason = reason.replace(str(index_link), "alignment_index").replace(
+            str(link), alignment.name
+        )
+        raise VcfError(alignment.name, reason)
+
+
+@dataclass(frozen=True, slots=True)
+class _Alignment:
+    """Where a sample's stored BAM/CRAM and its index are, copied out of the ORM."""
+
+    name: str
+    format: str
+    path: Path
+    index_path: Path
+
+    @classmethod
+    def of(cls, sample: Sample, uploads_dir: Path) -> _Alignment | None:
+        if not (sample.alignment_sha256 and sample.alignment_index_sha256):
+            return None
+        return cls(
+            name=sample.alignment_name or "alignment",
+            format=sample.alignment_format or "bam",
+            path=path_for(uploads_dir, sample.alignment_sha256),
+            index_path=path_for(uploads_dir, sample.alignment_index_sha256),
+        )
 
 
 _BATCH_ROWS = 2_000  # rows per spooled batch and per INSERT
@@ -318,6 +399,43 @@ def _row(call: VariantCall) -> dict[str, object]:
         "hotspot": call.hotspot,
         "in_monitored_gene": call.in_monitored_gene,
         "tracked": call.tracked,
+        "evidence": "vcf",
+    }
+
+
+def _counted(counts: PileupCounts, *, passed: bool) -> dict[str, object]:
+    """The columns a locus' fragment counts replace in its row."""
+    return {
+        "alt_reads": counts.alt_reads,
+        "depth": counts.depth,
+        "vaf": counts.alt_reads / counts.depth,
+        "detected": passed and counts.alt_reads > 0,
+        "quantitative": True,
+        "evidence": "alignment",
+    }
+
+
+def _alignment_row(locus: Locus, counts: PileupCounts) -> dict[str, object]:
+    """The row of a tracked locus the VCF did not report, from the alignment alone (GRCh38,
+    the loci's build; no caller filter applied, so PASS)."""
+    hotspot = hotspot_for(locus)
+    return {
+        "chrom": locus.chrom,
+        "pos": locus.pos,
+        "ref": locus.ref,
+        "alt": locus.alt,
+        "build": "GRCh38",
+        "locus_key": locus.key,
+        "gene": hotspot.gene if hotspot else gene_at("GRCh38", locus.chrom, locus.pos),
+        "protein_change": hotspot.protein_change if hotspot else None,
+        "filter": "PASS",
+        "passed": True,
+        "normal_alt_reads": None,
+        "normal_depth": None,
+        "hotspot": hotspot is not None,
+        "in_monitored_gene": gene_at("GRCh38", locus.chrom, locus.pos) is not None,
+        "tracked": True,
+        **_counted(counts, passed=True),
     }
 
 
