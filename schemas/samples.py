@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import Literal
+
+from pydantic import Field
 
 from schemas.common import ApiModel, JobStatus
 
@@ -27,6 +30,9 @@ class SampleRead(ApiModel):
     file_name: str
     file_sha256: str
     file_size: int
+    alignment_name: str | None = None
+    alignment_format: Literal["bam", "cram"] | None = None
+    alignment_sha256: str | None = None
     records_read: int | None
     alleles_skipped: int | None
     variant_count: int | None
@@ -66,6 +72,11 @@ class VariantRead(ApiModel):
     tracked: bool
     normal_alt_reads: int | None = None
     normal_depth: int | None = None
+    evidence: Literal["vcf", "alignment"] = Field(
+        default="vcf",
+        description="where alt_reads/depth come from: the VCF's FORMAT fields, or fragments "
+        "counted in the sample's BAM/CRAM at a tracked locus",
+    )
 
 
 class VariantList(ApiModel):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated
+from typing import Annotated, BinaryIO
 
 from fastapi import APIRouter, File, Form, Request, UploadFile
 from fastapi.responses import JSONResponse
@@ -62,6 +62,8 @@ def upload_sample(
     normal_sample: Annotated[str | None, Form(max_length=256)] = None,
     plasma_ml: Annotated[float | None, Form(gt=0, lt=1000)] = None,
     cfdna_ng_per_ml: Annotated[float | None, Form(ge=0, lt=100000)] = None,
+    alignment: Annotated[UploadFile | None, File(description=ALIGNMENT_HELP)] = None,
+    alignment_index: Annotated[UploadFile | None, File(description=INDEX_HELP)] = None,
 ) -> JSONResponse:
     form = service.SampleForm(
         patient_id=patient_id,
@@ -73,15 +75,83 @@ def upload_sample(
         normal_sample=(normal_sample or "").strip() or None,
         plasma_ml=plasma_ml,
         cfdna_ng_per_ml=cfdna_ng_per_ml,
-        file_name=(file.filename or "upload.vcf").rsplit("/", 1)[-1][:512],
+        file_name=_file_name(file, "upload.vcf"),
     )
-    stored = service.store_upload(file.file, form.file_name)
-    accepted = service.accept_upload(session, principal.site, form, stored)
+    pair = _alignment_pair(alignment, alignment_index)
+    with service.UploadBatch() as uploads:
+        stored = uploads.variant_file(file.file, form.file_name)
+        aligned = uploads.alignment(*pair) if pair else None
+        uploads.commit()
+    accepted = service.accept_upload(session, principal.site, form, stored, aligned)
     audit(
         session, request, principal, patient_id=form.patient_id, sample_id=accepted.sample.sample_id
     )
+    return _accepted(accepted)
+
+
+ALIGNMENT_HELP = (
+    "Optional BAM or CRAM of the same sample (coordinate-sorted, GRCh38; a CRAM needs "
+    "CTDNA_REFERENCE_FASTA): at the tracked loci its reads are the evidence"
+)
+INDEX_HELP = "The alignment's index (.bai or .csi for a BAM, .crai for a CRAM)"
+
+
+def _file_name(upload: UploadFile, default: str) -> str:
+    return (upload.filename or default).rsplit("/", 1)[-1][:512]
+
+
+def _alignment_pair(
+    alignment: UploadFile | None, index: UploadFile | None
+) -> tuple[BinaryIO, str, BinaryIO, str] | None:
+    """The alignment and its index as (stream, name) twice, or None when neither was sent;
+    one without the other is refused before anything is read."""
+    if alignment is None and index is None:
+        return None
+    if alignment is None:
+        raise InvalidInput("alignment_index was sent without an alignment (a BAM or CRAM)")
+    if index is None:
+        raise InvalidInput(
+            "alignment_index is required with an alignment (.bai/.csi for a BAM, .crai for a "
+            "CRAM): the reads at the tracked loci are fetched through it"
+        )
+    name = _file_name(alignment, "alignment.bam")
+    return alignment.file, name, index.file, _file_name(index, f"{name}.bai")
+
+
+def _accepted(accepted: service.Accepted) -> JSONResponse:
     body = SampleAccepted(sample_id=accepted.sample.sample_id, job_id=accepted.job.id)
-    return JSONResponse(body.model_dump(), status_code=202 if accepted.created else 200)
+    new_work = accepted.created or accepted.queued
+    return JSONResponse(body.model_dump(), status_code=202 if new_work else 200)
+
+
+@router.put(
+    "/{sample_id}/alignment",
+    status_code=202,
+    response_model=SampleAccepted,
+    responses={200: {"model": SampleAccepted, "description": "This alignment is already attached"}},
+)
+def put_alignment(
+    sample_id: str,
+    request: Request,
+    principal: Ingestor,
+    session: SessionDep,
+    alignment: Annotated[UploadFile, File(description=ALIGNMENT_HELP)],
+    alignment_index: Annotated[UploadFile | None, File(description=INDEX_HELP)] = None,
+) -> JSONResponse:
+    """Attach (or replace) the BAM/CRAM of a sample already posted and re-extract it: a new
+    ingest job whose rows at the tracked loci carry the counted reads."""
+    found = repository.get_with_patient(session, principal.site, sample_id)
+    if found is None:
+        raise NotFound(f"sample {sample_id!r} not found")
+    sample, patient = found
+    pair = _alignment_pair(alignment, alignment_index)
+    assert pair is not None
+    with service.UploadBatch() as uploads:
+        aligned = uploads.alignment(*pair)
+        uploads.commit()
+    accepted = service.attach_alignment(session, principal.site, sample, aligned)
+    audit(session, request, principal, patient_id=patient.patient_id, sample_id=sample.sample_id)
+    return _accepted(accepted)
 
 
 def _read_sample(
@@ -117,6 +187,9 @@ def get_sample(
         file_name=sample.file_name,
         file_sha256=sample.file_sha256,
         file_size=sample.file_size,
+        alignment_name=sample.alignment_name,
+        alignment_format=sample.alignment_format,
+        alignment_sha256=sample.alignment_sha256,
         records_read=sample.records_read,
         alleles_skipped=sample.alleles_skipped,
         variant_count=sample.variant_count,

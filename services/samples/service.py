@@ -1,23 +1,25 @@
-"""Accepting uploads: one sample and one ingest job per distinct file of a patient."""
+"""Accepting uploads: one sample and one ingest job per distinct file of a patient; an
+alignment (BAM/CRAM) posted with it, or later, queues a re-extraction of that sample."""
 
 from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from types import TracebackType
 from typing import BinaryIO
 
 from sqlalchemy.orm import Session
 
 from services.config import get_settings
 from services.db import utcnow
-from services.errors import Conflict, NotFound
-from services.genomics.sniff import UploadCheck
+from services.errors import Conflict, InvalidInput, NotFound
+from services.genomics.sniff import ALIGNMENT_FORMATS, AlignmentCheck, UploadCheck
 from services.jobs import service as jobs
 from services.jobs.models import Job
 from services.patients import service as patients
 from services.samples import repository, storage
 from services.samples.models import Sample
-from services.samples.storage import StoredFile
+from services.samples.storage import Staged, StoredFile
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,28 +38,117 @@ class SampleForm:
 
 @dataclass(frozen=True, slots=True)
 class Accepted:
+    """`created`: a new sample; `queued`: a new ingest job of an existing sample (its
+    alignment changed). Neither: a retry, answered with what is already there."""
+
     sample: Sample
     job: Job
     created: bool
+    queued: bool = False
 
 
-def store_upload(source: BinaryIO, file_name: str) -> StoredFile:
-    """Keep the uploaded bytes under their sha256, refusing on the way anything that is not a
-    VCF or BCF, over the size cap, or inflating past the decompression cap (nothing is kept
-    then)."""
-    settings = get_settings()
-    check = UploadCheck(file_name, max_decompressed_bytes=settings.max_decompressed_bytes)
-    return storage.store(
-        source, settings.uploads_dir, max_bytes=settings.max_upload_bytes, check=check
+@dataclass(frozen=True, slots=True)
+class AlignmentFiles:
+    """A BAM/CRAM and its index as stored (content-addressed, like the VCF)."""
+
+    name: str
+    format: str  # "bam" | "cram"
+    sha256: str
+    index_sha256: str
+
+
+class UploadBatch:
+    """The files of one request, each judged as it streams in, and kept (renamed to their
+    content address) only by `commit()` once all are accepted: a refused alignment leaves
+    no VCF behind, and the other way round."""
+
+    def __init__(self) -> None:
+        self._settings = get_settings()
+        self._staged: list[Staged] = []
+
+    def __enter__(self) -> UploadBatch:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        for staged in self._staged:
+            staged.discard()
+
+    def _stage(self, source: BinaryIO, check: storage.StreamCheck) -> Staged:
+        staged = storage.stage(
+            source,
+            self._settings.uploads_dir,
+            max_bytes=self._settings.max_upload_bytes,
+            check=check,
+        )
+        self._staged.append(staged)
+        return staged
+
+    def variant_file(self, source: BinaryIO, file_name: str) -> StoredFile:
+        """A VCF or BCF, refused when it is not one, is over the size cap, or inflates past
+        the decompression cap."""
+        check = UploadCheck(file_name, max_decompressed_bytes=self._settings.max_decompressed_bytes)
+        staged = self._stage(source, check)
+        return StoredFile(sha256=staged.sha256, size=staged.size, path=staged.final_path)
+
+    def alignment(
+        self, source: BinaryIO, name: str, index_source: BinaryIO, index_name: str
+    ) -> AlignmentFiles:
+        """A BAM with its BAI/CSI, or a CRAM with its CRAI (same size cap as a VCF)."""
+        reads = AlignmentCheck(name, role="alignment")
+        staged = self._stage(source, reads)
+        index = AlignmentCheck(index_name, role="index")
+        staged_index = self._stage(index_source, index)
+        if index.kind not in ALIGNMENT_FORMATS[reads.kind]:
+            fits = " or ".join(f".{k}" for k in ALIGNMENT_FORMATS[reads.kind])
+            raise InvalidInput(
+                f"{index_name}: a .{index.kind} index does not fit {name}, a "
+                f"{reads.kind.upper()} (send its {fits})"
+            )
+        return AlignmentFiles(name, reads.kind, staged.sha256, staged_index.sha256)
+
+    def commit(self) -> None:
+        for staged in self._staged:
+            staged.commit()
+        self._staged.clear()
+
+
+def attach_alignment(
+    session: Session, site: str, sample: Sample, files: AlignmentFiles
+) -> Accepted:
+    """Give the sample this alignment and queue its re-extraction; the alignment it already
+    has answers with its latest job (a retry), nothing queued."""
+    same = (sample.alignment_sha256, sample.alignment_index_sha256) == (
+        files.sha256,
+        files.index_sha256,
     )
+    job = repository.latest_job(session, sample.id)
+    if same and job is not None:
+        return Accepted(sample=sample, job=job, created=False)
+    sample.alignment_name = files.name
+    sample.alignment_format = files.format
+    sample.alignment_sha256 = files.sha256
+    sample.alignment_index_sha256 = files.index_sha256
+    job = jobs.create_job(session, task=jobs.INGEST_TASK, site=site, sample_pk=sample.id)
+    return Accepted(sample=sample, job=job, created=False, queued=True)
 
 
-def accept_upload(session: Session, site: str, form: SampleForm, stored: StoredFile) -> Accepted:
+def accept_upload(
+    session: Session,
+    site: str,
+    form: SampleForm,
+    stored: StoredFile,
+    alignment: AlignmentFiles | None = None,
+) -> Accepted:
     """Create the sample and its ingest job in the caller's transaction; the same bytes for
-    the same patient return the existing sample and job, nothing duplicated."""
+    the same patient return the existing sample and job, nothing duplicated (unless a new
+    alignment comes with them: it is attached and the sample re-extracted)."""
     patient = patients.get_or_create_patient(session, site, form.patient_id)
     same = repository.find_same_bytes(session, patient.id, stored.sha256)
     if same is not None:
+        if alignment is not None:
+            return attach_alignment(session, site, same, alignment)
         job = repository.latest_job(session, same.id)
         if job is None:  # a sample always gets a job at creation; keep the invariant anyway
             job = jobs.create_job(session, task=jobs.INGEST_TASK, site=site, sample_pk=same.id)
@@ -81,6 +172,10 @@ def accept_upload(session: Session, site: str, form: SampleForm, stored: StoredF
         file_name=form.file_name,
         file_sha256=stored.sha256,
         file_size=stored.size,
+        alignment_name=alignment.name if alignment else None,
+        alignment_format=alignment.format if alignment else None,
+        alignment_sha256=alignment.sha256 if alignment else None,
+        alignment_index_sha256=alignment.index_sha256 if alignment else None,
         status="pending",
         created_at=utcnow(),
     )
