@@ -198,6 +198,26 @@ def _freebayes(fields: SampleFields, allele: AlleleContext) -> ReadCounts | None
     return _counts(alt, ref + sum(o for o in observed if o is not None), "AO/RO")
 
 
+def _molecules(fields: SampleFields, allele: AlleleContext) -> ReadCounts | None:
+    # UMI callers (QIAseq smCounter/smCounter2): VMT, the variant's molecule (UMI family)
+    # count per ALT, over UMT, the molecules used at the site. For ctDNA the molecule is the
+    # unit of evidence (PCR duplicates of one fragment are one observation), so these win
+    # over the read counts the same file carries.
+    alt, depth = _int(_allele_value(fields, "VMT", allele)), _int(fields.get("UMT"))
+    if alt is None or depth is None:
+        return None
+    return _counts(alt, depth, "VMT/UMT")
+
+
+def _flow_observations(fields: SampleFields, allele: AlleleContext) -> ReadCounts | None:
+    # Ion Torrent (TVC, Oncomine cfDNA): the flow-evaluated FAO per ALT over FDP, the counts
+    # its allele frequency comes from (AO/DP are the raw read counts before flow evaluation).
+    alt, depth = _int(_allele_value(fields, "FAO", allele)), _int(fields.get("FDP"))
+    if alt is None or depth is None:
+        return None
+    return _counts(alt, depth, "FAO/FDP")
+
+
 def _fraction_times_depth(key: str, name: str) -> CountReader:
     """A caller allele fraction times DP: Mutect1 FA, Pisces VF, VarScan2 FREQ, FORMAT AF.
 
@@ -233,6 +253,8 @@ def _strand_counts(name: str) -> CountReader:
 
 
 COUNT_READERS: tuple[CountReader, ...] = (
+    CountReader("VMT/UMT", ("VMT", "UMT"), _molecules),
+    CountReader("FAO/FDP", ("FAO", "FDP"), _flow_observations),
     _allelic_depths("AD", "DP", "AD"),
     _allelic_depths("ADT", "DPT", "ADT/DPT"),
     CountReader("strelka_tier1", ("AU", "CU", "GU", "TU"), _strelka_snv),
@@ -254,6 +276,8 @@ CONTROL_READERS: tuple[CountReader, ...] = (_allelic_depths("ADC", "DPC", "ADC/D
 # without FORMAT/AD. Only exact read counts make a call quantitative here: a site AF is often a
 # population or genotype frequency, so AF times DP is a VAF with a depth, not a count.
 INFO_READERS: tuple[CountReader, ...] = (
+    CountReader("INFO/VMT/UMT", ("VMT", "UMT"), _molecules),
+    CountReader("INFO/FAO/FDP", ("FAO", "FDP"), _flow_observations),
     _strand_counts("INFO/DP4"),
     _allelic_depths("AD", "DP", "INFO/AD"),
     CountReader("INFO/VD/DP", ("VD", "DP"), _vardict),

@@ -874,3 +874,48 @@ def test_stream_keeps_the_preferred_copy_nearby_and_read_vcf_also_far_apart(
         (179234297, "PASS"),
         (152098788, "PASS"),
     ]
+
+
+# --- UMI and flow-space callers ---------------------------------------------------------------
+
+
+def test_umi_caller_molecule_counts_win_over_its_read_counts(tmp_path: Path) -> None:
+    # smCounter2 (QIAseq): reads in DP/VDP, molecules (UMI families) in UMT/VMT.
+    path = _tiny_vcf(
+        tmp_path,
+        "smcounter2.vcf",
+        ["P01_plasma"],
+        "chr3\t179234297\t.\tA\tG\t60\tPASS\tTYPE=SNP\t"
+        "GT:DP:VDP:VAF:UMT:VMT:VMF\t0/1:12000:64:0.0053:2400:9:0.00375",
+        "chr6\t152098788\t.\tA\tC,T\t60\tPASS\tTYPE=SNP\t"
+        "GT:DP:VDP:VAF:UMT:VMT:VMF\t0/1:9000:30,12:0.003,0.001:1800:6,2:0.0033,0.0011",
+    )
+    first, second, third = read(path).variants
+    assert (first.alt_reads, first.depth, first.counts_source) == (9, 2400, "VMT/UMT")
+    assert (second.alt, second.alt_reads, second.depth) == ("C", 6, 1800)
+    assert (third.alt, third.alt_reads, third.depth) == ("T", 2, 1800)
+    assert first.quantitative and first.vaf == pytest.approx(9 / 2400)
+
+
+def test_umi_counts_in_info_for_a_sites_only_file(tmp_path: Path) -> None:
+    # smCounter (v1) writes the molecule counts in INFO.
+    path = _tiny_vcf(
+        tmp_path,
+        "smcounter_sites.vcf",
+        [],
+        "chr3\t179234297\t.\tA\tG\t60\tPASS\tDP=9000;MT=2100;UMT=2000;VMT=7;VMF=0.0035",
+    )
+    [call] = read(path).variants
+    assert (call.alt_reads, call.depth, call.counts_source) == (7, 2000, "VMT/UMT")
+    assert call.quantitative
+
+
+def test_ion_torrent_flow_counts(tmp_path: Path) -> None:
+    path = _tiny_vcf(
+        tmp_path,
+        "tvc.vcf",
+        ["IonXpress_001"],
+        "chr3\t179234297\t.\tA\tG\t60\tPASS\tAF=0.01\tGT:AO:DP:FAO:FDP:FRO\t0/1:25:2600:20:2000:1980",
+    )
+    [call] = read(path).variants
+    assert (call.alt_reads, call.depth, call.counts_source) == (20, 2000, "FAO/FDP")
