@@ -244,9 +244,14 @@ def simulate(
 
 @app.command()
 def bench(
-    sections: Annotated[str, typer.Option(help="parse,memory,latency,throughput,reads")] = (
-        "parse,memory,latency,throughput,reads"
-    ),
+    sections: Annotated[
+        str,
+        typer.Option(
+            help="parse,memory,latency,throughput,reads (the service) and mrd,resistance (the "
+            "science against simulated truth: benchmarks/results_mrd.json, "
+            "results_resistance.json)"
+        ),
+    ] = "parse,memory,latency,throughput,reads",
     parse_records: Annotated[int, typer.Option(help="Records of the large VCF.gz")] = 2_000_000,
     latency_uploads: Annotated[int, typer.Option(help="Sequential panel uploads")] = 50,
     throughput_samples: Annotated[int, typer.Option(help="Panel samples (issue: 1000)")] = 300,
@@ -260,8 +265,19 @@ def bench(
     127.0.0.1 (README, "Benchmarks"); prints a table and writes results.json."""
     from benchmarks.run import SECTIONS, BenchOptions, run
 
+    chosen = sections.split(",")
+    if "mrd" in chosen:
+        from benchmarks import mrd
+
+        mrd.main([])
+    if "resistance" in chosen:
+        from benchmarks import resistance
+
+        resistance.main([])
+    if not set(chosen) & set(SECTIONS):
+        return
     options = BenchOptions(
-        sections=tuple(s for s in SECTIONS if s in sections.split(",")),
+        sections=tuple(s for s in SECTIONS if s in chosen),
         parse_records=parse_records,
         latency_uploads=latency_uploads,
         throughput_samples=throughput_samples,
