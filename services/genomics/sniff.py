@@ -15,6 +15,7 @@ import zlib
 from typing import NoReturn
 
 from services.errors import InvalidInput, PayloadTooLarge, VcfError
+from services.genomics.build import contig_votes
 
 UTF8_BOM = b"\xef\xbb\xbf"
 _GZIP_MAGIC = b"\x1f\x8b"
@@ -227,6 +228,7 @@ class AlignmentCheck:
         self._role = role
         self._head = b""
         self._kind: str | None = None
+        self._bam_header: bytes | None = None  # a BAM's first bytes, until its contigs are read
 
     @property
     def kind(self) -> str:
@@ -236,15 +238,41 @@ class AlignmentCheck:
         return self._kind
 
     def feed(self, chunk: bytes) -> None:
-        if self._kind is not None or not chunk:
+        if not chunk:
             return
-        self._head += chunk[: 2 * _BLOCK_MAX - len(self._head)]
-        if len(self._head) >= 2 * _BLOCK_MAX:
+        if self._kind is None:
+            take = 2 * _BLOCK_MAX - len(self._head)
+            self._head += chunk[:take]
+            if len(self._head) < 2 * _BLOCK_MAX:
+                return
             self._judge()
+            chunk = chunk[take:]
+        if self._kind == "bam" and self._bam_header is not None and chunk:
+            self._bam_header += chunk[: _BAM_HEADER_MAX - len(self._bam_header)]
+            self._judge_bam_build(final=False)
 
     def finish(self) -> None:
         if self._kind is None:
             self._judge()
+        if self._kind == "bam" and self._bam_header is not None:
+            self._judge_bam_build(final=True)
+
+    def _judge_bam_build(self, *, final: bool) -> None:
+        """Refuse a BAM aligned to GRCh37: the tracked loci are GRCh38 positions, and counting
+        them in GRCh37 reads would give plausible-looking, wrong evidence."""
+        assert self._bam_header is not None
+        contigs = _bam_contigs(self._bam_header)
+        if contigs is None:
+            if final or len(self._bam_header) >= _BAM_HEADER_MAX:
+                self._bam_header = None  # a header this large is judged by htslib alone
+            return
+        self._bam_header = None
+        builds = {v.build: v.detail for v in contig_votes(contigs) if v.source == "contig_lengths"}
+        if "GRCh37" in builds and "GRCh38" not in builds:
+            self._refuse(
+                f"the reads are aligned to GRCh37 ({builds['GRCh37']}); the tracked loci are "
+                "counted at GRCh38 positions, so send an alignment to GRCh38"
+            )
 
     def _judge(self) -> None:
         head = self._head
@@ -258,6 +286,8 @@ class AlignmentCheck:
         bgzf = head[3] & 0x04 and _BGZF_EXTRA in head[12:18]
         if self._role == "alignment" and bgzf and content.startswith(b"BAM\x01"):
             self._kind = "bam"
+            self._bam_header = head
+            self._judge_bam_build(final=False)
         elif self._role == "index" and bgzf and content.startswith(b"CSI\x01"):
             self._kind = "csi"
         elif self._role == "index" and _is_crai(content):
@@ -295,6 +325,51 @@ class AlignmentCheck:
 
     def _refuse(self, reason: str) -> NoReturn:
         raise InvalidInput(f"{self._name}: {reason}")
+
+
+_BAM_HEADER_MAX = 8 << 20  # compressed bytes read for a BAM's contig list
+
+
+def _bam_contigs(raw: bytes) -> list[tuple[str, int | None]] | None:
+    """(name, length) of a BAM's references, from its first BGZF blocks; None while the
+    bytes end before the list does (or are not readable: htslib will say so at ingest)."""
+    content = bytearray()
+    data = raw
+    while data[:2] == _GZIP_MAGIC:
+        inflater = zlib.decompressobj(wbits=31)
+        try:
+            content += inflater.decompress(data)
+        except zlib.error:
+            return None
+        if not inflater.eof:
+            break
+        data = inflater.unused_data
+        if len(content) >= 4 and (parsed := _parse_bam_references(bytes(content))) is not None:
+            return parsed
+    return _parse_bam_references(bytes(content))
+
+
+def _parse_bam_references(content: bytes) -> list[tuple[str, int | None]] | None:
+    def integer(at: int) -> int | None:
+        return int.from_bytes(content[at : at + 4], "little") if at + 4 <= len(content) else None
+
+    text_length = integer(4)
+    if text_length is None:
+        return None
+    at = 8 + text_length
+    count = integer(at)
+    if count is None:
+        return None
+    at += 4
+    contigs: list[tuple[str, int | None]] = []
+    for _ in range(count):
+        name_length = integer(at)
+        if name_length is None or at + 8 + name_length > len(content):
+            return None
+        name = content[at + 4 : at + 4 + name_length].rstrip(b"\x00").decode("ascii", "replace")
+        contigs.append((name, integer(at + 4 + name_length)))
+        at += 8 + name_length
+    return contigs
 
 
 def _is_crai(content: bytes) -> bool:
