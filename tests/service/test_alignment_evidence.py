@@ -404,3 +404,27 @@ def test_another_sites_sample_is_not_found(stack: Stack, tmp_path: Path) -> None
     assert response.status_code == 404, response.text
     assert stack.other_site.get("/v1/samples/S-BAM-6").status_code == 404
     assert client.get("/v1/samples/S-BAM-6").json()["alignment_name"] is None
+
+
+def test_a_newly_tracked_locus_is_counted_in_the_kept_alignment(
+    stack: Stack, tmp_path: Path
+) -> None:
+    client = stack.client
+    assert client.post("/v1/patients", json={"patient_id": "P-BAM-8"}).status_code == 201
+    track = {"variants": [{"locus_key": E545K}]}
+    assert client.put("/v1/patients/P-BAM-8/tracked-variants", json=track).status_code == 200
+    bam, bai = write_bam(tmp_path, "plasma-8")
+    response = post_sample(client, panel_vcf(tmp_path, "bam-8"), "P-BAM-8", "S-BAM-8", bam, bai)
+    assert wait_job(client, response.json()["job_id"])["status"] == "succeeded"
+    found = rows(client, "S-BAM-8")
+    assert (found[E545K]["alt_reads"], found[E545K]["evidence"]) == (4, "alignment")
+    # untracked: the monitored-gene row stays the caller's, and nothing is made up for E17K
+    assert (found[Y537S]["alt_reads"], found[Y537S]["evidence"]) == (120, "vcf")
+    assert E17K not in found
+
+    track = {"variants": [{"locus_key": key} for key in TRACKED]}
+    assert client.put("/v1/patients/P-BAM-8/tracked-variants", json=track).status_code == 200
+    job_id = client.get("/v1/samples/S-BAM-8").json()["job_id"]
+    assert job_id != response.json()["job_id"]
+    assert wait_job(client, job_id)["status"] == "succeeded"
+    assert_counted(rows(client, "S-BAM-8"))
