@@ -34,6 +34,14 @@ LATENCY = Histogram(
 UPLOAD_PATH = "/v1/samples"
 
 
+def is_upload(method: str, path: str) -> bool:
+    """A file upload: a sample (POST /v1/samples) or its alignment (PUT .../alignment)."""
+    path = path.rstrip("/")
+    if method == "POST":
+        return path == UPLOAD_PATH
+    return method == "PUT" and path.startswith(UPLOAD_PATH + "/") and path.endswith("/alignment")
+
+
 class BodyTooLarge(Exception):
     pass
 
@@ -51,7 +59,7 @@ class BodySizeLimit:
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
             await self.app(scope, receive, send)
             return
-        limit = self.upload_max if scope["path"].rstrip("/") == UPLOAD_PATH else self.other_max
+        limit = self.upload_max if is_upload(scope["method"], scope["path"]) else self.other_max
         for name, value in scope.get("headers", ()):
             if name == b"content-length" and value.isdigit() and int(value) > limit:
                 await _too_large(send, scope["path"], limit)

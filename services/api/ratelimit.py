@@ -22,7 +22,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from services.api.middleware import UPLOAD_PATH, send_problem
+from services.api.middleware import is_upload, send_problem
 
 log = structlog.get_logger(__name__)
 
@@ -108,8 +108,8 @@ class RateLimit:
             await self.app(scope, receive, send)
             return
         identity = _credential_digest(scope) or _address(scope)
-        is_upload = scope["method"] == "POST" and scope["path"].rstrip("/") == UPLOAD_PATH
-        limit = self.uploads if is_upload else self.reads
+        upload = is_upload(scope["method"], scope["path"])
+        limit = self.uploads if upload else self.reads
         if identity is None or limit.rate <= 0:
             await self.app(scope, receive, send)
             return

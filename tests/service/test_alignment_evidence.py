@@ -428,3 +428,12 @@ def test_a_newly_tracked_locus_is_counted_in_the_kept_alignment(
     assert job_id != response.json()["job_id"]
     assert wait_job(client, job_id)["status"] == "succeeded"
     assert_counted(rows(client, "S-BAM-8"))
+
+
+def test_alignment_uploads_get_the_upload_size_cap_and_bucket() -> None:
+    # A BAM is far larger than the 1 MiB allowed to other request bodies.
+    from services.api.middleware import is_upload
+
+    assert is_upload("POST", "/v1/samples") and is_upload("PUT", "/v1/samples/S-1/alignment")
+    assert not is_upload("PUT", "/v1/samples/S-1") and not is_upload("GET", "/v1/samples/S-1")
+    assert not is_upload("POST", "/v1/patients/P/events")

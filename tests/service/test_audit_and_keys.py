@@ -24,6 +24,7 @@ from tests.conftest import (
     upload_panel,
     wait_job,
 )
+from tests.service.test_alignment_evidence import write_bam
 
 pytestmark = [pytest.mark.queue, pytest.mark.postgres]
 
@@ -111,6 +112,15 @@ def test_every_patient_data_route_is_audited(stack: Stack) -> None:
             assert client.get(url).status_code == 200, url
         put = client.put("/v1/patients/P-aud/tracked-variants", json={"variants": []})
         assert put.status_code == 200, put.text
+        recompute = client.post("/v1/patients/P-aud/recompute")
+        assert recompute.status_code == 202, recompute.text
+        bam, bai = write_bam(stack.tmp / "aud", "aud")
+        with bam.open("rb") as alignment, bai.open("rb") as index:
+            attached = client.put(
+                "/v1/samples/S-aud-1/alignment",
+                files={"alignment": (bam.name, alignment), "alignment_index": (bai.name, index)},
+            )
+        assert attached.status_code == 202, attached.text
 
         key_a = key_id_of(admin, stack.key_a)
         rows = audit_rows(admin, key_id=key_a, since=started.isoformat())
