@@ -27,7 +27,7 @@ reads at the tracked loci, not the file size. pysam objects never leave this mod
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -106,7 +106,10 @@ def _open(
             raise InvalidInput(f"{name}: the alignment file has no index (.bai/.csi/.crai)")
         yield handle
     finally:
-        handle.close()
+        # htslib reports a corrupt block again when closing ("Closing failed"): the error that
+        # matters, the InvalidInput naming the file, is already on its way.
+        with suppress(OSError):
+            handle.close()
 
 
 def _contig_names(handle: pysam.AlignmentFile) -> dict[str, str]:
