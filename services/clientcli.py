@@ -15,7 +15,7 @@ import math
 import time
 import zipfile
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -336,7 +336,10 @@ COLUMN_ALIASES = {
     "normal_sample": ("normal_sample",),
     "plasma_ml": ("plasma_ml",),
     "cfdna_ng_per_ml": ("cfdna_ng_per_ml",),
+    "alignment": ("alignment", "bam", "cram"),
+    "alignment_index": ("alignment_index", "bai", "crai", "index"),
 }
+FILE_COLUMNS = ("file", "alignment", "alignment_index")
 REQUIRED = ("file", "patient_id", "sample_id", "collection_date")
 
 
@@ -347,6 +350,8 @@ class Upload:
     path: Path
     form: dict[str, str]
     where: str  # "manifest.csv line 3" or the file name, for messages
+    alignment: Path | None = None  # the sample's BAM/CRAM, sent with the VCF
+    alignment_index: Path | None = None
     outcome: str = "pending"  # accepted | duplicate | failed
     job_id: str | None = None
     job_status: str | None = None
@@ -396,9 +401,18 @@ def read_manifest(manifest: Path, folder: Path) -> list[Upload]:
             label = f" (sample {sample_id})" if sample_id else ""
             problems.append(f"{where}{label}: {'; '.join(row_problems)}")
             continue
-        form = {k: v for k, v in values.items() if k != "file" and v}
+        form = {k: v for k, v in values.items() if k not in FILE_COLUMNS and v}
         form.setdefault("sample_type", "plasma")
-        uploads.append(Upload(path=_resolve(values["file"], folder), form=form, where=where))
+        alignment, index = values.get("alignment"), values.get("alignment_index")
+        uploads.append(
+            Upload(
+                path=_resolve(values["file"], folder),
+                form=form,
+                where=where,
+                alignment=_resolve(alignment, folder) if alignment else None,
+                alignment_index=_resolve(index, folder) if index else None,
+            )
+        )
     if problems:
         raise ManifestError("\n".join(problems))
     if not uploads:
@@ -416,10 +430,11 @@ def _resolve(name: str, folder: Path) -> Path:
 
 def _check_row(values: dict[str, str], folder: Path) -> list[str]:
     problems = [f"{name} is empty" for name in REQUIRED if not values.get(name)]
-    if values.get("file"):
-        path = _resolve(values["file"], folder)
-        if not path.is_file():
-            problems.append(f"file {values['file']!r} not found in {folder}")
+    for column in FILE_COLUMNS:
+        if values.get(column) and not _resolve(values[column], folder).is_file():
+            problems.append(f"{column} {values[column]!r} not found in {folder}")
+    if bool(values.get("alignment")) != bool(values.get("alignment_index")):
+        problems.append("alignment and alignment_index go together")
     if values.get("collection_date"):
         try:
             dt.date.fromisoformat(values["collection_date"][:10])
@@ -459,6 +474,13 @@ def submit(
     normal_sample: Annotated[str | None, typer.Option()] = None,
     plasma_ml: Annotated[float | None, typer.Option()] = None,
     cfdna_ng_per_ml: Annotated[float | None, typer.Option()] = None,
+    alignment: Annotated[
+        Path | None,
+        typer.Option(exists=True, readable=True, help="The sample's BAM/CRAM (single file)"),
+    ] = None,
+    alignment_index: Annotated[
+        Path | None, typer.Option(exists=True, readable=True, help="Its .bai/.csi/.crai")
+    ] = None,
     manifest: Annotated[
         Path | None,
         typer.Option(help="CSV/TSV manifest (folder mode; default FOLDER/manifest.csv|tsv)"),
@@ -473,8 +495,9 @@ def submit(
     One file: `ctdna submit FILE --patient P [--sample-id ...]`. A folder: `ctdna submit
     FOLDER [--manifest M]`, the manifest a CSV or TSV with the columns file, patient_id,
     sample_id, collection_date (or collected_at) and optionally sample_type, genome_build,
-    tumor_sample, normal_sample, plasma_ml, cfdna_ng_per_ml; every row is checked before
-    anything is sent, and a bad row is named by its line."""
+    tumor_sample, normal_sample, plasma_ml, cfdna_ng_per_ml, alignment and alignment_index (a
+    BAM/CRAM and its index, sent with the VCF); every row is checked before anything is
+    sent, and a bad row is named by its line."""
     if path.is_dir():
         try:
             uploads = read_manifest(manifest or _find_manifest(path), path)
@@ -492,6 +515,9 @@ def submit(
     if not patient:
         err.print("[red]error:[/red] --patient is required when submitting one file")
         raise typer.Exit(2)
+    if (alignment is None) != (alignment_index is None):
+        err.print("[red]error:[/red] --alignment and --alignment-index go together")
+        raise typer.Exit(2)
     form = {
         "patient_id": patient,
         "sample_id": sample_id or path.name.split(".")[0],
@@ -506,7 +532,13 @@ def submit(
         "cfdna_ng_per_ml": cfdna_ng_per_ml,
     }
     form.update({k: str(v) for k, v in optional.items() if v is not None})
-    upload = Upload(path=path, form=form, where=path.name)
+    upload = Upload(
+        path=path,
+        form=form,
+        where=path.name,
+        alignment=alignment,
+        alignment_index=alignment_index,
+    )
     with _session(url, api_key) as api:
         _post(api, upload)
         if upload.outcome == "failed":
@@ -531,11 +563,16 @@ def _find_manifest(folder: Path) -> Path:
 
 def _post(api: Api, upload: Upload) -> None:
     """POST one file; records accepted (202) / duplicate (200) / failed (4xx, with reason)."""
-    with upload.path.open("rb") as fh:
+    with ExitStack() as opened:
+        files = {"file": (upload.path.name, opened.enter_context(upload.path.open("rb")))}
+        for name, extra in (
+            ("alignment", upload.alignment),
+            ("alignment_index", upload.alignment_index),
+        ):
+            if extra is not None:
+                files[name] = (extra.name, opened.enter_context(extra.open("rb")))
         try:
-            response = api.request(
-                "POST", "/v1/samples", data=upload.form, files={"file": (upload.path.name, fh)}
-            )
+            response = api.request("POST", "/v1/samples", data=upload.form, files=files)
         except ClientError as exc:
             # A key, connection or server problem would fail every row alike: stop at once.
             if exc.status is None or exc.status in (401, 403) or exc.status >= 500:

@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pandas as pd
 import pytest
 
@@ -238,3 +239,31 @@ def test_export_cbioportal_writes_the_study_folder(api: Api) -> None:
     assert fhir.returncode == 0, fhir.stderr
     assert json.loads(bundle.read_text())["resourceType"] == "Bundle"
     assert_one_line_error(run(api, "export", "calls", "NO-SUCH"), "404")
+
+
+def test_submit_sends_a_samples_alignment_with_it(api: Api) -> None:
+    from tests.service.test_alignment_evidence import write_bam
+
+    folder = api.tmp / "run-bam"
+    folder.mkdir()
+    panel_vcf(folder, "BAM1")
+    bam, bai = write_bam(folder, "bam1")
+    (folder / "manifest.csv").write_text(
+        "file,patient_id,sample_id,collection_date,bam,bai\n"
+        f"panel-BAM1.vcf,P-bam,S-BAM1,2025-02-01,{bam.name},{bai.name}\n"
+    )
+    result = run(api, "submit", str(folder))
+    assert result.returncode == 0, result.stdout + result.stderr
+    sample = httpx.get(
+        f"{api.base}/v1/samples/S-BAM1", headers={"Authorization": f"Bearer {api.key}"}
+    ).json()
+    assert (sample["alignment_name"], sample["alignment_format"]) == (bam.name, "bam")
+
+    # an alignment without its index is named before anything is sent
+    (folder / "half.csv").write_text(
+        "file,patient_id,sample_id,collection_date,alignment\n"
+        f"panel-BAM1.vcf,P-bam,S-BAM2,2025-03-01,{bam.name}\n"
+    )
+    half = run(api, "submit", str(folder), "--manifest", str(folder / "half.csv"))
+    assert half.returncode == 2
+    assert "half.csv line 2" in half.stderr and "go together" in half.stderr
