@@ -35,3 +35,6 @@ class Job(Base):
     started_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     lease_expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    # An ingest that stored its rows and left the patient's analyses to a later queued ingest
+    # of the same patient (which finishes it): still "running", under its lease.
+    stored_at: Mapped[datetime | None] = mapped_column(UtcDateTime)

@@ -53,6 +53,7 @@ def claim(session: Session, job_id: str, lease: timedelta) -> bool:
             started_at=now,
             lease_expires_at=now + lease,
             attempts=Job.attempts + 1,
+            stored_at=None,
         )
         .execution_options(synchronize_session=False)
     )
@@ -64,6 +65,36 @@ def any_queued(session: Session, task: str) -> bool:
         session.scalar(select(Job.id).where(Job.task == task, Job.status == "queued").limit(1))
         is not None
     )
+
+
+def ingest_queued_for_patient(session: Session, patient_pk: int, task: str) -> bool:
+    """Whether a sample of the patient waits for an ingest worker."""
+    return (
+        session.scalar(
+            select(Job.id)
+            .join(Sample, Sample.id == Job.sample_pk)
+            .where(Sample.patient_pk == patient_pk, Job.task == task, Job.status == "queued")
+            .limit(1)
+        )
+        is not None
+    )
+
+
+def awaiting_analysis(session: Session, patient_pk: int, task: str) -> Sequence[Job]:
+    """The patient's ingests that stored their rows and wait for its analyses."""
+    return session.scalars(
+        select(Job)
+        .join(Sample, Sample.id == Job.sample_pk)
+        .where(
+            Sample.patient_pk == patient_pk,
+            Job.task == task,
+            Job.status == "running",
+            Job.stored_at.is_not(None),
+        )
+        # A waiting job that the sweep handed to another worker (its lease ran out) is that
+        # worker's to finish: skipped here, never waited for (no lock-order deadlock).
+        .with_for_update(of=Job, skip_locked=True)
+    ).all()
 
 
 def deferred(session: Session, task: str, limit: int = 500) -> Sequence[str]:

@@ -95,6 +95,24 @@ def finish(session: Session, job: Job, *, error: str | None = None) -> None:
     job.error = error
     job.finished_at = utcnow()
     job.lease_expires_at = None
+    job.stored_at = None
+
+
+def await_analysis(job: Job) -> None:
+    """The ingest stored its rows; a later ingest of the same patient recomputes the analyses
+    and finishes it. It stays running under a renewed lease: should that later ingest never
+    finish it, the lease expires and the sweep runs this one again, whole."""
+    now = utcnow()
+    job.stored_at = now
+    job.lease_expires_at = now + timedelta(seconds=get_settings().job_lease_seconds)
+
+
+def finish_awaiting(session: Session, patient_pk: int) -> int:
+    """Finish the patient's ingests that waited for the analyses just recomputed."""
+    waiting = repository.awaiting_analysis(session, patient_pk, INGEST_TASK)
+    for job in waiting:
+        finish(session, job)
+    return len(waiting)
 
 
 def sweep() -> int:

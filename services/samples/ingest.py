@@ -31,6 +31,7 @@ from services.genomics.pileup import PileupCounts, count_alleles
 from services.genomics.regions import gene_at
 from services.genomics.types import Locus, VariantCall
 from services.genomics.vcf import open_vcf
+from services.jobs import repository as jobs_repository
 from services.jobs import service as jobs
 from services.jobs.models import Job
 from services.patients.models import Patient
@@ -291,6 +292,12 @@ def _fail(session: Session, job_id: str, attempt: int, error: str) -> None:
     jobs.finish(session, job, error=error)
     sample = session.get(Sample, job.sample_pk)
     assert sample is not None
+    patient = session.get(Patient, sample.patient_pk)
+    assert patient is not None
+    if jobs_repository.awaiting_analysis(session, patient.id, jobs.INGEST_TASK):
+        # Samples of the patient left their analyses to this ingest: do them now (or leave
+        # them to the next queued one).
+        _analyse_or_await(session, patient, None)
     # A sample that was processed before keeps its earlier result: only a never-processed
     # sample is marked failed.
     if sample.status == "pending":
@@ -326,12 +333,11 @@ def _store(session: Session, job_id: str, result: _Read) -> float:
     sample.alleles_skipped = result.alleles_skipped
     sample.variant_count = variant_count
     sample.processed_at = utcnow()
-    jobs.finish(session, job)
     patient = session.get(Patient, sample.patient_pk)
     assert patient is not None
     session.flush()
     analysis_started = time.perf_counter()
-    analysis.recompute_safely(session, patient)
+    _analyse_or_await(session, patient, job)
     if sample.sample_type == "normal":
         # A new background: the other patients tracking these loci are recomputed with it.
         analysis.request_recompute_of_trackers(session, sample)
@@ -350,6 +356,25 @@ def _store(session: Session, job_id: str, result: _Read) -> float:
         },
     )
     return analysis_s
+
+
+def _analyse_or_await(session: Session, patient: Patient, job: Job | None) -> None:
+    """Recompute the patient's analyses and finish this job and those that waited for them;
+    or, when another sample of the patient already waits for a worker (a burst of uploads,
+    the re-extractions of a new tracked set), leave the analyses to that later ingest: N
+    samples of a patient in a queue cost one recompute, not N. A job finishes only once the
+    analyses include its sample. The patient row is locked first, so a later ingest either
+    sees this one waiting or has finished before this one looks."""
+    session.execute(select(Patient.id).where(Patient.id == patient.id).with_for_update())
+    if jobs_repository.ingest_queued_for_patient(session, patient.id, jobs.INGEST_TASK):
+        if job is not None:
+            jobs.await_analysis(job)
+            log.info("ingest.awaiting_analysis", job_id=job.id, patient_pk=patient.id)
+        return
+    analysis.recompute_safely(session, patient)
+    if job is not None:
+        jobs.finish(session, job)
+    jobs.finish_awaiting(session, patient.id)
 
 
 def _patient_id(session: Session, sample: Sample) -> str:

@@ -1,7 +1,7 @@
 """Background analyses yield to waiting samples: a clone fit claimed while an ingest is queued
 goes back to the queue (the sweep re-sends it), and runs once no sample waits, or once it has
 waited CLONES_MAX_DEFER_SECONDS. In-process against the session's PostgreSQL database (real
-migrations); the Redis database the messages go to has no consumer."""
+migrations, a database per test); the Redis database the messages go to has no consumer."""
 
 from __future__ import annotations
 
@@ -18,15 +18,22 @@ from services.jobs import repository
 from services.jobs import service as jobs
 from services.jobs.models import Job
 from services.patients import service as patients
+from tests.conftest import fresh_database
 
 pytestmark = pytest.mark.postgres
 
 
 @pytest.fixture
-def database(
-    pg_url: str, redis_url: str, tmp_path: object, monkeypatch: pytest.MonkeyPatch
+def database(redis_url: str, tmp_path: object, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    # A database of its own: "a sample waits" is a question about every job of the database.
+    with fresh_database() as url:
+        yield from _configured(url, redis_url, tmp_path, monkeypatch)
+
+
+def _configured(
+    url: str, redis_url: str, tmp_path: object, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[None]:
-    monkeypatch.setenv("CTDNA_DATABASE_URL", pg_url)
+    monkeypatch.setenv("CTDNA_DATABASE_URL", url)
     monkeypatch.setenv("CTDNA_BROKER_URL", redis_url)
     monkeypatch.setenv("CTDNA_DATA_DIR", str(tmp_path))
     caches = (get_settings, get_engine, get_session_factory)

@@ -62,6 +62,9 @@ def env(pg_url: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory) -
     receiver.process.stop()
 
 
+BAD_POS_VCF = Path(__file__).resolve().parents[1] / "data" / "vcf" / "bad_pos_line.vcf"
+
+
 def wait_for(predicate: Callable[[], bool], timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -72,8 +75,11 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 30) -> None:
 
 
 def bad_upload(client: httpx.Client, tmp_path: Path, sample_id: str) -> str:
+    # A VCF by its first line (so the upload is taken), wrong further in: the job fails. The
+    # sample id in a header line makes each file's bytes its own.
+    good_start, rest = BAD_POS_VCF.read_bytes().split(b"\n", 1)
     path = tmp_path / f"{sample_id}.vcf"
-    path.write_bytes(b"\x00\x01 not a vcf at all " * 50 + sample_id.encode())
+    path.write_bytes(good_start + f"\n##ctdna_test={sample_id}\n".encode() + rest)
     response = client.post(
         "/v1/samples",
         data={
