@@ -550,7 +550,8 @@ def _without_mutations(rows: Sequence[tuple[int, int]]) -> list[tuple[int, int]]
     rate = min(
         0.5, max(CONTROL_OUTLIER_FOLD * float(np.median(alt / depth)), BACKGROUND_PARAMS.floor)
     )
-    tail = special.bdtrc(alt - 1.0, depth, rate)  # P(X >= alt)
+    # P(X >= alt); bdtrc takes integer counts
+    tail = special.bdtrc(alt.astype(np.int64) - 1, depth.astype(np.int64), rate)
     mutated = (alt >= 2) & ((alt > CONTROL_MAX_VAF * depth) | (tail < CONTROL_OUTLIER_P))
     return [row for row, drop in zip(rows, mutated, strict=True) if not drop]
 
