@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from sqlalchemy import and_, bindparam, select
+from sqlalchemy import and_, bindparam, select, text
 from sqlalchemy.orm import Session
 
 from services.analysis.models import PatientAnalysis
+from services.audit.models import AuditEntry
 from services.patients.models import Patient
+
+_AUDIT_INSERT = AuditEntry.__table__.insert()
 
 # Built once and run as Core on the session's connection: this is the hottest read of the API,
 # and building the statement and going through the ORM result layer cost more than the query.
@@ -32,3 +35,41 @@ def patient_and_body(
         .first()
     )
     return (row[0], row[1]) if row is not None else None
+
+
+# PostgreSQL: the patient, its body and the audit row of the read in one round trip (a
+# data-modifying CTE runs whether or not the outer query reads it; no patient, no row, and the
+# 404 is audited as a denial by the middleware).
+_READ_AND_AUDIT = text(
+    """
+    WITH p AS (
+        SELECT id, patient_id FROM patients WHERE site = :site AND patient_id = :patient_id
+    ), a AS (
+        INSERT INTO audit_log
+            (at, site, key_id, method, route, patient_id, sample_id, status_code, outcome, client)
+        SELECT :at, :site, :key_id, :method, :route, p.patient_id, NULL, :status_code,
+               :outcome, :client
+        FROM p
+        RETURNING 1
+    )
+    SELECT p.patient_id, pa.body
+    FROM p LEFT JOIN patient_analyses pa ON pa.patient_pk = p.id AND pa.kind = :kind
+    """
+)
+
+
+def read_and_audit(
+    session: Session, kind: str, audit_row: dict[str, object]
+) -> tuple[str, str | None] | None:
+    """patient_and_body() for the audit row's site and patient, with that row written in the
+    same transaction (in the same statement on PostgreSQL)."""
+    site, patient_id = audit_row["site"], audit_row["patient_id"]
+    assert isinstance(site, str) and isinstance(patient_id, str)
+    connection = session.connection()
+    if connection.dialect.name == "postgresql":
+        row = connection.execute(_READ_AND_AUDIT, {**audit_row, "kind": kind}).first()
+        return (row[0], row[1]) if row is not None else None
+    found = patient_and_body(session, site, patient_id, kind)
+    if found is not None:
+        connection.execute(_AUDIT_INSERT, {**audit_row, "patient_id": found[0]})
+    return found

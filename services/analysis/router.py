@@ -16,7 +16,7 @@ from schemas.samples import JobRead
 from services.analysis import repository
 from services.analysis.service import NOT_APPLICABLE, request_recompute
 from services.api.deps import Ingestor, Reader, SessionDep
-from services.audit.service import audit
+from services.audit.service import allowed_row, audit
 from services.auth.service import Principal
 from services.db import unit_of_work
 from services.errors import NotFound
@@ -39,12 +39,12 @@ EMPTY: dict[str, dict[str, object]] = {
 
 
 def _read(kind: str, patient_id: str, principal: Principal, request: Request) -> str:
+    row = allowed_row(request, principal, patient_id=patient_id)
     with unit_of_work() as session:
-        found = repository.patient_and_body(session, principal.site, patient_id, kind)
-        if found is None:
-            raise NotFound(f"patient {patient_id!r} not found")
-        stored_id, body = found
-        audit(session, request, principal, patient_id=stored_id)
+        found = repository.read_and_audit(session, kind, row)
+    if found is None:
+        raise NotFound(f"patient {patient_id!r} not found")
+    stored_id, body = found
     return body or json.dumps({"patient_id": stored_id, **EMPTY[kind]})
 
 

@@ -48,9 +48,22 @@ def audit(
 ) -> None:
     """Record an access being served. The row commits with the access it records, so its
     status is the route's success status."""
+    session.connection().execute(
+        _INSERT, allowed_row(request, principal, patient_id=patient_id, sample_id=sample_id)
+    )
+
+
+def allowed_row(
+    request: Request,
+    principal: Principal,
+    *,
+    patient_id: str | None = None,
+    sample_id: str | None = None,
+) -> dict[str, object]:
+    """The audit row of an access being served (for a caller that writes it in the same
+    statement as its read)."""
     route = request.scope.get("route")
-    _write(
-        session,
+    return _row(
         request,
         site=principal.site,
         key_id=principal.key_id,
@@ -96,24 +109,45 @@ def _write(
     status_code: int,
     outcome: str,
 ) -> None:
-    route = request.scope.get("route")
     # A prebuilt Core INSERT on the caller's connection, in its transaction: the row commits
     # with the access it records, without the ORM's per-object bookkeeping on every read.
     session.connection().execute(
         _INSERT,
-        {
-            "at": utcnow(),
-            "site": site,
-            "key_id": key_id,
-            "method": request.method,
-            "route": getattr(route, "path", request.url.path)[:256],
-            "patient_id": patient_id,
-            "sample_id": sample_id,
-            "status_code": status_code,
-            "outcome": outcome,
-            "client": request.client.host[:64] if request.client else None,
-        },
+        _row(
+            request,
+            site=site,
+            key_id=key_id,
+            patient_id=patient_id,
+            sample_id=sample_id,
+            status_code=status_code,
+            outcome=outcome,
+        ),
     )
+
+
+def _row(
+    request: Request,
+    *,
+    site: str | None,
+    key_id: str | None,
+    patient_id: str | None,
+    sample_id: str | None,
+    status_code: int,
+    outcome: str,
+) -> dict[str, object]:
+    route = request.scope.get("route")
+    return {
+        "at": utcnow(),
+        "site": site,
+        "key_id": key_id,
+        "method": request.method,
+        "route": getattr(route, "path", request.url.path)[:256],
+        "patient_id": patient_id,
+        "sample_id": sample_id,
+        "status_code": status_code,
+        "outcome": outcome,
+        "client": request.client.host[:64] if request.client else None,
+    }
 
 
 def list_entries(
