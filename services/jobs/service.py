@@ -72,6 +72,16 @@ def ingests_waiting(session: Session) -> bool:
     return repository.any_queued(session, INGEST_TASK)
 
 
+def ingest_queued_for_patient(session: Session, patient_pk: int) -> bool:
+    """Whether another sample of the patient waits for an ingest worker."""
+    return repository.ingest_queued_for_patient(session, patient_pk, INGEST_TASK)
+
+
+def awaiting_analysis(session: Session, patient_pk: int) -> bool:
+    """Whether ingests of the patient stored their rows and wait for its analyses."""
+    return bool(repository.awaiting_analysis(session, patient_pk, INGEST_TASK))
+
+
 def defer(job: Job) -> None:
     """Give a claimed job back to the queue without a message: the sweep re-sends it after
     `job_resend_after_seconds`."""

@@ -31,7 +31,6 @@ from services.genomics.pileup import PileupCounts, count_alleles
 from services.genomics.regions import gene_at
 from services.genomics.types import Locus, VariantCall
 from services.genomics.vcf import open_vcf
-from services.jobs import repository as jobs_repository
 from services.jobs import service as jobs
 from services.jobs.models import Job
 from services.patients.models import Patient
@@ -294,7 +293,7 @@ def _fail(session: Session, job_id: str, attempt: int, error: str) -> None:
     assert sample is not None
     patient = session.get(Patient, sample.patient_pk)
     assert patient is not None
-    if jobs_repository.awaiting_analysis(session, patient.id, jobs.INGEST_TASK):
+    if jobs.awaiting_analysis(session, patient.id):
         # Samples of the patient left their analyses to this ingest: do them now (or leave
         # them to the next queued one).
         _analyse_or_await(session, patient, None)
@@ -366,7 +365,7 @@ def _analyse_or_await(session: Session, patient: Patient, job: Job | None) -> No
     analyses include its sample. The patient row is locked first, so a later ingest either
     sees this one waiting or has finished before this one looks."""
     session.execute(select(Patient.id).where(Patient.id == patient.id).with_for_update())
-    if jobs_repository.ingest_queued_for_patient(session, patient.id, jobs.INGEST_TASK):
+    if jobs.ingest_queued_for_patient(session, patient.id):
         if job is not None:
             jobs.await_analysis(job)
             log.info("ingest.awaiting_analysis", job_id=job.id, patient_pk=patient.id)
