@@ -197,26 +197,25 @@ def recompute(session: Session, patient: Patient) -> None:
 def request_clones(session: Session, patient: Patient) -> None:
     """Clone fitting (an EM over K with restarts) is the slowest analysis and the least
     urgent, so it runs as its own job, coalesced: one queued fit per patient at a time."""
-    pending = session.scalar(
-        select(Job.id)
-        .where(Job.patient_pk == patient.id, Job.task == CLONES_TASK, Job.status == "queued")
-        .limit(1)
-    )
-    if pending is None:
-        jobs.create_job(session, task=CLONES_TASK, site=patient.site, patient_pk=patient.id)
+    _queue_once(session, patient, CLONES_TASK)
 
 
 def request_recompute(session: Session, patient: Patient) -> Job:
     """Queue a `patients.recompute` of the patient, unless one is already queued (coalesced:
     any number of requests before it runs cost one recompute). Returns the queued job."""
+    return _queue_once(session, patient, RECOMPUTE_TASK)
+
+
+def _queue_once(session: Session, patient: Patient, task: str) -> Job:
+    """The patient's queued job of `task`, created if there is none."""
     pending = session.scalar(
         select(Job)
-        .where(Job.patient_pk == patient.id, Job.task == RECOMPUTE_TASK, Job.status == "queued")
+        .where(Job.patient_pk == patient.id, Job.task == task, Job.status == "queued")
         .limit(1)
     )
     if pending is not None:
         return pending
-    return jobs.create_job(session, task=RECOMPUTE_TASK, site=patient.site, patient_pk=patient.id)
+    return jobs.create_job(session, task=task, site=patient.site, patient_pk=patient.id)
 
 
 def request_recompute_of_trackers(session: Session, sample: Sample) -> int:
@@ -545,13 +544,12 @@ def _without_mutations(rows: Sequence[tuple[int, int]]) -> list[tuple[int, int]]
     below CONTROL_OUTLIER_P (the median is robust to a minority of mutated patients)."""
     if not rows:
         return []
-    alt = np.array([a for a, _ in rows], dtype=np.float64)
-    depth = np.array([d for _, d in rows], dtype=np.float64)
+    alt = np.array([a for a, _ in rows], dtype=np.int64)
+    depth = np.array([d for _, d in rows], dtype=np.int64)
     rate = min(
         0.5, max(CONTROL_OUTLIER_FOLD * float(np.median(alt / depth)), BACKGROUND_PARAMS.floor)
     )
-    # P(X >= alt); bdtrc takes integer counts
-    tail = special.bdtrc(alt.astype(np.int64) - 1, depth.astype(np.int64), rate)
+    tail = special.bdtrc(alt - 1, depth, rate)  # P(X >= alt)
     mutated = (alt >= 2) & ((alt > CONTROL_MAX_VAF * depth) | (tail < CONTROL_OUTLIER_P))
     return [row for row, drop in zip(rows, mutated, strict=True) if not drop]
 
