@@ -628,6 +628,7 @@ def _mrd(
         "rule_version": MRD_PARAMS.version,
         "background_version": BACKGROUND_PARAMS.version,
         "specificity": MRD_PARAMS.specificity,
+        "threshold_specificity": MRD_PARAMS.threshold_specificity,
         "min_informative_reads": MRD_PARAMS.min_informative_reads,
         "computed_at": utcnow().isoformat(),
     }

@@ -20,8 +20,8 @@ from services.reports.plots import draw_clones, draw_timeline
 from services.samples.models import Sample
 
 REASONS = {
-    "score_above_threshold": "above the 99%-specificity threshold, ≥ 2 loci with reads",
-    "score_below_threshold": "below the 99%-specificity threshold",
+    "score_above_threshold": "above the calibrated threshold, ≥ 2 loci with reads",
+    "score_below_threshold": "below the calibrated threshold",
     "signal_at_too_few_loci": "above the threshold, but mutant reads at < 2 loci",
     "low_informative_reads": "too few informative reads (< 20,000)",
     "too_few_loci": "too few tracked loci reported",
@@ -80,7 +80,10 @@ def _methods(bodies: dict[str, Any]) -> list[dict[str, str]]:
     calls = mrd.get("calls") or []
     nulls = {c.get("n_null_simulations") for c in calls if c.get("n_null_simulations")}
     mrd_params = [
-        f"specificity {mrd['specificity']:.0%}" if mrd.get("specificity") else "",
+        f"specificity ≥ {mrd['specificity']:.1%} per sample" if mrd.get("specificity") else "",
+        f"threshold calibrated at {mrd['threshold_specificity']:.1%}"
+        if mrd.get("threshold_specificity")
+        else "",
         f"min. informative reads {mrd['min_informative_reads']:,}"
         if mrd.get("min_informative_reads")
         else "",

@@ -60,7 +60,9 @@ from services.genomics.simulate import (
 )
 
 SEED = 20240611
-FAST = MrdParams(n_null_simulations=1000)
+# The calibration tests run at the 1 % level, where 2,000 null draws resolve a miscalibration
+# (the service's default calibrates at 0.5 %: tests/genomics/test_mrd_cohort.py).
+FAST = MrdParams(n_null_simulations=1000, threshold_specificity=0.99)
 SIM = SimulationParams(relapse_fraction=0.0, low_input_rate=0.0, n_controls=250)
 SPARSE = replace(SIM, n_controls=20)
 
@@ -128,7 +130,7 @@ def test_posterior_predictive_calibration_holds_specificity(null_calls: list[Mrd
 def test_threshold_and_p_value_agree(null_calls: list[MrdCall]) -> None:
     for c in null_calls:
         assert c.threshold is not None and c.p_value is not None
-        assert (c.score >= c.threshold) == (c.p_value <= 1 - FAST.specificity)
+        assert (c.score >= c.threshold) == (c.p_value <= 1 - FAST.threshold_specificity)
 
 
 def test_plug_in_calibration_is_anti_conservative(
@@ -182,7 +184,12 @@ def sensitivity_batch(
     calls = call_samples(samples, params=FAST, rng=rng)
     alt, depth, af, e = (np.array([t[i] for t in truth], dtype=float) for i in range(4))
     thresholds = oracle_threshold(
-        depth, af, e, specificity=0.99, n_simulations=FAST.n_null_simulations, rng=rng
+        depth,
+        af,
+        e,
+        specificity=FAST.threshold_specificity,
+        n_simulations=FAST.n_null_simulations,
+        rng=rng,
     )
     return calls, oracle_lr(alt, depth, af, e) >= thresholds
 
@@ -264,7 +271,7 @@ def test_clear_positive_and_clear_negative() -> None:
     assert positive.call is MrdStatus.POSITIVE and positive.reason == "score_above_threshold"
     assert positive.ci_low < positive.tumor_fraction < positive.ci_high
     assert positive.loci_detected == 14 and positive.loci_tracked == 16
-    assert positive.informative_reads == 64_000 and positive.params_version == "mrd-1"
+    assert positive.informative_reads == 64_000 and positive.params_version == FAST.version
     negative = call_sample(
         evidence_from(NULL_LIKE, [4000] * 16), days_since_surgery=60, params=FAST, rng=rng
     )
@@ -382,6 +389,10 @@ def test_invalid_evidence_is_rejected() -> None:
         )
     with pytest.raises(InvalidInput):
         MrdParams(n_null_simulations=50)
+    with pytest.raises(InvalidInput):
+        MrdParams(n_null_simulations=150)  # enough for 1 %, not for the default 0.5 %
+    with pytest.raises(InvalidInput):
+        MrdParams(specificity=0.99, threshold_specificity=0.95)  # calibrated below its claim
 
 
 # -- limit of detection ---------------------------------------------------------------------------
@@ -494,7 +505,7 @@ def status_call(status: MrdStatus, days: int | None) -> MrdCall:
         excluded_loci=(),
         days_since_surgery=days,
         n_null_simulations=1000,
-        params_version="mrd-1",
+        params_version=MrdParams().version,
     )
 
 

@@ -4,11 +4,13 @@ The same pipeline as the benchmark and the service (tracked set from tissue, pan
 background, draws called in order with the patient's earlier negatives added to the
 background, the service's MrdParams), 120 simulated patients x 8 draws, compared with the
 simulator's truth and with the likelihood-ratio oracle (true error rates). The seed is used
-by no other test and not by the benchmark. Measured with it: 5 POSITIVE of 657 callable null
-draws (0.76 %); on the 120 draws at 1e-4 <= TF < 1e-2, 75.0 % detected vs 75.8 % by the oracle;
-40 of 40 relapsing patients molecularly relapsed first, median lead 189 days. The tests can
-fail: a plug-in background from 5 controls gives 46/657 positives (all four calibration
-tests reject), a background inflated 3x a 17.5-point gap to the oracle (limit 13.9).
+by no other test and not by the benchmark. Measured with it (rule mrd-2, threshold at 99.5 %):
+5 POSITIVE of 657 callable null draws (0.76 %); on the 120 draws at 1e-4 <= TF < 1e-2, 71.7 %
+detected vs 73.3 % by the oracle at the same level (75.0 % by the oracle at 99 %); 40 of 40
+relapsing patients molecularly relapsed first, median lead 170 days. The tests can fail
+(measured with the threshold at 99 %, mrd-1): a plug-in background from 5 controls gives
+46/657 positives (all four calibration tests reject), a background inflated 3x a 17.5-point
+gap to the oracle (limit 13.9).
 """
 
 from __future__ import annotations
@@ -56,7 +58,10 @@ def test_specificity_is_at_least_99_percent(results: list[PatientResult]) -> Non
     null = [d for d in callable_draws(results) if d.true_fraction == 0.0]
     assert len(null) > 500
     positives = sum(d.call.call is MrdStatus.POSITIVE for d in null)
-    assert not significantly_above(positives, len(null), 1.0 - MRD_PARAMS.specificity)
+    # calibrated at 0.5 % (MrdParams.threshold_specificity), validated to >= 99 %: tested at
+    # the calibration level, which is the sharper claim
+    assert not significantly_above(positives, len(null), 1.0 - MRD_PARAMS.threshold_specificity)
+    assert positives / len(null) <= 1.0 - MRD_PARAMS.specificity
     # The p-values of null draws are (super-)uniform at every level, which has more power
     # against a miscalibrated background than the 1 % tail alone.
     p_values = np.array([d.call.p_value for d in null], dtype=float)
