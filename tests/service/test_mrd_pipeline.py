@@ -121,6 +121,7 @@ def test_mrd_calls_match_the_truth(loaded: tuple[httpx.Client, Cohort]) -> None:
     client, cohort = loaded
     for patient in cohort.patients:
         mrd = client.get(f"/v1/patients/{patient.patient_id}/mrd").json()
+        assert mrd["specificity"] == 0.99 and mrd["threshold_specificity"] == 0.995
         calls = {c["sample_id"]: c for c in mrd["calls"]}
         assert set(calls) == {d.sample_id for d in patient.draws}
         for draw in patient.draws:
