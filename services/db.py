@@ -3,13 +3,14 @@ a request or a task opens one unit of work, services only flush."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import DateTime, Engine, MetaData, create_engine, event
+from sqlalchemy import DateTime, Engine, Executable, MetaData, Row, create_engine, event
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.pool import NullPool
 from sqlalchemy.types import TypeDecorator
@@ -71,6 +72,13 @@ def _sqlite_begin(connection: Any) -> None:
     connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+# Connections kept per process by the engine of the hot analysis reads (``get_statement_engine``).
+# Reads in threads beyond this many would open and close overflow connections per request (a
+# PostgreSQL backend forked each time), so those reads are throttled to it and wait on the
+# event loop instead.
+READ_POOL_SIZE = 8
+
+
 def make_engine(url: str, *, pooled: bool = True) -> Engine:
     if url.startswith("sqlite"):
         engine = create_engine(
@@ -99,6 +107,44 @@ def get_engine() -> Engine:
     if settings.embedded_database:
         settings.resolved_data_dir.mkdir(parents=True, exist_ok=True)
     return make_engine(settings.sqlalchemy_url)
+
+
+@lru_cache(maxsize=1)
+def get_statement_engine() -> Engine | None:
+    """PostgreSQL only: an engine whose connections commit each statement by itself, for work
+    that is one statement (the hot analysis reads write their audit row in the statement that
+    reads the body). One round trip per read instead of a ping, BEGIN, the statement and
+    COMMIT, with the same durability: the statement's commit is synchronous before the answer
+    leaves. No pre-ping: a connection that died with a PostgreSQL restart fails its statement,
+    which invalidates the whole pool, and the caller runs it again once (``run_statement``).
+    None on the embedded SQLite default, which uses ``unit_of_work``."""
+    settings = get_settings()
+    if settings.embedded_database:
+        return None
+    return create_engine(
+        settings.sqlalchemy_url,
+        isolation_level="AUTOCOMMIT",
+        pool_size=READ_POOL_SIZE,
+        max_overflow=0,
+        pool_timeout=5,
+        connect_args={"connect_timeout": 5},
+    )
+
+
+def run_statement(
+    engine: Engine, statement: Executable, parameters: Mapping[str, object]
+) -> Row[Any] | None:
+    """The first row of one autocommitted statement on ``get_statement_engine()``, run a second
+    time if the connection turned out dead (a restarted server: the pool is invalidated by the
+    first failure, so the second attempt connects afresh)."""
+    for attempt in (1, 2):
+        try:
+            with engine.connect() as connection:
+                return connection.execute(statement, parameters).first()
+        except DBAPIError as exc:
+            if attempt == 2 or not exc.connection_invalidated:
+                raise
+    raise AssertionError("unreachable")
 
 
 @lru_cache(maxsize=1)

@@ -7,6 +7,7 @@ from sqlalchemy.orm import Session
 
 from services.analysis.models import PatientAnalysis
 from services.audit.models import AuditEntry
+from services.db import get_statement_engine, run_statement, unit_of_work
 from services.patients.models import Patient
 
 _AUDIT_INSERT = AuditEntry.__table__.insert()
@@ -58,18 +59,18 @@ _READ_AND_AUDIT = text(
 )
 
 
-def read_and_audit(
-    session: Session, kind: str, audit_row: dict[str, object]
-) -> tuple[str, str | None] | None:
+def read_and_audit(kind: str, audit_row: dict[str, object]) -> tuple[str, str | None] | None:
     """patient_and_body() for the audit row's site and patient, with that row written in the
-    same transaction (in the same statement on PostgreSQL)."""
+    same transaction: on PostgreSQL in the same statement, run on its own (autocommit) so that
+    the read is one round trip; on the embedded SQLite default in one unit of work."""
     site, patient_id = audit_row["site"], audit_row["patient_id"]
     assert isinstance(site, str) and isinstance(patient_id, str)
-    connection = session.connection()
-    if connection.dialect.name == "postgresql":
-        row = connection.execute(_READ_AND_AUDIT, {**audit_row, "kind": kind}).first()
+    engine = get_statement_engine()
+    if engine is not None:
+        row = run_statement(engine, _READ_AND_AUDIT, {**audit_row, "kind": kind})
         return (row[0], row[1]) if row is not None else None
-    found = patient_and_body(session, site, patient_id, kind)
-    if found is not None:
-        connection.execute(_AUDIT_INSERT, {**audit_row, "patient_id": found[0]})
+    with unit_of_work() as session:
+        found = patient_and_body(session, site, patient_id, kind)
+        if found is not None:
+            session.connection().execute(_AUDIT_INSERT, {**audit_row, "patient_id": found[0]})
     return found

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import json
 
+import anyio
 from fastapi import APIRouter, Request, Response, status
-from fastapi.concurrency import run_in_threadpool
 
 from schemas.samples import JobRead
 from services.analysis import repository
@@ -18,7 +18,7 @@ from services.analysis.service import NOT_APPLICABLE, request_recompute
 from services.api.deps import Ingestor, Reader, SessionDep
 from services.audit.service import allowed_row, audit
 from services.auth.service import Principal
-from services.db import unit_of_work
+from services.db import READ_POOL_SIZE
 from services.errors import NotFound
 from services.patients.service import get_patient_or_raise
 
@@ -38,10 +38,13 @@ EMPTY: dict[str, dict[str, object]] = {
 }
 
 
+# At most as many reads in threads as their pool has connections (services.db.READ_POOL_SIZE).
+_READS = anyio.CapacityLimiter(READ_POOL_SIZE)
+
+
 def _read(kind: str, patient_id: str, principal: Principal, request: Request) -> str:
     row = allowed_row(request, principal, patient_id=patient_id)
-    with unit_of_work() as session:
-        found = repository.read_and_audit(session, kind, row)
+    found = repository.read_and_audit(kind, row)
     if found is None:
         raise NotFound(f"patient {patient_id!r} not found")
     stored_id, body = found
@@ -49,7 +52,9 @@ def _read(kind: str, patient_id: str, principal: Principal, request: Request) ->
 
 
 async def _serve(kind: str, patient_id: str, principal: Principal, request: Request) -> Response:
-    body = await run_in_threadpool(_read, kind, patient_id, principal, request)
+    body = await anyio.to_thread.run_sync(
+        _read, kind, patient_id, principal, request, limiter=_READS
+    )
     return Response(content=body, media_type="application/json")
 
 
