@@ -14,18 +14,18 @@ steps, with the same parameters, as ``services.analysis.service`` runs them for 
    patient and sample as the service seeds it), the backgrounds updated with the patient's
    earlier NEGATIVE draws (``update_with_negative_draws``), exactly as ``service._mrd`` does.
 
-The oracle scores the same reads at the same tracked loci with the same INVAR likelihood
-ratio and the same tumour AFs (tissue VAFs), given the TRUE per-locus error rates of the
-simulator, against a threshold calibrated at the same level as ours
-(``MrdParams.threshold_specificity``, 99.5 %) on Binomial(R_i, true e_i) nulls at the
-sample's depths (``oracle_lr``, ``oracle_threshold``): the best test the reads allow at our
-operating point when the background is known, so the gap to it is the price of not knowing
-the error rates. Shown beside it: the same oracle calibrated at exactly the 99 % target
-(``oracle_at_target_*``; it buys sensitivity with a specificity that lands either side of
-99 %), and one that also knows the true tumour AFs (``oracle_true_af_*``, an upper bound). Sensitivity and specificity are counted
-on the draws that pass the informative-reads gate (the others are counted apart):
-specificity = P(not POSITIVE | no ctDNA), so a null draw made INDETERMINATE by the early
-post-operative gate (a negative score) counts as not positive, and is also shown apart.
+The oracle scores the same reads at the same tracked loci with the same INVAR likelihood ratio
+and the same tumour AFs (tissue VAFs), given the TRUE per-locus error rates of the simulator,
+against a threshold calibrated at the same level as ours (``MrdParams.threshold_specificity``,
+99.5 %) on Binomial(R_i, true e_i) nulls at the sample's depths (``oracle_lr``,
+``oracle_threshold``): the best test the reads allow at our operating point when the background
+is known, so the gap to it is the price of not knowing the error rates. Shown beside it: the
+same oracle calibrated at exactly the 99 % target (``oracle_at_target_*``; it buys sensitivity
+with a specificity that lands either side of 99 %), and one that also knows the true tumour AFs
+(``oracle_true_af_*``, an upper bound). Sensitivity and specificity are counted on the draws
+that pass the informative-reads gate (the others are counted apart): specificity = P(not
+POSITIVE | no ctDNA), so a null draw made INDETERMINATE by the early post-operative gate (a
+negative score) counts as not positive, and is also shown apart.
 Lead time: clinical relapse date - first POSITIVE draw, per relapsing patient with one
 (the oracle's: its first draw over its threshold).
 

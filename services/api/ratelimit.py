@@ -3,10 +3,15 @@ under /v1 and /ui, answered with 429 problem+json and Retry-After before a byte 
 read.
 
 The bucket lives in Redis when the broker is Redis, so every API process on every host shares
-one budget per key (one Lua script: refill by elapsed time, take one token, all atomic, with
-Redis's clock so that hosts' clocks do not matter). Otherwise (embedded default), or while Redis
-does not answer, each process keeps its own buckets: N processes then allow N times the rate,
-and an unreachable Redis makes the limit looser, never the API unavailable."""
+one budget per key (one Lua script: refill by elapsed time, take tokens, all atomic, with
+Redis's clock so that hosts' clocks do not matter). A process takes a lease of up to 1/20 of the
+burst at a time and spends it locally for at most ``LEASE_SECONDS``, so a busy key costs one
+Redis round trip per lease rather than per request (a round trip was the largest cost of a
+read); the shared budget is never exceeded, and a lease left unspent by one process makes the
+others stricter by at most that many tokens for that long. Bursts under 20 lease one token, as
+before. Otherwise (embedded default), or while Redis does not answer, each process keeps its own
+buckets: N processes then allow N times the rate, and an unreachable Redis makes the limit
+looser, never the API unavailable."""
 
 from __future__ import annotations
 
@@ -33,27 +38,34 @@ REDIS_PREFIX = "ctdna:ratelimit:"
 # so an outage costs one short timeout, not one per request.
 REDIS_BACKOFF_SECONDS = 5.0
 
-# KEYS[1] bucket; ARGV rate (tokens/s), burst. Returns {allowed 0|1, seconds until a token}.
+# How long a process may spend a lease of tokens taken from the shared bucket, and how much of
+# the burst one lease may take.
+LEASE_SECONDS = 1.0
+LEASE_SHARE_OF_BURST = 20
+
+# KEYS[1] bucket; ARGV rate (tokens/s), burst, most tokens wanted. Returns {tokens granted (0
+# when none is left), seconds until a token}.
 TAKE_SCRIPT = """
 local rate = tonumber(ARGV[1])
 local burst = tonumber(ARGV[2])
+local wanted = tonumber(ARGV[3])
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
 local state = redis.call('HMGET', KEYS[1], 'tokens', 'at')
 local tokens = tonumber(state[1]) or burst
 local at = tonumber(state[2]) or now
 tokens = math.min(burst, tokens + math.max(0, now - at) * rate)
-local allowed = 0
+local granted = 0
 local wait = 0
 if tokens >= 1 then
-  tokens = tokens - 1
-  allowed = 1
+  granted = math.min(wanted, math.floor(tokens))
+  tokens = tokens - granted
 else
   wait = (1 - tokens) / rate
 end
 redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', tostring(now))
 redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate * 1000) + 1000)
-return {allowed, tostring(wait)}
+return {granted, tostring(wait)}
 """
 
 
@@ -88,6 +100,29 @@ class LocalBuckets:
         return decision
 
 
+class Leases:
+    """Tokens this process took from a shared bucket and has not spent yet, per key, each lease
+    until it expires; bounded to the most recently used keys."""
+
+    def __init__(self, max_keys: int = 10_000) -> None:
+        self._state: OrderedDict[str, tuple[int, float]] = OrderedDict()
+        self._max_keys = max_keys
+
+    def spend(self, key: str, now: float) -> bool:
+        tokens, expires = self._state.pop(key, (0, 0.0))
+        if tokens < 1 or now >= expires:
+            return False
+        if tokens > 1:
+            self._state[key] = (tokens - 1, expires)
+        return True
+
+    def keep(self, key: str, tokens: int, expires: float) -> None:
+        if tokens >= 1:
+            self._state[key] = (tokens, expires)
+            if len(self._state) > self._max_keys:
+                self._state.popitem(last=False)
+
+
 class RateLimit:
     """ASGI middleware applying one bucket per (limit, key) to authenticated requests."""
 
@@ -99,6 +134,7 @@ class RateLimit:
         self.reads = reads
         self.redis_url = redis_url
         self.local = LocalBuckets()
+        self.leases = Leases()
         self._redis: Redis | None = None
         self._script: Any = None
         self._redis_down_until = 0.0
@@ -131,14 +167,16 @@ class RateLimit:
     async def _take(self, key: str, limit: Limit) -> Decision:
         now = time.monotonic()
         if self.redis_url is not None and now >= self._redis_down_until:
+            if self.leases.spend(key, now):
+                return Decision(True)
             try:
-                return await self._take_redis(key, limit)
+                return await self._take_redis(key, limit, now)
             except (RedisError, OSError) as exc:
                 log.warning("ratelimit.redis_unavailable", error=str(exc)[:200])
                 self._redis_down_until = now + REDIS_BACKOFF_SECONDS
         return self.local.take(key, limit, now)
 
-    async def _take_redis(self, key: str, limit: Limit) -> Decision:
+    async def _take_redis(self, key: str, limit: Limit, now: float) -> Decision:
         if self._redis is None:
             assert self.redis_url is not None
             # created lazily, inside the server's event loop
@@ -146,10 +184,14 @@ class RateLimit:
                 self.redis_url, socket_timeout=0.25, socket_connect_timeout=0.25
             )
             self._script = self._redis.register_script(TAKE_SCRIPT)
-        allowed, wait = await self._script(
-            keys=[REDIS_PREFIX + key], args=[limit.rate, limit.burst]
+        wanted = max(1, limit.burst // LEASE_SHARE_OF_BURST)
+        granted, wait = await self._script(
+            keys=[REDIS_PREFIX + key], args=[limit.rate, limit.burst, wanted]
         )
-        return Decision(bool(int(allowed)), float(wait))
+        if int(granted) < 1:
+            return Decision(False, float(wait))
+        self.leases.keep(key, int(granted) - 1, now + LEASE_SECONDS)
+        return Decision(True)
 
 
 def _credential_digest(scope: Scope) -> str | None:

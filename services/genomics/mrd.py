@@ -90,18 +90,19 @@ class LocusEvidence:
 class MrdParams:
     """Parameters of the MRD call; ``version`` is stored with every MrdCall.
 
-    ``specificity`` is the per-sample specificity the call is validated to (reported with
-    every patient's calls, checked on simulated cohorts by ``benchmarks.mrd``);
-    ``threshold_specificity`` is the level each sample's threshold is calibrated at. A conformal threshold holds the
-    false-positive rate at its level *in expectation*, so one calibrated at exactly 99 % gives
-    a validation cohort's specificity that lands either side of 99 % (about half the time
-    below). Calibrating at 99.5 % (half the false-positive budget) keeps a cohort of ~1,000
-    null draws at >= 99 % with ~99 % probability (binomial), at the cost of a slightly higher
-    LoD; the LoD95 reported is the one of the threshold actually used.
+    ``specificity`` is the per-sample specificity the call is validated to (reported with every
+    patient's calls, checked on simulated cohorts by ``benchmarks.mrd``);
+    ``threshold_specificity`` is the level each sample's threshold is calibrated at. A conformal
+    threshold holds the false-positive rate at its level *in expectation*, so one calibrated at
+    exactly 99 % gives a validation cohort's specificity that lands either side of 99 % (about
+    half the time below). Calibrating at 99.5 % (half the false-positive budget) keeps a cohort
+    of ~1,000 null draws at >= 99 % with ~99 % probability (binomial), at the cost of a slightly
+    higher LoD; the LoD95 reported is the one of the threshold actually used.
 
-    ``n_null_simulations`` posterior-predictive null replicates per sample; it must be at
-    least 1 / (1 - threshold_specificity) - 1 for the conformal threshold to exist (any such n
-    is valid; more replicates give a threshold closer to the exact quantile, i.e. a little more power).
+    ``n_null_simulations`` posterior-predictive null replicates per sample; it must be at least
+    1 / (1 - threshold_specificity) - 1 for the conformal threshold to exist (any such n is
+    valid; more replicates give a threshold closer to the exact quantile, i.e. a little more
+    power).
     ``em_iterations`` / ``em_tolerance`` cap and stop the p_hat solver (the name keeps INVAR2's
     200 EM iterations as the cap). ``lod_power`` is the detection probability that defines the
     reported limit of detection, ``ci_level`` the profile-likelihood interval's coverage.

@@ -13,13 +13,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import anyio
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import create_engine, func, select
 from sqlalchemy.orm import Session
 
-from services.api.ratelimit import Limit, LocalBuckets
+from services.api.ratelimit import Leases, Limit, LocalBuckets, RateLimit
 from services.idempotency import service as idempotency
 from services.jobs.models import Job
 from services.samples.models import Sample
@@ -219,6 +220,51 @@ def test_local_bucket_refills_at_its_rate() -> None:
     buckets.take("a", limit, 100.5)
     buckets.take("b", limit, 100.5)
     assert buckets.take("k", limit, 100.5).allowed
+
+
+def test_a_lease_is_spent_once_and_expires() -> None:
+    leases = Leases(max_keys=1)
+    leases.keep("k", 2, expires=10.0)
+    assert [leases.spend("k", 5.0) for _ in range(3)] == [True, True, False]
+    leases.keep("k", 5, expires=10.0)
+    assert not leases.spend("k", 10.0)  # expired: its tokens are not spent
+    leases.keep("a", 1, expires=10.0)
+    leases.keep("b", 1, expires=10.0)  # past max_keys the oldest lease is dropped
+    assert not leases.spend("a", 5.0) and leases.spend("b", 5.0)
+
+
+def test_leased_tokens_never_exceed_the_shared_budget(redis_url: str) -> None:
+    """Two processes' limiters on one Redis bucket (burst 100: leases of 5 tokens), alternating:
+    exactly the burst is allowed in all, however the leases fall."""
+    limit = Limit("reads", rate=0.001, burst=100)
+    allowed: list[int] = []
+
+    async def app(scope: object, receive: object, send: object) -> None:
+        allowed.append(1)
+
+    async def send(message: object) -> None:
+        return None
+
+    async def receive() -> dict[str, object]:
+        return {"type": "http.request"}
+
+    async def flood() -> list[RateLimit]:
+        limiters = [
+            RateLimit(app, uploads=limit, reads=limit, redis_url=redis_url) for _ in range(2)
+        ]
+        scope = {
+            "type": "http",
+            "method": "GET",
+            "path": "/v1/patients",
+            "headers": [(b"authorization", b"Bearer lease-test")],
+        }
+        for i in range(150):
+            await limiters[i % 2](scope, receive, send)
+        return limiters
+
+    limiters = anyio.run(flood)
+    assert len(allowed) == limit.burst
+    assert all(limiter._redis_down_until == 0.0 for limiter in limiters)  # Redis answered
 
 
 def test_upload_flood_is_limited_per_key_across_processes(stack: Stack, pg_url: str) -> None:
