@@ -7,14 +7,16 @@ one budget per key (one Lua script: refill by elapsed time, take tokens, all ato
 Redis's clock so that hosts' clocks do not matter). A process takes a lease of up to 1/20 of the
 burst at a time and spends it locally for at most ``LEASE_SECONDS``, so a busy key costs one
 Redis round trip per lease rather than per request (a round trip was the largest cost of a
-read); the shared budget is never exceeded, and a lease left unspent by one process makes the
-others stricter by at most that many tokens for that long. Bursts under 20 lease one token, as
-before. Otherwise (embedded default), or while Redis does not answer, each process keeps its own
-buckets: N processes then allow N times the rate, and an unreachable Redis makes the limit
-looser, never the API unavailable."""
+read); one lease request per key is in flight at a time (concurrent requests wait for it rather
+than each draining a lease); the shared budget is never exceeded, and a lease left unspent by
+one process makes the others stricter by at most that many tokens for that long. Bursts under 20
+lease one token, as before. Otherwise (embedded default), or while Redis does not answer, each
+process keeps its own buckets: N processes then allow N times the rate, and an unreachable Redis
+makes the limit looser, never the API unavailable."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import math
 import time
@@ -138,6 +140,9 @@ class RateLimit:
         self._redis: Redis | None = None
         self._script: Any = None
         self._redis_down_until = 0.0
+        # one lease request in flight per key: the others wait for it instead of each draining
+        # a lease from the shared bucket
+        self._fetching: dict[str, asyncio.Event] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not scope["path"].startswith(LIMITED_PREFIXES):
@@ -165,15 +170,22 @@ class RateLimit:
         )
 
     async def _take(self, key: str, limit: Limit) -> Decision:
+        if self.redis_url is not None:
+            while (fetching := self._fetching.get(key)) is not None:
+                await fetching.wait()
         now = time.monotonic()
         if self.redis_url is not None and now >= self._redis_down_until:
             if self.leases.spend(key, now):
                 return Decision(True)
+            done = self._fetching[key] = asyncio.Event()
             try:
                 return await self._take_redis(key, limit, now)
             except (RedisError, OSError) as exc:
                 log.warning("ratelimit.redis_unavailable", error=str(exc)[:200])
                 self._redis_down_until = now + REDIS_BACKOFF_SECONDS
+            finally:
+                del self._fetching[key]
+                done.set()
         return self.local.take(key, limit, now)
 
     async def _take_redis(self, key: str, limit: Limit, now: float) -> Decision:

@@ -258,6 +258,12 @@ def test_leased_tokens_never_exceed_the_shared_budget(redis_url: str) -> None:
             "path": "/v1/patients",
             "headers": [(b"authorization", b"Bearer lease-test")],
         }
+        # 60 at once in one process: one lease request at a time, so none is refused (if each
+        # took a lease of its own, 20 would drain the bucket and 40 be refused)
+        async with anyio.create_task_group() as group:
+            for _ in range(60):
+                group.start_soon(limiters[0], scope, receive, send)
+        assert len(allowed) == 60
         for i in range(150):
             await limiters[i % 2](scope, receive, send)
         return limiters
