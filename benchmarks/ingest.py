@@ -107,8 +107,10 @@ def wait_jobs(job_ids: Sequence[str], timeout: float, poll: float = 0.2) -> list
         if all(j.status in ("succeeded", "failed") for j in rows) and len(rows) == len(job_ids):
             return rows
         if time.monotonic() > deadline:
-            raise TimeoutError(f"{sum(j.status == 'succeeded' for j in rows)} of {len(job_ids)} "
-                               f"jobs finished in {timeout:.0f}s")
+            raise TimeoutError(
+                f"{sum(j.status == 'succeeded' for j in rows)} of {len(job_ids)} "
+                f"jobs finished in {timeout:.0f}s"
+            )
         time.sleep(poll)
 
 

@@ -397,8 +397,7 @@ def render(summary: dict[str, Any]) -> str:
         f"seed {summary['config']['seed']} ({summary['indeterminate_low_reads']} draws "
         f"INDETERMINATE for low informative reads, excluded)",
         "",
-        f"{'measure':<42} {'ours':>10} {'oracle':>10} {'oracle@99%':>10} {'target':>16} "
-        f"{'met':>5}",
+        f"{'measure':<42} {'ours':>10} {'oracle':>10} {'oracle@99%':>10} {'target':>16} {'met':>5}",
     ]
     notes = [
         "",

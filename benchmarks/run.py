@@ -218,14 +218,23 @@ def summary_rows(s: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
         add("3 throughput", "1,000 samples at that rate", f"{projected:.0f} s", "< 120 s",
             projected < 120 and t["failed"] == 0)  # fmt: skip
         cap = t["share_of_worker_capacity"]
-        add("3 throughput", "worker capacity in tasks / outside (broker, Celery, idle)",
-            " / ".join(f"{v:.0%}" for v in cap.values()))
+        add(
+            "3 throughput",
+            "worker capacity in tasks / outside (broker, Celery, idle)",
+            " / ".join(f"{v:.0%}" for v in cap.values()),
+        )
         if t.get("share_of_ingest_task_time"):
             parts = t["share_of_ingest_task_time"]
-            add("3 throughput", "ingest task time: DB / parse / analyses",
-                " / ".join(f"{v:.0%}" for v in parts.values()))
-        add("3 throughput", "queue wait p50 / p95; ingest task p50",
-            f"{t['queue_wait_p50_s']} / {t['queue_wait_p95_s']} s; {t['ingest_task_p50_s']} s")
+            add(
+                "3 throughput",
+                "ingest task time: DB / parse / analyses",
+                " / ".join(f"{v:.0%}" for v in parts.values()),
+            )
+        add(
+            "3 throughput",
+            "queue wait p50 / p95; ingest task p50",
+            f"{t['queue_wait_p50_s']} / {t['queue_wait_p95_s']} s; {t['ingest_task_p50_s']} s",
+        )
     r = s.get("reads", {})
     if "one_client" in r:
         rows_info = ", ".join(f"{k} {v:,}" for k, v in r["rows"].items())

@@ -173,7 +173,5 @@ def write_panel_vcf(path: Path, *, seed: int, size: int = 300, sample: str = SAM
 
 def targets_bed(path: Path) -> Path:
     """The four monitored gene spans (GRCh38) as BED (0-based start, end exclusive)."""
-    path.write_text(
-        "".join(f"{g.chrom}\t{g.start - 1}\t{g.end}\n" for g in GENE_REGIONS["GRCh38"])
-    )
+    path.write_text("".join(f"{g.chrom}\t{g.start - 1}\t{g.end}\n" for g in GENE_REGIONS["GRCh38"]))
     return path

@@ -218,8 +218,13 @@ def demo(
         migrate()
     with Progress(console=err, transient=True) as progress:
         task = progress.add_task("loading demo samples", total=None)
-        loaded = load_demo(site, patients_n=patients, draws=draws, seed=seed,
-                           on_sample=lambda *_: progress.advance(task))
+        loaded = load_demo(
+            site,
+            patients_n=patients,
+            draws=draws,
+            seed=seed,
+            on_sample=lambda *_: progress.advance(task),
+        )
     with unit_of_work() as session:
         _, secret = create_key(session, site=site, scopes=frozenset({"read", "ingest", "admin"}))
     err.print(f"loaded {loaded} samples for site {site!r}; open /ui/patients and sign in with:")

@@ -3,13 +3,13 @@ a request or a task opens one unit of work, services only flush."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import DateTime, Engine, Executable, MetaData, Row, create_engine, event
+from sqlalchemy import DateTime, Engine, Executable, MetaData, create_engine, event
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.pool import NullPool
@@ -133,7 +133,7 @@ def get_statement_engine() -> Engine | None:
 
 def run_statement(
     engine: Engine, statement: Executable, parameters: Mapping[str, object]
-) -> Row[Any] | None:
+) -> Sequence[Any] | None:
     """The first row of one autocommitted statement on ``get_statement_engine()``, run a second
     time if the connection turned out dead (a restarted server: the pool is invalidated by the
     first failure, so the second attempt connects afresh)."""

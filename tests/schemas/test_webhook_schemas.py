@@ -21,4 +21,3 @@ def test_exported_schemas_match_the_models() -> None:
 def test_payloads_refuse_unknown_fields() -> None:
     for schema in json_schemas().values():
         assert schema.get("additionalProperties") is False
-
