@@ -82,7 +82,6 @@ BINS: tuple[tuple[str, float, float], ...] = (
     (">=1e-2", 1e-2, math.inf),
 )
 SENSITIVITY_MARGIN = 0.05
-SPECIFICITY_TARGET = 0.99
 
 
 @dataclass
@@ -230,12 +229,14 @@ def score_oracle(
         alt, depth, af, true_af, e = (
             np.array([row[i] for row in group], dtype=float) for i in range(1, 6)
         )
-        for name, afs, level in (
-            ("oracle", af, params.threshold_specificity),
-            ("oracle_at_target", af, params.specificity),
-            ("oracle_true_af", true_af, params.threshold_specificity),
-        ):
-            scores = oracle_lr(alt, depth, afs, e, params=params)
+        # the scores depend on the AFs only; the thresholds on the level too
+        tissue_scores = oracle_lr(alt, depth, af, e, params=params)
+        for name, afs, scores, level in (
+            ("oracle", af, tissue_scores, params.threshold_specificity),
+            ("oracle_at_target", af, tissue_scores, params.specificity),
+            ("oracle_true_af", true_af, oracle_lr(alt, depth, true_af, e, params=params),
+             params.threshold_specificity),
+        ):  # fmt: skip
             thresholds = oracle_threshold(
                 depth,
                 afs,
@@ -326,12 +327,12 @@ def summarise(results: Sequence[PatientResult], params: MrdParams) -> dict[str, 
         "false_positives": null_fp,
         "specificity": specificity,
         "specificity_ci95": _clopper_pearson(len(null) - null_fp, len(null)),
-        "specificity_met": specificity is not None and specificity >= SPECIFICITY_TARGET,
+        "specificity_met": specificity is not None and specificity >= params.specificity,
         # one-sided exact binomial test of "the false-positive rate is <= 1 %"
         "false_positive_rate_test_p": (
             float(
                 stats.binomtest(
-                    null_fp, len(null), 1 - SPECIFICITY_TARGET, alternative="greater"
+                    null_fp, len(null), 1 - params.specificity, alternative="greater"
                 ).pvalue
             )
             if null
@@ -380,7 +381,7 @@ def run(
         "mrd_params": params.version,
         "background_params": BACKGROUND_PARAMS.version,
         "n_null_simulations": params.n_null_simulations,
-        "specificity_target": SPECIFICITY_TARGET,
+        "specificity_target": params.specificity,
         "threshold_specificity": params.threshold_specificity,
         "sensitivity_margin_points": 100 * SENSITIVITY_MARGIN,
     }

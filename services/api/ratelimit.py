@@ -170,11 +170,12 @@ class RateLimit:
         )
 
     async def _take(self, key: str, limit: Limit) -> Decision:
-        if self.redis_url is not None:
-            while (fetching := self._fetching.get(key)) is not None:
-                await fetching.wait()
+        if self.redis_url is None:
+            return self.local.take(key, limit, time.monotonic())
+        while (fetching := self._fetching.get(key)) is not None:
+            await fetching.wait()
         now = time.monotonic()
-        if self.redis_url is not None and now >= self._redis_down_until:
+        if now >= self._redis_down_until:
             if self.leases.spend(key, now):
                 return Decision(True)
             done = self._fetching[key] = asyncio.Event()
