@@ -1,7 +1,7 @@
 """Every ORM model, imported once so that metadata (and Alembic) see the whole schema."""
 
 from services.alerts.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint, WebhookEvent
-from services.analysis.models import PatientAnalysis, ResistanceEventRecord
+from services.analysis.models import PatientAnalysis, ResistanceEventRecord, ResultAmendment
 from services.audit.models import AuditEntry
 from services.auth.models import ApiKey
 from services.db import Base
@@ -9,6 +9,7 @@ from services.idempotency.models import IdempotentRequest
 from services.jobs.models import Job
 from services.patients.models import Patient, PatientEvent
 from services.samples.models import Sample
+from services.sites.models import SiteSettings
 from services.variants.models import TrackedVariant, Variant
 
 __all__ = [
@@ -20,8 +21,10 @@ __all__ = [
     "Patient",
     "PatientAnalysis",
     "ResistanceEventRecord",
+    "ResultAmendment",
     "PatientEvent",
     "Sample",
+    "SiteSettings",
     "TrackedVariant",
     "Variant",
     "WebhookAttempt",

@@ -1,11 +1,12 @@
 """Precomputed analyses of a patient (MRD calls, trends, clones, resistance) stored as the JSON
-bodies the API returns, and the resistance events already announced (so each fires once)."""
+bodies the API returns, the resistance events already announced (so each fires once), and the
+amendments of results already issued (services/analysis/amendments.py)."""
 
 from __future__ import annotations
 
 from datetime import date, datetime
 
-from sqlalchemy import Date, ForeignKey, String, Text, UniqueConstraint
+from sqlalchemy import Date, ForeignKey, Index, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from services.db import Base, UtcDateTime, utcnow
@@ -38,3 +39,24 @@ class ResistanceEventRecord(Base):
     first_detected_date: Mapped[date] = mapped_column(Date)
     sample_id: Mapped[str] = mapped_column(String(128))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class ResultAmendment(Base):
+    """One change of a result that had been issued: what it was, what it is now, why, when
+    and under which method version. `previous` and `current` are JSON (a whole MRD call or
+    resistance event, or a patient-level value; `current` null: withdrawn)."""
+
+    __tablename__ = "result_amendments"
+    __table_args__ = (Index("ix_result_amendments_patient", "patient_pk", "id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    patient_pk: Mapped[int] = mapped_column(ForeignKey("patients.id", ondelete="CASCADE"))
+    analysis: Mapped[str] = mapped_column(String(16))  # "mrd" | "resistance"
+    field: Mapped[str] = mapped_column(String(32))  # "call" | "status" | ... | "event"
+    sample_id: Mapped[str | None] = mapped_column(String(128))
+    subject: Mapped[str | None] = mapped_column(String(2400))
+    previous: Mapped[str] = mapped_column(Text)
+    current: Mapped[str] = mapped_column(Text)
+    reason: Mapped[str] = mapped_column(String(2000))
+    method_version: Mapped[str] = mapped_column(String(256))
+    amended_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Index, Integer, String, text
+from sqlalchemy import Index, Integer, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from services.db import Base, UtcDateTime, utcnow
@@ -25,6 +25,13 @@ class AuditEntry(Base):
             postgresql_where=text("outcome = 'denied'"),
             sqlite_where=text("outcome = 'denied'"),
         ),
+        Index(
+            "ix_audit_log_site_sample_detail",
+            "site",
+            "sample_id",
+            postgresql_where=text("detail IS NOT NULL"),
+            sqlite_where=text("detail IS NOT NULL"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -39,3 +46,6 @@ class AuditEntry(Base):
     status_code: Mapped[int | None] = mapped_column(Integer)
     outcome: Mapped[str] = mapped_column(String(8), default="allowed", server_default="allowed")
     client: Mapped[str | None] = mapped_column(String(64))
+    # What a correction changed and why (JSON: action, changes, reason); None for a plain read
+    # or write.
+    detail: Mapped[str | None] = mapped_column(Text)

@@ -38,3 +38,6 @@ class Job(Base):
     # An ingest that stored its rows and left the patient's analyses to a later queued ingest
     # of the same patient (which finishes it): still "running", under its lease.
     stored_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    # Why the job was queued (a new sample, a correction, a new background...): the reason an
+    # amendment of a result it causes carries.
+    reason: Mapped[str | None] = mapped_column(String(1000))

@@ -40,7 +40,11 @@ class Sample(Base):
     alignment_index_sha256: Mapped[str | None] = mapped_column(String(64))
     alignment_format: Mapped[str | None] = mapped_column(String(8))  # "bam" | "cram"
     # pending -> processed | failed; "processed" refers to the latest successful extraction.
+    # Any of them -> retracted (by the site, with a reason): kept and readable, its variant
+    # rows gone, left out of every analysis.
     status: Mapped[str] = mapped_column(String(16), default="pending")
+    retracted_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    retraction_reason: Mapped[str | None] = mapped_column(String(1000))
     detected_build: Mapped[str | None] = mapped_column(String(8))
     build_source: Mapped[str | None] = mapped_column(String(32))
     resolved_tumor_sample: Mapped[str | None] = mapped_column(String(256))
