@@ -11,7 +11,13 @@ from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field
 
 from schemas.common import ApiModel
 
-EventType = Literal["sample.processed", "sample.failed", "mrd.status_changed", "resistance.emerged"]
+EventType = Literal[
+    "sample.processed",
+    "sample.failed",
+    "mrd.status_changed",
+    "resistance.emerged",
+    "result.amended",
+]
 EVENT_TYPES: tuple[str, ...] = EventType.__args__  # type: ignore[attr-defined]
 
 
@@ -123,11 +129,41 @@ class ResistanceEmergedV1(_Payload):
     map_version: str
 
 
+class AmendedResultV1(_Payload):
+    """One issued result that changed. `field`: `call` (an MRD call, of `sample_id`),
+    `status` or `molecular_relapse_date` (the patient's MRD answer), `event` (a resistance
+    event, `subject` its identity). The values are the categorical ones (the call, the status,
+    the date); `current_value` null: the result was withdrawn. The whole results are in
+    GET /v1/patients/{patient_id}/amendments."""
+
+    amendment_id: int
+    analysis: Literal["mrd", "resistance"]
+    field: str
+    sample_id: str | None
+    subject: str | None
+    previous_value: str | None
+    current_value: str | None
+    reason: str
+    method_version: str
+
+
+class ResultAmendedV1(_Payload):
+    """Results already issued (served or sent) changed in one recompute of the patient's
+    analyses, for `reason` (a new sample or background, a correction or retraction, an event
+    change, a new method version)."""
+
+    patient_id: str
+    reason: str
+    amended_at: dt.datetime
+    amendments: list[AmendedResultV1] = Field(min_length=1)
+
+
 PAYLOADS: dict[str, type[_Payload]] = {
     "sample.processed": SampleProcessedV1,
     "sample.failed": SampleFailedV1,
     "mrd.status_changed": MrdStatusChangedV1,
     "resistance.emerged": ResistanceEmergedV1,
+    "result.amended": ResultAmendedV1,
 }
 
 

@@ -12,8 +12,9 @@ import json
 import anyio
 from fastapi import APIRouter, Request, Response, status
 
+from schemas.amendments import AmendmentList, AmendmentRead
 from schemas.samples import JobRead
-from services.analysis import repository
+from services.analysis import amendments, repository
 from services.analysis.service import NOT_APPLICABLE, request_recompute
 from services.api.deps import Ingestor, Reader, SessionDep
 from services.audit.service import allowed_row, audit
@@ -31,10 +32,11 @@ EMPTY: dict[str, dict[str, object]] = {
         "calls": [],
         "molecular_relapse_date": None,
         "lead_time_days": None,
+        "amendments": [],
     },
     "trends": {"samples": [], "variants": [], "responses": []},
     "clones": {"clones": []},
-    "resistance": {"events": [], "variants": []},
+    "resistance": {"events": [], "variants": [], "amendments": []},
 }
 
 
@@ -61,8 +63,15 @@ async def _serve(kind: str, patient_id: str, principal: Principal, request: Requ
 @router.get("/{patient_id}/mrd", summary="Tumour-informed MRD calls after surgery")
 async def get_mrd(patient_id: str, principal: Reader, request: Request) -> Response:
     """`{status, calls: [{sample_id, collection_date, call, score, p_value, tumor_fraction,
-    lod95, loci_detected, loci_tracked, informative_reads, ...}], molecular_relapse_date,
-    lead_time_days}`."""
+    lod95, loci_detected, loci_tracked, informative_reads, ..., amendments}],
+    molecular_relapse_date, lead_time_days, amendments}`.
+
+    A call, once computed, is issued: it stays as it was (numbers included) until its `call`
+    changes; then the new call is shown and its `amendments` list what had been issued
+    before, why it changed (the reason the analyses were recomputed), when, and under which
+    method version. The body's `amendments` add those of `status` and
+    `molecular_relapse_date`. A call withdrawn (its sample retracted or moved) leaves the
+    calls; its record is in `GET /v1/patients/{patient_id}/amendments`."""
     return await _serve("mrd", patient_id, principal, request)
 
 
@@ -78,7 +87,31 @@ async def get_clones(patient_id: str, principal: Reader, request: Request) -> Re
 
 @router.get("/{patient_id}/resistance", summary="Emerging resistance events on therapy")
 async def get_resistance(patient_id: str, principal: Reader, request: Request) -> Response:
+    """`{events: [{gene, protein_change, status, first_detected_date, drug_class,
+    implication, ..., amendments}], variants, current_therapy, amendments}`: an event, once
+    issued, stays as it was until its status, first detection date or implication changes;
+    its `amendments` then list what had been issued and why it changed."""
     return await _serve("resistance", patient_id, principal, request)
+
+
+@router.get(
+    "/{patient_id}/amendments",
+    response_model=AmendmentList,
+    summary="Every amendment of the patient's issued results",
+)
+def get_amendments(
+    patient_id: str, principal: Reader, session: SessionDep, request: Request
+) -> AmendmentList:
+    """The full record, oldest first: each MRD call, patient status, molecular relapse date
+    or resistance event that changed after it had been issued, withdrawn ones included
+    (`current` null), with the whole issued result, the reason, the time and the method
+    version."""
+    patient = get_patient_or_raise(session, principal.site, patient_id)
+    audit(session, request, principal, patient_id=patient.patient_id)
+    return AmendmentList(
+        patient_id=patient.patient_id,
+        items=[AmendmentRead.model_validate(a) for a in amendments.history_of(session, patient.id)],
+    )
 
 
 @router.post(
@@ -94,7 +127,7 @@ def post_recompute(
     background arrives; this asks for it explicitly (e.g. after an upgrade of the method). The
     `patients.recompute` job is coalesced: asking again before it ran returns the same job."""
     patient = get_patient_or_raise(session, principal.site, patient_id)
-    job = request_recompute(session, patient)
+    job = request_recompute(session, patient, "recompute requested")
     audit(session, request, principal, patient_id=patient.patient_id)
     return JobRead(
         job_id=job.id,

@@ -4,7 +4,9 @@ Runs inside the unit of work of the change that calls for it (an ingest, a new e
 tracked set), so a client that sees its job succeed reads analyses that include its sample.
 Results are stored as the JSON bodies the API returns (fast reads), with the parameter and
 map versions that produced them. Transitions fire webhooks in the same transaction: a change
-of MRD status (`mrd.status_changed`) and each new resistance event (`resistance.emerged`)."""
+of MRD status (`mrd.status_changed`) and each new resistance event (`resistance.emerged`); a
+result already issued is kept as issued, or amended with the reason the recompute was run
+(services/analysis/amendments.py, `result.amended`)."""
 
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from services.alerts import service as alerts
+from services.analysis import amendments
 from services.analysis.models import PatientAnalysis, ResistanceEventRecord
 from services.analysis.serialize import dumps, jsonable
 from services.db import unit_of_work, utcnow
@@ -141,12 +144,12 @@ class _Patient:
         return sorted(e.event_date for e in self.events if e.type == kind)
 
 
-def recompute_safely(session: Session, patient: Patient) -> bool:
+def recompute_safely(session: Session, patient: Patient, reason: str) -> bool:
     """Recompute inside a savepoint: a failure of the analyses (a bug) is logged and leaves
     the previous analyses in place, and never undoes the change that triggered it."""
     try:
         with session.begin_nested():
-            recompute(session, patient)
+            recompute(session, patient, reason)
     except OperationalError:
         # The database went away, not a bug: the whole unit of work fails and is retried (a
         # savepoint cannot be rolled back on a dead connection anyway).
@@ -157,8 +160,9 @@ def recompute_safely(session: Session, patient: Patient) -> bool:
     return True
 
 
-def recompute(session: Session, patient: Patient) -> None:
-    """Refresh every stored analysis of the patient (and its tracked set, from tissue).
+def recompute(session: Session, patient: Patient, reason: str) -> None:
+    """Refresh every stored analysis of the patient (and its tracked set, from tissue);
+    `reason` (what changed) is what an amendment of an issued result says.
 
     The patient row is locked first, so two recomputes of one patient (two of its samples
     ingested at once by two workers) run one after the other and the later one reads what the
@@ -177,6 +181,9 @@ def recompute(session: Session, patient: Patient) -> None:
     mrd_body = _mrd(data, tracked, backgrounds, json.loads(previous_mrd) if previous_mrd else None)
     trends_body = _trends(data, series, lines)
     resistance_body, new_events = _resistance(session, data, series, lines)
+    issued = {"mrd": previous_mrd, "resistance": stored_body(session, patient.id, "resistance")}
+    computed = {"mrd": mrd_body, "resistance": resistance_body}
+    amendments.keep_issued(session, patient, reason, issued, computed)
 
     previous = _stored_status(session, patient.id, "mrd")
     _store(session, patient.id, "mrd", mrd_body, mrd_body["status"])
@@ -200,13 +207,14 @@ def request_clones(session: Session, patient: Patient) -> None:
     _queue_once(session, patient, CLONES_TASK)
 
 
-def request_recompute(session: Session, patient: Patient) -> Job:
+def request_recompute(session: Session, patient: Patient, reason: str) -> Job:
     """Queue a `patients.recompute` of the patient, unless one is already queued (coalesced:
-    any number of requests before it runs cost one recompute). Returns the queued job."""
-    return _queue_once(session, patient, RECOMPUTE_TASK)
+    any number of requests before it runs cost one recompute, which carries every reason).
+    Returns the queued job."""
+    return _queue_once(session, patient, RECOMPUTE_TASK, reason)
 
 
-def _queue_once(session: Session, patient: Patient, task: str) -> Job:
+def _queue_once(session: Session, patient: Patient, task: str, reason: str | None = None) -> Job:
     """The patient's queued job of `task`, created if there is none."""
     pending = session.scalar(
         select(Job)
@@ -214,14 +222,19 @@ def _queue_once(session: Session, patient: Patient, task: str) -> Job:
         .limit(1)
     )
     if pending is not None:
+        if reason:
+            jobs.add_reason(pending, reason)
         return pending
-    return jobs.create_job(session, task=task, site=patient.site, patient_pk=patient.id)
+    return jobs.create_job(
+        session, task=task, site=patient.site, patient_pk=patient.id, reason=reason
+    )
 
 
-def request_recompute_of_trackers(session: Session, sample: Sample) -> int:
-    """A new background arrived (a normal sample: matched normal or panel of normals): queue a
-    recompute of every other patient of the site that tracks a locus this sample reports, so
-    their calls use it. Returns the number of patients queued."""
+def request_recompute_of_trackers(session: Session, sample: Sample, reason: str) -> int:
+    """A background changed (a normal sample arrived, or a sample that served as one was
+    corrected or retracted): queue a recompute of every other patient of the site that tracks
+    a locus this sample reports, so their calls use the change. Returns the number of
+    patients queued."""
     loci = select(Variant.locus_key).where(
         Variant.sample_pk == sample.id, Variant.locus_key.is_not(None)
     )
@@ -237,7 +250,7 @@ def request_recompute_of_trackers(session: Session, sample: Sample) -> int:
         .distinct()
     ).all()
     for patient in trackers:
-        request_recompute(session, patient)
+        request_recompute(session, patient, reason)
     return len(trackers)
 
 
@@ -251,7 +264,8 @@ def run_recompute(job_id: str) -> str:
         assert job is not None and job.patient_pk is not None
         patient = session.get(Patient, job.patient_pk)
         error = None
-        if patient is not None and not recompute_safely(session, patient):
+        reason = job.reason or "recompute requested"
+        if patient is not None and not recompute_safely(session, patient, reason):
             error = "the analyses failed; the operators have the details in the worker log"
         jobs.finish(session, job, error=error)
     return "failed" if error else "succeeded"

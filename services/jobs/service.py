@@ -21,6 +21,23 @@ log = structlog.get_logger(__name__)
 
 INGEST_TASK = "samples.ingest"
 SWEEP_TASK = "jobs.sweep"
+REASON_CHARS = 1000
+
+
+def add_reason(job: Job, reason: str) -> None:
+    """Note one more reason on a queued job (coalesced requests: one job, every reason)."""
+    known = job.reason.split("; ") if job.reason else []
+    if reason not in known:
+        job.reason = "; ".join([*known, reason])[:REASON_CHARS]
+
+
+def reasons_awaiting(session: Session, patient_pk: int) -> list[str]:
+    """The reasons of the patient's ingests that wait for its analyses."""
+    return [
+        job.reason
+        for job in repository.awaiting_analysis(session, patient_pk, INGEST_TASK)
+        if job.reason
+    ]
 
 
 def create_job(
@@ -30,6 +47,7 @@ def create_job(
     site: str,
     sample_pk: int | None = None,
     patient_pk: int | None = None,
+    reason: str | None = None,
 ) -> Job:
     job = Job(
         id=str(uuid.uuid4()),
@@ -40,6 +58,7 @@ def create_job(
         status="queued",
         attempts=0,
         created_at=utcnow(),
+        reason=reason[:REASON_CHARS] if reason else None,
     )
     session.add(job)
     session.flush()

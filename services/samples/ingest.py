@@ -321,6 +321,13 @@ def _store(session: Session, job_id: str, result: _Read) -> float:
     assert job is not None and job.sample_pk is not None
     sample = session.get(Sample, job.sample_pk)
     assert sample is not None
+    if sample.status == "retracted":
+        # Retracted while its file was read: nothing of it is stored, and the patient's
+        # analyses (which the waiting ingests of the patient may need) are done all the same.
+        patient = session.get(Patient, sample.patient_pk)
+        assert patient is not None
+        _analyse_or_await(session, patient, job)
+        return 0.0
     session.execute(delete(Variant).where(Variant.sample_pk == sample.id))
     variant_count = _insert_rows(session, sample.id, result)
     sample.status = "processed"
@@ -339,7 +346,9 @@ def _store(session: Session, job_id: str, result: _Read) -> float:
     _analyse_or_await(session, patient, job)
     if sample.sample_type == "normal":
         # A new background: the other patients tracking these loci are recomputed with it.
-        analysis.request_recompute_of_trackers(session, sample)
+        analysis.request_recompute_of_trackers(
+            session, sample, f"new background: normal sample {sample.sample_id}"
+        )
     analysis_s = time.perf_counter() - analysis_started
     alerts.emit(
         session,
@@ -370,7 +379,9 @@ def _analyse_or_await(session: Session, patient: Patient, job: Job | None) -> No
             jobs.await_analysis(job)
             log.info("ingest.awaiting_analysis", job_id=job.id, patient_pk=patient.id)
         return
-    analysis.recompute_safely(session, patient)
+    reasons = [job.reason] if job is not None and job.reason else []
+    reasons += jobs.reasons_awaiting(session, patient.id)
+    analysis.recompute_safely(session, patient, "; ".join(dict.fromkeys(reasons)) or "new data")
     if job is not None:
         jobs.finish(session, job)
     jobs.finish_awaiting(session, patient.id)

@@ -72,7 +72,7 @@ def reextract_patient(session: Session, patient: Patient) -> int:
     Returns the number of jobs."""
     samples = session.scalars(
         select(Sample).where(
-            Sample.status != "failed",
+            Sample.status.not_in(("failed", "retracted")),
             (Sample.patient_pk == patient.id) & (Sample.sample_type != "tissue")
             | (Sample.site == patient.site)
             & (Sample.sample_type == "normal")
@@ -80,7 +80,13 @@ def reextract_patient(session: Session, patient: Patient) -> int:
         )
     ).all()
     for sample in samples:
-        jobs.create_job(session, task=jobs.INGEST_TASK, site=sample.site, sample_pk=sample.id)
+        jobs.create_job(
+            session,
+            task=jobs.INGEST_TASK,
+            site=sample.site,
+            sample_pk=sample.id,
+            reason=f"tracked loci of patient {patient.patient_id} changed",
+        )
     return len(samples)
 
 
