@@ -28,6 +28,7 @@ from services.jobs.router import router as jobs_router
 from services.logging import configure_logging
 from services.patients.router import router as patients_router
 from services.samples.router import router as samples_router
+from services.sites.router import router as sites_router
 from services.variants.router import router as variants_router
 
 
@@ -51,6 +52,7 @@ def create_app() -> FastAPI:
         audit_router,
         exports_router,
         keys_router,
+        sites_router,
         ui.plots,
         ui.router,
     ):

@@ -25,11 +25,14 @@ def get_with_patient(session: Session, site: str, sample_id: str) -> tuple[Sampl
     return (row[0], row[1]) if row else None
 
 
-def find_same_bytes(session: Session, patient_pk: int, sha256: str) -> Sample | None:
+def find_same_bytes(
+    session: Session, patient_pk: int, sha256: str, sample_id: str
+) -> Sample | None:
+    """The patient's sample with these bytes, the one named `sample_id` first."""
     return session.scalar(
         select(Sample)
         .where(Sample.patient_pk == patient_pk, Sample.file_sha256 == sha256)
-        .order_by(Sample.id)
+        .order_by((Sample.sample_id == sample_id).desc(), Sample.id)
         .limit(1)
     )
 

@@ -16,10 +16,13 @@ from services.errors import Conflict, InvalidInput, NotFound
 from services.genomics.sniff import ALIGNMENT_FORMATS, AlignmentCheck, UploadCheck
 from services.jobs import service as jobs
 from services.jobs.models import Job
+from services.patients import repository as patients_repository
 from services.patients import service as patients
+from services.patients.models import Patient
 from services.samples import repository, storage
 from services.samples.models import Sample
 from services.samples.storage import Staged, StoredFile
+from services.sites import service as sites
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +37,8 @@ class SampleForm:
     plasma_ml: float | None
     cfdna_ng_per_ml: float | None
     file_name: str
+    # An unknown patient is created only when asked (None: the site's default).
+    create_patient: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,7 +135,13 @@ def attach_alignment(
     sample.alignment_format = files.format
     sample.alignment_sha256 = files.sha256
     sample.alignment_index_sha256 = files.index_sha256
-    job = jobs.create_job(session, task=jobs.INGEST_TASK, site=site, sample_pk=sample.id)
+    job = jobs.create_job(
+        session,
+        task=jobs.INGEST_TASK,
+        site=site,
+        sample_pk=sample.id,
+        reason=f"alignment {files.name} attached to sample {sample.sample_id}",
+    )
     return Accepted(sample=sample, job=job, created=False, queued=True)
 
 
@@ -142,21 +153,34 @@ def accept_upload(
     alignment: AlignmentFiles | None = None,
 ) -> Accepted:
     """Create the sample and its ingest job in the caller's transaction; the same bytes for
-    the same patient return the existing sample and job, nothing duplicated (unless a new
-    alignment comes with them: it is attached and the sample re-extracted)."""
-    patient = patients.get_or_create_patient(session, site, form.patient_id)
-    same = repository.find_same_bytes(session, patient.id, stored.sha256)
+    the same patient and sample id return the existing sample and job, nothing duplicated
+    (unless a new alignment comes with them: it is attached and the sample re-extracted).
+    Refused: a collection date that cannot be true (422), an unknown patient not asked to be
+    created (404), the same bytes under another sample id or another file under this one
+    (409, naming the sample)."""
+    sites.check_collection_date(session, site, form.collection_date, what="collection_date")
+    patient = patient_for_upload(session, site, form.patient_id, form.create_patient)
+    same = repository.find_same_bytes(session, patient.id, stored.sha256, form.sample_id)
     if same is not None:
+        if same.sample_id != form.sample_id:
+            retracted = " (retracted)" if same.status == "retracted" else ""
+            raise Conflict(
+                f"this file is already sample {same.sample_id!r}{retracted} of patient "
+                f"{form.patient_id!r}; the same bytes cannot be sample {form.sample_id!r} too "
+                "(correct the existing sample with PATCH /v1/samples/{sample_id} instead)"
+            )
         if alignment is not None:
             return attach_alignment(session, site, same, alignment)
         job = repository.latest_job(session, same.id)
         if job is None:  # a sample always gets a job at creation; keep the invariant anyway
             job = jobs.create_job(session, task=jobs.INGEST_TASK, site=site, sample_pk=same.id)
         return Accepted(sample=same, job=job, created=False)
-    if repository.get(session, site, form.sample_id) is not None:
+    existing = repository.get_with_patient(session, site, form.sample_id)
+    if existing is not None:
+        owner = existing[1].patient_id
         raise Conflict(
-            f"sample {form.sample_id!r} already exists with different file contents; "
-            "use a new sample_id for a new file"
+            f"sample {form.sample_id!r} already exists (patient {owner!r}) with different "
+            "file contents; use a new sample_id for a new file"
         )
     sample = Sample(
         site=site,
@@ -181,8 +205,32 @@ def accept_upload(
     )
     session.add(sample)
     session.flush()
-    job = jobs.create_job(session, task=jobs.INGEST_TASK, site=site, sample_pk=sample.id)
+    job = jobs.create_job(
+        session,
+        task=jobs.INGEST_TASK,
+        site=site,
+        sample_pk=sample.id,
+        reason=f"new {form.sample_type} sample {form.sample_id}",
+    )
     return Accepted(sample=sample, job=job, created=True)
+
+
+def patient_for_upload(
+    session: Session, site: str, patient_id: str, create: bool | None
+) -> Patient:
+    """The site's patient; an unknown one is created only when the upload asks for it
+    (`create`), or by default when the site says so, so a mistyped id is a 404."""
+    patient = patients_repository.get(session, site, patient_id)
+    if patient is not None:
+        return patient
+    if create is None:
+        create = sites.settings_of(session, site).create_patients_on_upload
+    if not create:
+        raise NotFound(
+            f"patient {patient_id!r} not found: create it first (POST /v1/patients) or send "
+            "create_patient=true with the upload"
+        )
+    return patients.get_or_create_patient(session, site, patient_id)
 
 
 def get_sample_or_raise(session: Session, site: str, sample_id: str) -> Sample:
