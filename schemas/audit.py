@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Literal
+import json
+from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from schemas.common import ApiModel
 
@@ -23,6 +24,16 @@ class AuditEntryRead(ApiModel):
         description="denied: refused with 401 (revoked key), 403 or 404"
     )
     client: str | None
+    detail: dict[str, Any] | None = Field(
+        default=None,
+        description="a correction's action, what it changed (field: [before, after]) and "
+        "its reason",
+    )
+
+    @field_validator("detail", mode="before")
+    @classmethod
+    def _parse(cls, value: object) -> object:
+        return json.loads(value) if isinstance(value, str) else value
 
 
 class AuditList(ApiModel):

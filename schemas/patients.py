@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from schemas.common import ApiModel, Identifier
+from schemas.common import ApiModel, Identifier, Reason
 
 EventType = Literal["surgery", "therapy_start", "therapy_stop", "clinical_relapse", "progression"]
 DrugClass = Literal[
@@ -32,7 +32,11 @@ class PatientCreate(ApiModel):
 class PatientRead(ApiModel):
     patient_id: str
     created_at: dt.datetime
-    sample_count: int = 0
+    sample_count: int = Field(default=0, description="processed samples")
+    samples_by_status: dict[str, int] = Field(
+        default_factory=dict,
+        description="samples by status: pending, processed, failed, retracted",
+    )
 
 
 class PatientList(ApiModel):
@@ -46,6 +50,22 @@ class EventCreate(ApiModel):
     drug: str | None = Field(default=None, max_length=128)
     drug_class: DrugClass | None = None
     note: str | None = Field(default=None, max_length=1000)
+
+
+class EventUpdate(ApiModel):
+    """A correction of an event: only the fields sent change (`null` clears drug, drug class
+    or note)."""
+
+    reason: Reason
+    type: EventType | None = None
+    date: dt.date | None = None
+    drug: str | None = Field(default=None, max_length=128)
+    drug_class: DrugClass | None = None
+    note: str | None = Field(default=None, max_length=1000)
+
+
+class EventDeletion(ApiModel):
+    reason: Reason
 
 
 class EventRead(ApiModel):

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field
 
-from schemas.common import ApiModel, JobStatus
+from schemas.common import ApiModel, Identifier, JobStatus, Reason, SampleType
 
 
 class SampleAccepted(ApiModel):
@@ -39,6 +39,43 @@ class SampleRead(ApiModel):
     processed_at: dt.datetime | None
     created_at: dt.datetime
     job_id: str | None = None
+    retracted_at: dt.datetime | None = None
+    retraction_reason: str | None = None
+    corrections: list[CorrectionRead] = Field(
+        default_factory=list, description="every correction and retraction, oldest first"
+    )
+
+
+class CorrectionRead(ApiModel):
+    at: dt.datetime
+    key_id: str | None
+    action: str = Field(description="sample.corrected | sample.retracted")
+    changes: dict[str, list[Any]] = Field(
+        default_factory=dict, description="field: [before, after]"
+    )
+    reason: str
+
+
+class SampleUpdate(ApiModel):
+    """A correction of a sample: only the fields sent change (`null` clears an optional one).
+    A new `patient_id` moves the sample to that patient of the same site."""
+
+    reason: Reason
+    collection_date: dt.date | None = None
+    sample_type: SampleType | None = None
+    plasma_ml: float | None = Field(default=None, gt=0, lt=1000)
+    cfdna_ng_per_ml: float | None = Field(default=None, ge=0, lt=100000)
+    tumor_sample: str | None = Field(default=None, max_length=256)
+    normal_sample: str | None = Field(default=None, max_length=256)
+    patient_id: Identifier | None = Field(
+        default=None, description="move the sample to this patient of the same site"
+    )
+
+
+class Retraction(ApiModel):
+    """Why the sample is retracted: wrong patient, failed QC, duplicate draw..."""
+
+    reason: Reason
 
 
 class JobRead(ApiModel):
@@ -83,3 +120,6 @@ class VariantList(ApiModel):
     sample_id: str
     items: list[VariantRead]
     next_cursor: str | None = None
+
+
+SampleRead.model_rebuild()

@@ -46,3 +46,19 @@ def search(
     if where.until is not None:
         stmt = stmt.where(AuditEntry.at < where.until)
     return ENTRIES.paginate(session.scalars(ENTRIES.select_page(stmt, page)).all(), page)
+
+
+def corrections(session: Session, site: str, sample_id: str) -> list[AuditEntry]:
+    """A sample's rows with a detail (its corrections), oldest first (partial index
+    ix_audit_log_site_sample_detail)."""
+    return list(
+        session.scalars(
+            select(AuditEntry)
+            .where(
+                AuditEntry.site == site,
+                AuditEntry.sample_id == sample_id,
+                AuditEntry.detail.is_not(None),
+            )
+            .order_by(AuditEntry.id)
+        )
+    )

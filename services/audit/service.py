@@ -3,8 +3,11 @@ request, in one of their own), and read back by admins of the same site."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
+from typing import Any
 
 from fastapi import Request
 from sqlalchemy import insert
@@ -45,12 +48,14 @@ def audit(
     *,
     patient_id: str | None = None,
     sample_id: str | None = None,
+    detail: Mapping[str, Any] | None = None,
 ) -> None:
     """Record an access being served. The row commits with the access it records, so its
-    status is the route's success status."""
-    session.connection().execute(
-        _INSERT, allowed_row(request, principal, patient_id=patient_id, sample_id=sample_id)
-    )
+    status is the route's success status. `detail`: what a correction changed and why."""
+    row = allowed_row(request, principal, patient_id=patient_id, sample_id=sample_id)
+    if detail is not None:
+        row["detail"] = json.dumps(detail, default=str, separators=(",", ":"))
+    session.connection().execute(_INSERT, row)
 
 
 def allowed_row(
@@ -161,3 +166,8 @@ def list_entries(
 def _as_utc(value: datetime | None) -> datetime | None:
     # A filter without a zone means UTC, the zone every row is stored in.
     return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
+
+
+def corrections_of(session: Session, site: str, sample_id: str) -> list[AuditEntry]:
+    """The rows of the corrections made to a sample (those with a detail), oldest first."""
+    return repository.corrections(session, site, sample_id)

@@ -38,14 +38,27 @@ PATIENTS = Keyset("patients", (Patient.patient_id,))
 
 def list_with_counts(
     session: Session, site: str, page: PageRequest
-) -> tuple[list[tuple[Patient, int]], str | None]:
+) -> tuple[list[tuple[Patient, dict[str, int]]], str | None]:
     """One page of the site's patients by patient_id (keyset on the (site, patient_id) unique
-    index), each with its number of samples, and the next page's cursor."""
-    # Counted per listed patient on ix_samples_patient_date, not grouped over every sample.
-    n_samples = select(func.count()).where(Sample.patient_pk == Patient.id).scalar_subquery()
-    stmt = PATIENTS.select_page(select(Patient, n_samples).where(Patient.site == site), page)
-    rows = [(p, int(n)) for p, n in session.execute(stmt)]
-    return PATIENTS.paginate(rows, page, key=lambda row: [row[0].patient_id])
+    index), each with its number of samples by status, and the next page's cursor."""
+    stmt = PATIENTS.select_page(select(Patient).where(Patient.site == site), page)
+    patients, cursor = PATIENTS.paginate(list(session.scalars(stmt)), page)
+    counts = samples_by_status(session, [p.id for p in patients])
+    return [(p, counts.get(p.id, {})) for p in patients], cursor
+
+
+def samples_by_status(session: Session, patient_pks: Sequence[int]) -> dict[int, dict[str, int]]:
+    """patient pk -> {sample status: count} (pending, processed, failed, retracted), counted
+    for these patients only, on ix_samples_patient_date."""
+    counts: dict[int, dict[str, int]] = {}
+    if patient_pks:
+        for patient_pk, status, n in session.execute(
+            select(Sample.patient_pk, Sample.status, func.count())
+            .where(Sample.patient_pk.in_(patient_pks))
+            .group_by(Sample.patient_pk, Sample.status)
+        ):
+            counts.setdefault(patient_pk, {})[status] = int(n)
+    return counts
 
 
 def events(session: Session, patient_pk: int) -> Sequence[PatientEvent]:
@@ -78,20 +91,23 @@ def overview(
     limit: int,
     status: str | None = None,
 ) -> tuple[int, list[dict[str, object]]]:
-    """One page of the site's patient list: sample count, last plasma draw, MRD status,
-    emerging resistance and current therapy per patient, in two queries whatever the page size
-    (no N+1). The sample count and last draw are correlated subqueries on
-    ix_samples_patient_date, evaluated for the site's patients only (not an aggregate of every
-    sample of every site on each page view); the two statuses are joined on the analyses'
-    (patient_pk, kind) unique index.
+    """One page of the site's patient list: processed samples (and the failed and retracted
+    ones, apart), last processed plasma draw, MRD status, emerging resistance and current
+    therapy per patient, in three queries whatever the page size (no N+1). The last draw is a
+    correlated subquery on ix_samples_patient_date, evaluated for the site's patients only
+    (not an aggregate of every sample of every site on each page view); the two statuses are
+    joined on the analyses' (patient_pk, kind) unique index.
 
     Sorts: `attention` (positive or emerging resistance first, then indeterminate, negative,
     not applicable; latest draw first within each), `patient`, `last_draw` (latest first),
     `status`. `status` filters on one MRD status, or `resistance` for emerging resistance."""
-    n_samples = select(func.count()).where(Sample.patient_pk == Patient.id).scalar_subquery()
     last_draw = (
         select(func.max(Sample.collection_date))
-        .where(Sample.patient_pk == Patient.id, Sample.sample_type == "plasma")
+        .where(
+            Sample.patient_pk == Patient.id,
+            Sample.sample_type == "plasma",
+            Sample.status == "processed",
+        )
         .scalar_subquery()
     )
 
@@ -125,9 +141,7 @@ def overview(
         "status": [rank, Patient.patient_id],
     }
     stmt = (
-        patients.with_only_columns(
-            Patient.id, Patient.patient_id, n_samples, last_draw, mrd, resistance
-        )
+        patients.with_only_columns(Patient.id, Patient.patient_id, last_draw, mrd, resistance)
         .order_by(*orders[sort])
         .offset(offset)
         .limit(limit)
@@ -154,13 +168,16 @@ def overview(
                 current.append(name)
             elif name in current:
                 current.remove(name)
+    counts = samples_by_status(session, list(therapy))
     items: list[dict[str, object]] = [
         {
             "patient_id": r[1],
-            "samples": int(r[2] or 0),
-            "last_draw": r[3],
-            "mrd_status": r[4] or "NOT_APPLICABLE",
-            "resistance": r[5],
+            "samples": counts.get(r[0], {}).get("processed", 0),
+            "failed": counts.get(r[0], {}).get("failed", 0),
+            "retracted": counts.get(r[0], {}).get("retracted", 0),
+            "last_draw": r[2],
+            "mrd_status": r[3] or "NOT_APPLICABLE",
+            "resistance": r[4],
             "therapy": therapy[r[0]],
         }
         for r in rows

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, status
+from collections import Counter
+
+from fastapi import APIRouter, Request, Response, status
 
 from schemas.patients import (
     EventCreate,
+    EventDeletion,
     EventRead,
+    EventUpdate,
     PatientCreate,
     PatientDetail,
     PatientList,
@@ -38,8 +42,13 @@ def list_patients(
     """The site's patients by patient_id, a page at a time (follow `next_cursor`)."""
     rows, next_cursor = repository.list_with_counts(session, principal.site, page)
     items = [
-        PatientRead(patient_id=p.patient_id, created_at=p.created_at, sample_count=n)
-        for p, n in rows
+        PatientRead(
+            patient_id=p.patient_id,
+            created_at=p.created_at,
+            sample_count=counts.get("processed", 0),
+            samples_by_status=counts,
+        )
+        for p, counts in rows
     ]
     audit(session, request, principal)
     return PatientList(items=items, next_cursor=next_cursor)
@@ -52,10 +61,12 @@ def get_patient(
     patient = service.get_patient_or_raise(session, principal.site, patient_id)
     audit(session, request, principal, patient_id=patient.patient_id)
     samples = repository.samples(session, patient.id)
+    counts = Counter(s.status for s in samples)
     return PatientDetail(
         patient_id=patient.patient_id,
         created_at=patient.created_at,
-        sample_count=len(samples),
+        sample_count=counts["processed"],
+        samples_by_status=dict(counts),
         events=[_event_read(e) for e in repository.events(session, patient.id)],
         samples=[
             SampleSummary(
@@ -76,9 +87,58 @@ def add_event(
     patient = service.get_patient_or_raise(session, principal.site, patient_id)
     event = service.add_event(session, patient, body)
     session.flush()
-    analysis.recompute_safely(session, patient)
+    analysis.recompute_safely(session, patient, f"event added: {body.type} {body.date}")
     audit(session, request, principal, patient_id=patient.patient_id)
     return _event_read(event)
+
+
+@router.patch("/{patient_id}/events/{event_id}", response_model=EventRead)
+def patch_event(
+    patient_id: str,
+    event_id: int,
+    body: EventUpdate,
+    principal: Ingestor,
+    session: SessionDep,
+    request: Request,
+) -> EventRead:
+    """Correct an event, with a reason (checked as a new event: no date after tomorrow in the
+    site's time). On the audit trail; the analyses are recomputed and a result already issued
+    that changes is amended."""
+    patient = service.get_patient_or_raise(session, principal.site, patient_id)
+    event, changes = service.correct_event(session, patient, event_id, body)
+    detail = {
+        "action": "event.corrected",
+        "event_id": event.id,
+        "changes": changes,
+        "reason": body.reason,
+    }
+    audit(
+        session,
+        request,
+        principal,
+        patient_id=patient.patient_id,
+        detail=detail if changes else None,
+    )
+    return _event_read(event)
+
+
+@router.delete("/{patient_id}/events/{event_id}", status_code=status.HTTP_204_NO_CONTENT)
+def delete_event(
+    patient_id: str,
+    event_id: int,
+    body: EventDeletion,
+    principal: Ingestor,
+    session: SessionDep,
+    request: Request,
+) -> Response:
+    """Delete an event, with a reason (JSON body `{reason}`). The event as it was is kept on
+    the audit trail; the analyses are recomputed and a result already issued that changes is
+    amended."""
+    patient = service.get_patient_or_raise(session, principal.site, patient_id)
+    gone = service.delete_event(session, patient, event_id, body.reason)
+    detail = {"action": "event.deleted", "event": gone, "reason": body.reason}
+    audit(session, request, principal, patient_id=patient.patient_id, detail=detail)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 def _event_read(event: PatientEvent) -> EventRead:

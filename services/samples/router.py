@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from typing import Annotated, BinaryIO
 
 from fastapi import APIRouter, File, Form, Request, UploadFile
@@ -10,14 +11,22 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session
 
 from schemas.common import Identifier, SampleType
-from schemas.samples import SampleAccepted, SampleRead, VariantList, VariantRead
+from schemas.samples import (
+    CorrectionRead,
+    Retraction,
+    SampleAccepted,
+    SampleRead,
+    SampleUpdate,
+    VariantList,
+    VariantRead,
+)
 from services.api.deps import Ingestor, Reader, SessionDep, page_params
-from services.audit.service import audit
+from services.audit.service import audit, corrections_of
 from services.auth.service import Principal
 from services.errors import InvalidInput, NotFound
 from services.pagination import PageRequest
 from services.patients.models import Patient
-from services.samples import repository, service
+from services.samples import corrections, repository, service
 from services.samples.models import Sample
 
 router = APIRouter(prefix="/v1/samples", tags=["samples"])
@@ -64,7 +73,13 @@ def upload_sample(
     cfdna_ng_per_ml: Annotated[float | None, Form(ge=0, lt=100000)] = None,
     alignment: Annotated[UploadFile | None, File(description=ALIGNMENT_HELP)] = None,
     alignment_index: Annotated[UploadFile | None, File(description=INDEX_HELP)] = None,
+    create_patient: Annotated[bool | None, Form(description=CREATE_HELP)] = None,
 ) -> JSONResponse:
+    """Post one variant file of one sample: `202 {sample_id, job_id}`, or `200` with the same
+    ids for the same bytes under the same sample id. Refused with problem+json: an unknown
+    patient (404, unless `create_patient=true` or the site creates patients on upload), a
+    collection date after tomorrow in the site's time zone or before 1990 (422), the same
+    bytes under another sample id (409 naming the sample they belong to)."""
     form = service.SampleForm(
         patient_id=patient_id,
         sample_id=sample_id,
@@ -76,6 +91,7 @@ def upload_sample(
         plasma_ml=plasma_ml,
         cfdna_ng_per_ml=cfdna_ng_per_ml,
         file_name=_file_name(file, "upload.vcf"),
+        create_patient=create_patient,
     )
     pair = _alignment_pair(alignment, alignment_index)
     with service.UploadBatch() as uploads:
@@ -94,6 +110,10 @@ ALIGNMENT_HELP = (
     "CTDNA_REFERENCE_FASTA): at the tracked loci its reads are the evidence"
 )
 INDEX_HELP = "The alignment's index (.bai or .csi for a BAM, .crai for a CRAM)"
+CREATE_HELP = (
+    "true: create the patient if the site has none of that id; false: an unknown patient is a "
+    "404; unset: the site's setting (PUT /v1/site-settings, default false)"
+)
 
 
 def _file_name(upload: UploadFile, default: str) -> str:
@@ -170,7 +190,13 @@ def _read_sample(
 def get_sample(
     sample_id: str, principal: Reader, session: SessionDep, request: Request
 ) -> SampleRead:
+    """The sample as stored, with its status (`pending`, `processed`, `failed`, or `retracted`:
+    kept and readable, left out of every analysis) and every correction made to it."""
     sample, patient = _read_sample(sample_id, principal, session, request)
+    return _sample_read(session, sample, patient)
+
+
+def _sample_read(session: Session, sample: Sample, patient: Patient) -> SampleRead:
     job = repository.latest_job(session, sample.id)
     return SampleRead(
         sample_id=sample.sample_id,
@@ -196,7 +222,68 @@ def get_sample(
         processed_at=sample.processed_at,
         created_at=sample.created_at,
         job_id=job.id if job else None,
+        retracted_at=sample.retracted_at,
+        retraction_reason=sample.retraction_reason,
+        corrections=[
+            CorrectionRead(
+                at=row.at,
+                key_id=row.key_id,
+                action=detail.get("action", ""),
+                changes=detail.get("changes", {}),
+                reason=detail.get("reason", ""),
+            )
+            for row in corrections_of(session, sample.site, sample.sample_id)
+            if (detail := json.loads(row.detail or "{}"))
+        ],
     )
+
+
+@router.patch("/{sample_id}", response_model=SampleRead)
+def patch_sample(
+    sample_id: str, body: SampleUpdate, principal: Ingestor, session: SessionDep, request: Request
+) -> SampleRead:
+    """Correct a sample, with a reason: its collection date (checked as at upload), type,
+    plasma volume, cfDNA concentration, tumour/normal columns, or its patient (`patient_id`:
+    moves it to another patient of the same site). The correction is on the audit trail and
+    in the sample's `corrections`; the analyses it affects are recomputed (the file re-read
+    when what is read from it changed) and a result already issued that changes is amended."""
+    done = corrections.correct(session, principal.site, sample_id, body)
+    detail = (
+        {"action": "sample.corrected", "changes": done.changes, "reason": body.reason}
+        if done.changes
+        else None
+    )
+    audit(
+        session,
+        request,
+        principal,
+        patient_id=done.previous_patient.patient_id,
+        sample_id=sample_id,
+        detail=detail,
+    )
+    if done.patient is not done.previous_patient:
+        audit(session, request, principal, patient_id=done.patient.patient_id, sample_id=sample_id)
+    return _sample_read(session, done.sample, done.patient)
+
+
+@router.post("/{sample_id}/retract", response_model=SampleRead)
+def retract_sample(
+    sample_id: str, body: Retraction, principal: Ingestor, session: SessionDep, request: Request
+) -> SampleRead:
+    """Retract a sample, with a reason (wrong patient, failed QC, duplicate draw...): it stays
+    readable with status `retracted`, its variant rows are removed and it is left out of every
+    analysis (its results already issued are amended). Retracting it again changes nothing."""
+    sample, patient, now = corrections.retract(session, principal.site, sample_id, body.reason)
+    detail = {"action": "sample.retracted", "reason": body.reason} if now else None
+    audit(
+        session,
+        request,
+        principal,
+        patient_id=patient.patient_id,
+        sample_id=sample_id,
+        detail=detail,
+    )
+    return _sample_read(session, sample, patient)
 
 
 VARIANTS_PAGE = Annotated[PageRequest, page_params(default=1000, maximum=5000)]
