@@ -25,6 +25,7 @@ from fastapi.templating import Jinja2Templates
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from services.analysis import amendments
 from services.analysis.models import PatientAnalysis
 from services.analysis.router import EMPTY
 from services.api import ui_auth
@@ -260,14 +261,20 @@ def _page_context(
     """The report context (tables, versions) and the analysis bodies of one patient's page;
     NotFound for another site's patient."""
     patient, bodies = _patient(session, request, principal, patient_id)
-    context = report_context(
+    return _report_context(session, principal, patient, bodies), bodies
+
+
+def _report_context(
+    session: Session, principal: Principal, patient: Patient, bodies: dict[str, Any]
+) -> dict[str, Any]:
+    return report_context(
         bodies,
         patient_id=patient.patient_id,
         site=principal.site,
         samples=repository.samples(session, patient.id),
         generated_at=dt.datetime.now(dt.UTC),
+        amendments=amendments.history_of(session, patient.id),
     )
-    return context, bodies
 
 
 @router.get("/ui/patients/{patient_id}", response_class=HTMLResponse)
@@ -308,13 +315,7 @@ def report_page(
 
 def _pdf(patient_id: str, principal: Principal, session: Session, request: Request) -> Response:
     patient, bodies = _patient(session, request, principal, patient_id)
-    context = report_context(
-        bodies,
-        patient_id=patient.patient_id,
-        site=principal.site,
-        samples=repository.samples(session, patient.id),
-        generated_at=dt.datetime.now(dt.UTC),
-    )
+    context = _report_context(session, principal, patient, bodies)
     name = quote(f"ctdna-report-{patient.patient_id}.pdf")
     return Response(
         report_pdf(bodies, context),

@@ -104,9 +104,10 @@ def _fill(
     out = {p.id: PatientExport(p) for p in patients}
     pks = list(out)
     samples: dict[int, Sample] = {}
+    # A retracted sample is no data of the patient's (it stays readable through the API).
     for sample in session.scalars(
         select(Sample)
-        .where(Sample.patient_pk.in_(pks))
+        .where(Sample.patient_pk.in_(pks), Sample.status != "retracted")
         .order_by(Sample.collection_date, Sample.sample_id)
     ):
         out[sample.patient_pk].samples.append(sample)

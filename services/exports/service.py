@@ -225,10 +225,14 @@ def summary_row(export: PatientExport) -> dict[str, Any]:
         None,
     )
     events = resistance.get("events", [])
+    # Counted: processed samples (a failed one has no data); last draw: processed plasma.
+    done = [s for s in export.samples if s.status == "processed"]
     return {
         "patient_id": export.patient_id,
-        "samples": len(export.samples),
-        "last_draw": max((s.collection_date for s in export.samples), default=None),
+        "samples": len(done),
+        "last_draw": max(
+            (s.collection_date for s in done if s.sample_type == "plasma"), default=None
+        ),
         "mrd_status": mrd.get("status") or "NOT_APPLICABLE",
         "molecular_relapse_date": mrd.get("molecular_relapse_date"),
         "lead_time_days": mrd.get("lead_time_days"),

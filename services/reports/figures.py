@@ -9,6 +9,7 @@ customdata; the LoD95 markers show what a negative draw could have seen)."""
 
 from __future__ import annotations
 
+import html
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -279,9 +280,15 @@ def clones_model(clones: dict[str, Any]) -> Clones:
     )
 
 
+def plain(text: str) -> str:
+    """Text that plotly.js shows as written: it reads tags (`<b>`, `<a href>`, `<br>`) and
+    entities in labels, so a drug or variant name must not be able to write any."""
+    return html.escape(text, quote=False)
+
+
 def _vaf_hover(series: VariantSeries) -> list[str]:
     return [
-        f"{series.label}<br>{d}: VAF {v:.2e}"
+        f"{plain(series.label)}<br>{d}: VAF {v:.2e}"
         + (f" ({a}/{n} reads)" if a is not None and n is not None else "")
         for d, v, a, n in zip(
             series.dates, series.vafs, series.alt_reads, series.depths, strict=True
@@ -315,7 +322,7 @@ def plotly_timeline(model: Timeline) -> dict[str, Any]:
         trace: dict[str, Any] = {
             "type": "scatter",
             "mode": "lines+markers",
-            "name": series.label,
+            "name": plain(series.label),
             "x": series.dates,
             "y": _drawable(series.vafs),
             "customdata": series.vafs,
@@ -404,7 +411,7 @@ def plotly_timeline(model: Timeline) -> dict[str, Any]:
                     "color": RESISTANCE_COLOUR[0],
                     "line": {"color": RESISTANCE_COLOUR[1], "width": 1.5},
                 },
-                "text": [f"{label} ({d})" for d, _, label in model.resistance],
+                "text": [plain(f"{label} ({d})") for d, _, label in model.resistance],
                 "hoverinfo": "text",
                 "meta": {"role": "resistance"},
             }
@@ -440,7 +447,7 @@ def plotly_timeline(model: Timeline) -> dict[str, Any]:
                 "y": [0.06] * len(model.events),
                 "yaxis": "y2",
                 "name": "Clinical events",
-                "text": [e.label for e in model.events],
+                "text": [plain(e.label) for e in model.events],
                 "textposition": "top right",
                 "textfont": {
                     "size": 11,
@@ -451,7 +458,7 @@ def plotly_timeline(model: Timeline) -> dict[str, Any]:
                     "size": 12,
                     "color": [EVENT_COLOURS.get(e.kind, "#555") for e in model.events],
                 },
-                "hovertext": [f"{e.label} {e.date}" for e in model.events],
+                "hovertext": [plain(f"{e.label} {e.date}") for e in model.events],
                 "hoverinfo": "text",
                 "meta": {"role": "event", "kinds": [e.kind for e in model.events]},
             }
@@ -481,7 +488,7 @@ def plotly_timeline(model: Timeline) -> dict[str, Any]:
                 "xref": "x",
                 "y": 1 - 0.06 * (i + 1),
                 "yref": "paper",
-                "text": f"{span.label}" + ("" if span.stop else " (ongoing)"),
+                "text": plain(span.label + ("" if span.stop else " (ongoing)")),
                 "showarrow": False,
                 "xanchor": "left",
                 "font": {"size": 11, "color": "#1b2631"},
@@ -540,11 +547,11 @@ def plotly_clones(model: Clones) -> dict[str, Any]:
             "stackgroup": "clones",
             "x": clone.dates,
             "y": clone.vafs,
-            "name": f"{clone.label} ({clone.status})",
+            "name": plain(f"{clone.label} ({clone.status})"),
             "line": {"color": clone.colour, "width": 1},
             "fillcolor": clone.colour,
             "text": [
-                f"{clone.label}<br>{d}: VAF {v:.2e}" + ("" if det else " (not detected)")
+                f"{plain(clone.label)}<br>{d}: VAF {v:.2e}" + ("" if det else " (not detected)")
                 for d, v, det in zip(clone.dates, clone.vafs, clone.detected, strict=True)
             ],
             "hoverinfo": "text",

@@ -29,6 +29,13 @@ from services.reports.figures import (  # noqa: E402
 )
 
 
+def plain(text: str) -> str:
+    """Text that matplotlib draws as written: an unescaped `$` starts mathtext, so a drug
+    named `x$\\frac{$y` failed every plot and report of its patient. Log-axis tick labels
+    still use mathtext (their own, not ours), so it is escaped here rather than turned off."""
+    return text.replace("$", r"\$")
+
+
 def _date(text: str) -> dt.date:
     return dt.date.fromisoformat(text)
 
@@ -86,7 +93,7 @@ def draw_timeline(ax: Any, model: Timeline) -> None:
             tracked_labelled = True
             ax.plot(xs, ys, color=series.colour, lw=0.8, alpha=0.6, marker="o", ms=2, label=label)
         else:
-            ax.plot(xs, ys, color=series.colour, lw=2, marker="o", ms=4, label=series.label)
+            ax.plot(xs, ys, color=series.colour, lw=2, marker="o", ms=4, label=plain(series.label))
     if model.tf_dates:
         xs = [_date(d) for d in model.tf_dates]
         ax.fill_between(
@@ -145,7 +152,7 @@ def draw_timeline(ax: Any, model: Timeline) -> None:
         ax.text(
             start,
             0.93 - 0.06 * i,
-            f" {span.label}" + ("" if span.stop else " (ongoing)"),
+            plain(f" {span.label}" + ("" if span.stop else " (ongoing)")),
             transform=strip,
             fontsize=8,
             color="#1b2631",
@@ -155,7 +162,7 @@ def draw_timeline(ax: Any, model: Timeline) -> None:
         when = _date(event.date)
         ax.axvline(when, color=colour, ls="--" if event.kind == "surgery" else ":", lw=1.3)
         ax.scatter([when], [0.04], transform=strip, marker="D", s=40, color=colour, zorder=6)
-        ax.text(when, 0.08, f" {event.label}", transform=strip, fontsize=8, color=colour)
+        ax.text(when, 0.08, plain(f" {event.label}"), transform=strip, fontsize=8, color=colour)
     if model.x_range:
         lo, hi = _date(model.x_range[0]), _date(model.x_range[1])
         pad = dt.timedelta(days=max(14, (hi - lo).days // 25))
@@ -168,14 +175,18 @@ def draw_timeline(ax: Any, model: Timeline) -> None:
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=4, frameon=False)
     ax.set_title(
-        f"Patient {model.patient_id}: ctDNA timeline "
-        "(squares: MRD calls; triangles: LoD95 of negative draws)",
+        plain(
+            f"Patient {model.patient_id}: ctDNA timeline "
+            "(squares: MRD calls; triangles: LoD95 of negative draws)"
+        ),
         fontsize=9,
     )
 
 
 def draw_clones(ax: Any, model: Clones) -> None:
-    ax.set_title(f"Patient {model.patient_id}: clone prevalence (stacked clone VAF)", fontsize=9)
+    ax.set_title(
+        plain(f"Patient {model.patient_id}: clone prevalence (stacked clone VAF)"), fontsize=9
+    )
     if not model.shown:
         ax.text(0.5, 0.5, "No clone detected", ha="center", va="center", transform=ax.transAxes)
         ax.set_axis_off()
@@ -190,7 +201,7 @@ def draw_clones(ax: Any, model: Clones) -> None:
         xs,
         layers,
         colors=[c.colour for c in model.shown],
-        labels=[f"{c.label} ({c.status})" for c in model.shown],
+        labels=[plain(f"{c.label} ({c.status})") for c in model.shown],
         alpha=0.85,
     )
     ax.set_ylabel("clone VAF (stacked)")

@@ -16,7 +16,7 @@ from matplotlib.backends.backend_pdf import PdfPages
 from matplotlib.figure import Figure
 
 from services.reports.figures import clones_model, timeline_model, variant_label
-from services.reports.plots import draw_clones, draw_timeline
+from services.reports.plots import draw_clones, draw_timeline, plain
 from services.samples.models import Sample
 
 REASONS = {
@@ -53,6 +53,7 @@ def reason_text(code: str | None) -> str:
 
 def _call_row(call: dict[str, Any]) -> dict[str, Any]:
     return {
+        "amended": _amended_from(call),
         "sample_id": call["sample_id"],
         "collection_date": call["collection_date"],
         "call": call["call"],
@@ -68,6 +69,56 @@ def _call_row(call: dict[str, Any]) -> dict[str, Any]:
         "informative_reads": f"{call.get('informative_reads') or 0:,}",
         "mutant_reads": call.get("mutant_reads"),
     }
+
+
+def _amended_from(result: dict[str, Any]) -> str | None:
+    """For a call or event that was amended: what it had been issued as, and why it changed;
+    None for one shown as first issued."""
+    history = result.get("amendments") or []
+    if not history:
+        return None
+    first = history[0]
+    return f"first issued as {_shown(first['previous'])}; amended: {first['reason']}"
+
+
+def _shown(value: Any) -> str:
+    """An amended value as a reader knows it: a call or event by its categorical value."""
+    if value is None:
+        return "withdrawn"
+    if isinstance(value, dict):
+        return str(value.get("call") or value.get("status") or "")
+    return str(value)
+
+
+FIELD_NAMES = {
+    "call": "MRD call",
+    "status": "MRD status",
+    "molecular_relapse_date": "molecular relapse date",
+    "event": "resistance event",
+}
+
+
+def amendment_rows(history: Sequence[dict[str, Any]]) -> list[dict[str, str]]:
+    """Every amendment of the patient's issued results, newest first, for the page and PDF."""
+    rows = []
+    for item in reversed(history):
+        result = item["previous"] if isinstance(item["previous"], dict) else {}
+        what = FIELD_NAMES.get(item["field"], item["field"])
+        if item["field"] == "event":
+            what += f" {result.get('gene', '')} {result.get('protein_change', '')}".rstrip()
+        if item.get("sample_id"):
+            what += f" ({item['sample_id']})"
+        rows.append(
+            {
+                "when": _when(item["amended_at"]),
+                "what": what,
+                "before": _shown(item["previous"]),
+                "after": _shown(item["current"]),
+                "reason": item["reason"],
+                "version": item["method_version"],
+            }
+        )
+    return rows
 
 
 def _methods(bodies: dict[str, Any]) -> list[dict[str, str]]:
@@ -141,6 +192,7 @@ def report_context(
     site: str,
     samples: Sequence[Sample],
     generated_at: dt.datetime,
+    amendments: Sequence[dict[str, Any]] = (),
 ) -> dict[str, Any]:
     mrd, trends, clones, resistance = (
         bodies["mrd"],
@@ -159,6 +211,7 @@ def report_context(
                 "collection_date": sample.collection_date.isoformat(),
                 "sample_type": sample.sample_type,
                 "status": sample.status,
+                "retraction_reason": sample.retraction_reason,
                 "build": sample.detected_build or sample.genome_build or "",
                 "tumor_fraction": sci(estimate.get("tumor_fraction"), 2) if estimate else "",
                 "tf_ci": f"{sci(ci[0])}–{sci(ci[1])}" if estimate else "",
@@ -169,7 +222,8 @@ def report_context(
                 else "",
             }
         )
-    plasma = [s for s in samples if s.sample_type == "plasma"]
+    # Draws are counted when processed; failed and retracted samples are listed as such.
+    plasma = [s for s in samples if s.sample_type == "plasma" and s.status == "processed"]
     therapy = resistance.get("current_therapy") or [
         line for line in trends.get("therapy_lines", []) if not line.get("stop_date")
     ]
@@ -190,7 +244,7 @@ def report_context(
     ]
     timeline = timeline_model(trends, mrd, resistance)
     undetected = sorted({v.label for v in timeline.variants if not v.prominent})
-    return {
+    context = {
         "patient_id": patient_id,
         "site": site,
         "generated_at": generated_at.strftime("%Y-%m-%d %H:%M UTC"),
@@ -207,10 +261,13 @@ def report_context(
         "clinical_events": trends.get("events", []),
         "last_draw": plasma[-1].collection_date.isoformat() if plasma else None,
         "n_plasma": len(plasma),
+        "n_failed": sum(1 for s in samples if s.status == "failed"),
+        "n_retracted": sum(1 for s in samples if s.status == "retracted"),
+        "amendments": amendment_rows(amendments),
         "latest_tf": sci(latest.get("tumor_fraction"), 2) if latest else None,
         "latest_tf_date": latest.get("collection_date") if latest else None,
         "calls": [_call_row(c) for c in mrd.get("calls", [])],
-        "events": resistance.get("events", []),
+        "events": [{**e, "amended": _amended_from(e)} for e in resistance.get("events", [])],
         "clone_rows": [
             {
                 "label": c.label,
@@ -230,6 +287,8 @@ def report_context(
             variant_label(v) for v in trends.get("variants", []) if v.get("tracked")
         ],
     }
+    context["draws_text"] = _draws(context)
+    return context
 
 
 # --- PDF ------------------------------------------------------------------------------------
@@ -253,8 +312,10 @@ class _Page:
         self.fig.text(
             0.6 / A4[0],
             0.35 / A4[1],
-            f"ctDNA monitoring report · patient {self.context['patient_id']} · site "
-            f"{self.context['site']} · generated {self.context['generated_at']}",
+            plain(
+                f"ctDNA monitoring report · patient {self.context['patient_id']} · site "
+                f"{self.context['site']} · generated {self.context['generated_at']}"
+            ),
             fontsize=7,
             color="#555555",
         )
@@ -287,7 +348,7 @@ class _Page:
         fig.text(
             0.6 / A4[0],
             self.y / A4[1],
-            "\n".join(lines),
+            "\n".join(plain(line) for line in lines),
             fontsize=size,
             weight=weight,
             color=colour,
@@ -318,7 +379,7 @@ class _Page:
                 fig.text(
                     x / A4[0],
                     self.y / A4[1],
-                    "\n".join(parts),
+                    "\n".join(plain(part) for part in parts),
                     fontsize=size,
                     weight="bold" if bold else "normal",
                     va="top",
@@ -358,6 +419,18 @@ def _rule(y: float, fig: Figure, colour: str) -> Any:
     )
 
 
+def _draws(context: dict[str, Any]) -> str:
+    """ "3 plasma draws · 1 failed · 1 retracted": processed draws, the others apart."""
+    n = context["n_plasma"]
+    parts = [f"{n} plasma draw{'' if n == 1 else 's'}"]
+    parts += [
+        f"{context[key]} {label}"
+        for key, label in (("n_failed", "failed"), ("n_retracted", "retracted"))
+        if context[key]
+    ]
+    return " · ".join(parts)
+
+
 def report_pdf(bodies: dict[str, Any], context: dict[str, Any]) -> bytes:
     buffer = io.BytesIO()
     with PdfPages(buffer) as pdf:
@@ -392,7 +465,7 @@ def report_pdf(bodies: dict[str, Any], context: dict[str, Any]) -> bytes:
             summary.append("Emerging resistance: " + ", ".join(genes))
         summary.append(
             f"Current therapy: {', '.join(context['therapy']) or 'none recorded'} · "
-            f"{context['n_plasma']} plasma draws, last {context['last_draw'] or '–'}"
+            f"{context['draws_text']}, last {context['last_draw'] or '–'}"
             + (
                 f" · latest tumour fraction {context['latest_tf']} ({context['latest_tf_date']})"
                 if context["latest_tf"]
@@ -426,7 +499,7 @@ def report_pdf(bodies: dict[str, Any], context: dict[str, Any]) -> bytes:
                     [
                         c["sample_id"],
                         c["collection_date"],
-                        c["call"].lower(),
+                        c["call"].lower() + (" (amended)" if c["amended"] else ""),
                         c["reason"],
                         f"{c['score']} / {c['threshold']}",
                         c["p_value"],
@@ -445,7 +518,9 @@ def report_pdf(bodies: dict[str, Any], context: dict[str, Any]) -> bytes:
         if context["events"]:
             for event in context["events"]:
                 page.text(
-                    f"{event['gene']} {event['protein_change']}: {event['status']} "
+                    f"{event['gene']} {event['protein_change']}: {event['status']}"
+                    + (" (amended)" if event["amended"] else "")
+                    + " "
                     f"{event.get('event_date') or ''} (first detected "
                     f"{event['first_detected_date']}, sample {event.get('sample_id', '')}) "
                     f"on {event.get('drug') or event['drug_class']} · VAF "
@@ -465,6 +540,16 @@ def report_pdf(bodies: dict[str, Any], context: dict[str, Any]) -> bytes:
                 )
         else:
             page.text("No resistance event.", gap=0.2)
+        if context["amendments"]:
+            page.heading("Amendments of issued results")
+            page.table(
+                ["When", "Result", "Issued as", "Now", "Reason", "Method"],
+                [
+                    [a["when"], a["what"], a["before"], a["after"], a["reason"], a["version"]]
+                    for a in context["amendments"]
+                ],
+                [1.0, 1.6, 0.8, 0.8, 2.1, 0.8],
+            )
         if context["responses"]:
             page.heading("Molecular response per therapy line")
             page.table(
@@ -506,7 +591,8 @@ def report_pdf(bodies: dict[str, Any], context: dict[str, Any]) -> bytes:
                     s["sample_id"],
                     s["collection_date"],
                     s["sample_type"],
-                    s["status"],
+                    s["status"]
+                    + (f" ({s['retraction_reason']})" if s["retraction_reason"] else ""),
                     s["build"],
                     f"{s['tumor_fraction']} ({s['tf_ci']})" if s["tumor_fraction"] else "",
                     s["lod95"],
