@@ -1,5 +1,6 @@
 """The `ctdna` commands that talk to a running API over HTTP: `patients`, `patient P`,
-`submit` (one file, or a folder of VCFs with a manifest) and `export ...`.
+`submit` (one file, or a folder of VCFs with a manifest), `export ...`, the corrections
+(`sample correct|move|retract`, `event correct|delete`) and `site show|set`.
 
 They need only a URL and a key (`--url`/`CTDNA_URL`, `--api-key`/`CTDNA_API_KEY`), never the
 database, so they work from a lab workstation. Failures the user can act on (a wrong key, an
@@ -222,6 +223,7 @@ def patient(
         mrd = api.json(f"/v1/patients/{patient_id}/mrd")
         trends = api.json(f"/v1/patients/{patient_id}/trends")
         resistance = api.json(f"/v1/patients/{patient_id}/resistance")
+        amendments = api.json(f"/v1/patients/{patient_id}/amendments")["items"]
     calls = {c["sample_id"]: c for c in mrd.get("calls", [])}
     fractions = {s["sample_id"]: s for s in trends.get("samples", [])}
 
@@ -237,12 +239,20 @@ def patient(
         line.get("drug") or line.get("drug_class") for line in resistance.get("current_therapy", [])
     ]
     events = ", ".join(
-        f"{e['type']} {e['date']}" + (f" {e['drug']}" if e.get("drug") else "")
+        f"#{e['id']} {e['type']} {e['date']}" + (f" {e['drug']}" if e.get("drug") else "")
         for e in detail.get("events", [])
     )
     out.print(f"therapy: {', '.join(therapy) or 'none'}; events: {events or 'none'}")
 
-    plasma = [s for s in detail["samples"] if s["sample_type"] == "plasma"]
+    by_status = detail.get("samples_by_status") or {}
+    plasma = [
+        s for s in detail["samples"] if s["sample_type"] == "plasma" and s["status"] == "processed"
+    ]
+    aside = [f"{by_status[k]} {k}" for k in ("failed", "retracted", "pending") if by_status.get(k)]
+    out.print(
+        f"{len(plasma)} plasma draw{'' if len(plasma) == 1 else 's'}"
+        + (f" ({', '.join(aside)} not counted)" if aside else "")
+    )
     series = [_tumour_fraction(s["sample_id"], calls, fractions) for s in plasma]
     if plasma:
         out.print(
@@ -283,7 +293,7 @@ def patient(
             sample["collection_date"],
             sample["sample_type"],
             sample["status"],
-            badge(call["call"]) if call else Text(_detected(point)),
+            _call_cell(call) if call else Text(_detected(point)),
             estimate,
             _fraction(source.get("lod95")),
             f"{call['loci_detected']}/{call['loci_tracked']}" if call else "",
@@ -305,6 +315,42 @@ def patient(
                 event.get("implication") or "",
             )
         out.print(events_table)
+    if amendments:
+        _amendments(amendments)
+
+
+def _call_cell(call: dict[str, Any]) -> Text:
+    """The call's badge, marked when it was amended after it had been issued."""
+    cell = badge(call["call"])
+    if call.get("amendments"):
+        first = call["amendments"][0]["previous"] or {}
+        cell.append(f" amended (was {first.get('call', '?')})", style="yellow")
+    return cell
+
+
+def _amendments(amendments: Sequence[dict[str, Any]]) -> None:
+    """The record of the patient's amended results, newest first."""
+    table = Table(title="amendments of issued results", header_style="bold yellow")
+    for name in ("when", "result", "sample", "issued as", "now", "reason"):
+        table.add_column(name)
+    for item in reversed(amendments):
+        table.add_row(
+            str(item["amended_at"])[:16].replace("T", " "),
+            item["field"],
+            item.get("sample_id") or "",
+            _amended_value(item["previous"]),
+            _amended_value(item["current"]),
+            item["reason"],
+        )
+    out.print(table)
+
+
+def _amended_value(value: Any) -> str:
+    if value is None:
+        return "withdrawn"
+    if isinstance(value, dict):
+        return str(value.get("call") or value.get("status") or "")
+    return str(value)
 
 
 def _tumour_fraction(
@@ -485,6 +531,14 @@ def submit(
         Path | None,
         typer.Option(help="CSV/TSV manifest (folder mode; default FOLDER/manifest.csv|tsv)"),
     ] = None,
+    create_patient: Annotated[
+        bool | None,
+        typer.Option(
+            "--create-patient/--no-create-patient",
+            help="Create a patient the site does not have yet (default: the site's setting, "
+            "normally off: an unknown patient id is refused, so a typo creates nothing)",
+        ),
+    ] = None,
     url: Url = DEFAULT_URL,
     api_key: ApiKey = None,
     wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Poll until the jobs end")] = True,
@@ -497,10 +551,14 @@ def submit(
     sample_id, collection_date (or collected_at) and optionally sample_type, genome_build,
     tumor_sample, normal_sample, plasma_ml, cfdna_ng_per_ml, alignment and alignment_index (a
     BAM/CRAM and its index, sent with the VCF); every row is checked before anything is
-    sent, and a bad row is named by its line."""
+    sent, and a bad row is named by its line. A patient the site does not have is refused
+    (404) unless `--create-patient` is given (or the site creates patients on upload)."""
+    creation = {} if create_patient is None else {"create_patient": str(create_patient).lower()}
     if path.is_dir():
         try:
             uploads = read_manifest(manifest or _find_manifest(path), path)
+            for upload in uploads:
+                upload.form.update(creation)
         except ClientError as exc:
             err.print(
                 f"[red]manifest rejected, nothing was sent:[/red]\n{exc}",
@@ -532,6 +590,7 @@ def submit(
         "cfdna_ng_per_ml": cfdna_ng_per_ml,
     }
     form.update({k: str(v) for k, v in optional.items() if v is not None})
+    form.update(creation)
     upload = Upload(
         path=path,
         form=form,
@@ -578,6 +637,8 @@ def _post(api: Api, upload: Upload) -> None:
             if exc.status is None or exc.status in (401, 403) or exc.status >= 500:
                 raise
             upload.outcome, upload.reason = "failed", str(exc)
+            if exc.status == 404 and "create_patient" in upload.reason:
+                upload.reason += " (--create-patient does that)"
             return
     body = response.json()
     upload.job_id = body["job_id"]
@@ -645,6 +706,169 @@ def _wait(api: Api, uploads: list[Upload], *, timeout: float, on_done: Any = Non
             time.sleep(0.25)
     for upload in pending:
         upload.job_status = "timed out"
+
+
+# --- ctdna sample / event / site: corrections ----------------------------------------------------
+
+sample_app = typer.Typer(help="Correct or retract a posted sample", no_args_is_help=True)
+event_app = typer.Typer(help="Correct or delete a patient's clinical event", no_args_is_help=True)
+site_app = typer.Typer(help="The site's settings", no_args_is_help=True)
+Reason = Annotated[
+    str, typer.Option("--reason", help="Why (kept on the audit trail and in any amendment)")
+]
+
+
+def _changes(before: dict[str, Any], after: dict[str, Any], names: Sequence[str]) -> str:
+    moved = [
+        f"{n} {before.get(n)} → {after.get(n)}" for n in names if before.get(n) != after.get(n)
+    ]
+    return "; ".join(moved) or "nothing changed"
+
+
+def _patch_sample(sample_id: str, body: dict[str, Any], url: str, api_key: str | None) -> None:
+    with _session(url, api_key) as api:
+        before = api.json(f"/v1/samples/{sample_id}")
+        after = api.request("PATCH", f"/v1/samples/{sample_id}", json=body).json()
+    names = [n for n in body if n != "reason"]
+    print(f"{sample_id}: {_changes(before, after, names)}")
+    if after.get("job_id") != before.get("job_id"):
+        print(f"re-read: job_id={after['job_id']}")
+
+
+@sample_app.command("correct")
+def sample_correct(
+    sample_id: Annotated[str, typer.Argument(help="sample_id")],
+    reason: Reason,
+    collection_date: Annotated[str | None, typer.Option(help="YYYY-MM-DD")] = None,
+    sample_type: Annotated[str | None, typer.Option(help="plasma | tissue | normal")] = None,
+    plasma_ml: Annotated[float | None, typer.Option()] = None,
+    cfdna_ng_per_ml: Annotated[float | None, typer.Option()] = None,
+    tumor_sample: Annotated[str | None, typer.Option()] = None,
+    normal_sample: Annotated[str | None, typer.Option()] = None,
+    patient: Annotated[
+        str | None, typer.Option("--patient", help="Move it to this patient of the site")
+    ] = None,
+    url: Url = DEFAULT_URL,
+    api_key: ApiKey = None,
+) -> None:
+    """Correct what was posted with a sample (only the options given change). The analyses
+    it affects are recomputed; a result already issued that changes is amended."""
+    fields = {
+        "collection_date": collection_date,
+        "sample_type": sample_type,
+        "plasma_ml": plasma_ml,
+        "cfdna_ng_per_ml": cfdna_ng_per_ml,
+        "tumor_sample": tumor_sample,
+        "normal_sample": normal_sample,
+        "patient_id": patient,
+    }
+    body = {k: v for k, v in fields.items() if v is not None}
+    if not body:
+        err.print("[red]error:[/red] nothing to correct: give at least one option")
+        raise typer.Exit(2)
+    _patch_sample(sample_id, {**body, "reason": reason}, url, api_key)
+
+
+@sample_app.command("move")
+def sample_move(
+    sample_id: Annotated[str, typer.Argument(help="sample_id")],
+    patient: Annotated[str, typer.Option("--patient", help="The patient it belongs to")],
+    reason: Reason,
+    url: Url = DEFAULT_URL,
+    api_key: ApiKey = None,
+) -> None:
+    """Move a sample posted to the wrong patient to another patient of the same site."""
+    _patch_sample(sample_id, {"patient_id": patient, "reason": reason}, url, api_key)
+
+
+@sample_app.command("retract")
+def sample_retract(
+    sample_id: Annotated[str, typer.Argument(help="sample_id")],
+    reason: Reason,
+    url: Url = DEFAULT_URL,
+    api_key: ApiKey = None,
+) -> None:
+    """Retract a sample (wrong patient, failed QC, duplicate draw...): it stays readable as
+    retracted and is left out of every analysis."""
+    with _session(url, api_key) as api:
+        sample = api.request(
+            "POST", f"/v1/samples/{sample_id}/retract", json={"reason": reason}
+        ).json()
+    print(f"{sample_id}: {sample['status']} ({sample['retraction_reason']})")
+
+
+@event_app.command("correct")
+def event_correct(
+    patient_id: Annotated[str, typer.Argument(help="patient_id")],
+    event_id: Annotated[int, typer.Argument(help="The event's id (ctdna patient P shows them)")],
+    reason: Reason,
+    event_type: Annotated[str | None, typer.Option("--type")] = None,
+    date: Annotated[str | None, typer.Option(help="YYYY-MM-DD")] = None,
+    drug: Annotated[str | None, typer.Option()] = None,
+    drug_class: Annotated[str | None, typer.Option()] = None,
+    note: Annotated[str | None, typer.Option()] = None,
+    url: Url = DEFAULT_URL,
+    api_key: ApiKey = None,
+) -> None:
+    """Correct an event (only the options given change)."""
+    fields = {"type": event_type, "date": date, "drug": drug, "drug_class": drug_class}
+    body = {k: v for k, v in {**fields, "note": note}.items() if v is not None}
+    if not body:
+        err.print("[red]error:[/red] nothing to correct: give at least one option")
+        raise typer.Exit(2)
+    path = f"/v1/patients/{patient_id}/events/{event_id}"
+    with _session(url, api_key) as api:
+        events: list[dict[str, Any]] = api.json(f"/v1/patients/{patient_id}")["events"]
+        before = next((e for e in events if e["id"] == event_id), {})
+        after = api.request("PATCH", path, json={**body, "reason": reason}).json()
+    print(f"event {event_id}: {_changes(before, after, list(body))}")
+
+
+@event_app.command("delete")
+def event_delete(
+    patient_id: Annotated[str, typer.Argument(help="patient_id")],
+    event_id: Annotated[int, typer.Argument(help="The event's id")],
+    reason: Reason,
+    url: Url = DEFAULT_URL,
+    api_key: ApiKey = None,
+) -> None:
+    """Delete an event entered by mistake (kept on the audit trail)."""
+    with _session(url, api_key) as api:
+        api.request(
+            "DELETE", f"/v1/patients/{patient_id}/events/{event_id}", json={"reason": reason}
+        )
+    print(f"event {event_id} of {patient_id} deleted")
+
+
+@site_app.command("show")
+def site_show(url: Url = DEFAULT_URL, api_key: ApiKey = None) -> None:
+    """The site's time zone and whether uploads create unknown patients."""
+    with _session(url, api_key) as api:
+        settings = api.json("/v1/site-settings")
+    for name in ("site", "timezone", "today", "create_patients_on_upload"):
+        print(f"{name}={settings[name]}")
+
+
+@site_app.command("set")
+def site_set(
+    timezone: Annotated[str | None, typer.Option(help="IANA zone, e.g. Europe/Paris")] = None,
+    create_patients_on_upload: Annotated[
+        bool | None,
+        typer.Option(
+            "--create-patients-on-upload/--no-create-patients-on-upload",
+            help="Whether an upload for an unknown patient creates it by default",
+        ),
+    ] = None,
+    url: Url = DEFAULT_URL,
+    api_key: ApiKey = None,
+) -> None:
+    """Change the site's settings (an admin key)."""
+    body = {"timezone": timezone, "create_patients_on_upload": create_patients_on_upload}
+    with _session(url, api_key) as api:
+        api.request(
+            "PUT", "/v1/site-settings", json={k: v for k, v in body.items() if v is not None}
+        )
+    site_show(url, api_key)
 
 
 # --- ctdna export -------------------------------------------------------------------------------
@@ -718,3 +942,6 @@ def register(app: typer.Typer) -> None:
     app.command()(patient)
     app.command()(submit)
     app.add_typer(export_app, name="export")
+    app.add_typer(sample_app, name="sample")
+    app.add_typer(event_app, name="event")
+    app.add_typer(site_app, name="site")

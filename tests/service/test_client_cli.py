@@ -141,7 +141,7 @@ def test_submit_a_folder_with_a_manifest(api: Api) -> None:
         "panel-F2.vcf\tP-folder\tS-F2\tplasma\t2025-03-01\n"
         "panel-F1.vcf\tP-folder\tS-F1\tplasma\t2025-02-01\n"
     )
-    result = run(api, "submit", str(folder))
+    result = run(api, "submit", str(folder), "--create-patient")
     assert result.returncode == 0, result.stdout + result.stderr
     rows = _summary(result.stdout)
     assert rows == {
@@ -208,9 +208,16 @@ def test_a_bad_manifest_row_is_named_and_nothing_is_sent(api: Api) -> None:
 
 def test_single_file_submit_still_works(api: Api) -> None:
     path = panel_vcf(api.tmp, "single")
-    result = run(
+    # a patient the site does not have is not created by accident
+    refused = run(
         api, "submit", str(path), "--patient", "P-single", "--sample-id", "S-single",
         "--collection-date", "2025-05-01", "--genome-build", "GRCh38",
+    )  # fmt: skip
+    assert_one_line_error(refused, "404", "'P-single'", "--create-patient")
+    assert_one_line_error(run(api, "patient", "P-single"), "404")
+    result = run(
+        api, "submit", str(path), "--patient", "P-single", "--sample-id", "S-single",
+        "--collection-date", "2025-05-01", "--genome-build", "GRCh38", "--create-patient",
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
     lines = result.stdout.strip().splitlines()
@@ -252,7 +259,7 @@ def test_submit_sends_a_samples_alignment_with_it(api: Api) -> None:
         "file,patient_id,sample_id,collection_date,bam,bai\n"
         f"panel-BAM1.vcf,P-bam,S-BAM1,2025-02-01,{bam.name},{bai.name}\n"
     )
-    result = run(api, "submit", str(folder))
+    result = run(api, "submit", str(folder), "--create-patient")
     assert result.returncode == 0, result.stdout + result.stderr
     sample = httpx.get(
         f"{api.base}/v1/samples/S-BAM1", headers={"Authorization": f"Bearer {api.key}"}
@@ -267,3 +274,53 @@ def test_submit_sends_a_samples_alignment_with_it(api: Api) -> None:
     half = run(api, "submit", str(folder), "--manifest", str(folder / "half.csv"))
     assert half.returncode == 2
     assert "half.csv line 2" in half.stderr and "go together" in half.stderr
+
+
+def test_corrections_from_the_command_line(api: Api) -> None:
+    headers = {"Authorization": f"Bearer {api.key}"}
+    for tag, date in (("C1", "2025-03-01"), ("C2", "2025-04-01")):
+        path = panel_vcf(api.tmp, tag)
+        result = run(
+            api, "submit", str(path), "--patient", "P-corr", "--sample-id", f"S-{tag}",
+            "--collection-date", date, "--genome-build", "GRCh38", "--create-patient",
+        )  # fmt: skip
+        assert result.returncode == 0, result.stdout + result.stderr
+    event = httpx.post(
+        f"{api.base}/v1/patients/P-corr/events",
+        json={"type": "surgery", "date": "2025-01-10"},
+        headers=headers,
+    ).json()
+
+    fixed = run(
+        api, "sample", "correct", "S-C2", "--collection-date", "2025-02-15",
+        "--reason", "day and month swapped",
+    )  # fmt: skip
+    assert fixed.returncode == 0, fixed.stderr
+    assert "collection_date 2025-04-01 → 2025-02-15" in fixed.stdout
+    assert_one_line_error(run(api, "sample", "correct", "S-C2", "--reason", "x"), "nothing")
+    future = run(
+        api, "sample", "correct", "S-C2", "--collection-date", "2031-01-01", "--reason", "x"
+    )
+    assert_one_line_error(future, "422", "2031-01-01")
+
+    retracted = run(api, "sample", "retract", "S-C1", "--reason", "failed QC")
+    assert retracted.returncode == 0, retracted.stderr
+    assert "retracted (failed QC)" in retracted.stdout
+    shown = run(api, "patient", "P-corr")
+    assert shown.returncode == 0, shown.stderr
+    assert "1 plasma draw (1 retracted not counted)" in shown.stdout
+    assert f"#{event['id']} surgery 2025-01-10" in shown.stdout
+
+    moved = run(api, "event", "correct", "P-corr", str(event["id"]), "--date", "2025-01-12",
+                "--reason", "operation note")  # fmt: skip
+    assert moved.returncode == 0, moved.stderr
+    assert "date 2025-01-10 → 2025-01-12" in moved.stdout
+    deleted = run(api, "event", "delete", "P-corr", str(event["id"]), "--reason", "wrong patient")
+    assert deleted.returncode == 0, deleted.stderr
+    events = httpx.get(f"{api.base}/v1/patients/P-corr", headers=headers).json()["events"]
+    assert events == []
+    assert_one_line_error(
+        run(api, "event", "delete", "P-corr", str(event["id"]), "--reason", "again"), "404"
+    )
+    site = run(api, "site", "show")
+    assert site.returncode == 0 and f"site={SITE}" in site.stdout, site.stderr
