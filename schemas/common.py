@@ -17,7 +17,11 @@ Identifier = Annotated[
 ]
 SampleType = Literal["plasma", "tissue", "normal"]
 # Why a correction is made: required, kept on the audit trail and in the amendments it causes.
-Reason = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=1000)]
+# No NUL: PostgreSQL text cannot hold one.
+Reason = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=1000, pattern=r"^[^\x00]*$"),
+]
 GenomeBuild = Literal["GRCh37", "GRCh38"]
 JobStatus = Literal["queued", "running", "succeeded", "failed"]
 

@@ -47,9 +47,9 @@ class PatientList(ApiModel):
 class EventCreate(ApiModel):
     type: EventType
     date: dt.date
-    drug: str | None = Field(default=None, max_length=128)
+    drug: str | None = Field(default=None, max_length=128, pattern=r"^[^\x00]*$")
     drug_class: DrugClass | None = None
-    note: str | None = Field(default=None, max_length=1000)
+    note: str | None = Field(default=None, max_length=1000, pattern=r"^[^\x00]*$")
 
 
 class EventUpdate(ApiModel):
@@ -59,9 +59,9 @@ class EventUpdate(ApiModel):
     reason: Reason
     type: EventType | None = None
     date: dt.date | None = None
-    drug: str | None = Field(default=None, max_length=128)
+    drug: str | None = Field(default=None, max_length=128, pattern=r"^[^\x00]*$")
     drug_class: DrugClass | None = None
-    note: str | None = Field(default=None, max_length=1000)
+    note: str | None = Field(default=None, max_length=1000, pattern=r"^[^\x00]*$")
 
 
 class EventDeletion(ApiModel):

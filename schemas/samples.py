@@ -65,8 +65,8 @@ class SampleUpdate(ApiModel):
     sample_type: SampleType | None = None
     plasma_ml: float | None = Field(default=None, gt=0, lt=1000)
     cfdna_ng_per_ml: float | None = Field(default=None, ge=0, lt=100000)
-    tumor_sample: str | None = Field(default=None, max_length=256)
-    normal_sample: str | None = Field(default=None, max_length=256)
+    tumor_sample: str | None = Field(default=None, max_length=256, pattern=r"^[^\x00]*$")
+    normal_sample: str | None = Field(default=None, max_length=256, pattern=r"^[^\x00]*$")
     patient_id: Identifier | None = Field(
         default=None, description="move the sample to this patient of the same site"
     )

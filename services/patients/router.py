@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections import Counter
+from typing import Annotated
 
-from fastapi import APIRouter, Request, Response, status
+from fastapi import APIRouter, Path, Request, Response, status
 
 from schemas.patients import (
     EventCreate,
@@ -24,6 +25,7 @@ from services.patients import repository, service
 from services.patients.models import PatientEvent
 
 router = APIRouter(prefix="/v1/patients", tags=["patients"])
+EventId = Annotated[int, Path(ge=1, le=2**31 - 1, description="the event's id")]
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=PatientRead)
@@ -95,7 +97,7 @@ def add_event(
 @router.patch("/{patient_id}/events/{event_id}", response_model=EventRead)
 def patch_event(
     patient_id: str,
-    event_id: int,
+    event_id: EventId,
     body: EventUpdate,
     principal: Ingestor,
     session: SessionDep,
@@ -125,7 +127,7 @@ def patch_event(
 @router.delete("/{patient_id}/events/{event_id}", status_code=status.HTTP_204_NO_CONTENT)
 def delete_event(
     patient_id: str,
-    event_id: int,
+    event_id: EventId,
     body: EventDeletion,
     principal: Ingestor,
     session: SessionDep,
