@@ -250,6 +250,7 @@ def panel_vcf(directory: Path, tag: str) -> Path:
 def upload_panel(
     client: httpx.Client, directory: Path, patient_id: str, sample_id: str, **headers: str
 ) -> httpx.Response:
+    """Post a panel VCF as a pipeline would, creating the patient if the site has none."""
     path = panel_vcf(directory, sample_id)
     with path.open("rb") as fh:
         return client.post(
@@ -260,6 +261,7 @@ def upload_panel(
                 "collection_date": "2025-02-01",
                 "sample_type": "plasma",
                 "genome_build": "GRCh38",
+                "create_patient": "true",
             },
             files={"file": (path.name, fh)},
             headers=headers,

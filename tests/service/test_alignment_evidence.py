@@ -185,6 +185,7 @@ def post_sample(
         "collection_date": "2025-02-01",
         "sample_type": "plasma",
         "genome_build": "GRCh38",
+        "create_patient": "true",
     }
     files = {"file": (vcf.name, vcf.read_bytes())}
     if alignment is not None:
@@ -286,7 +287,14 @@ def test_put_alignment_re_extracts_a_posted_sample(stack: Stack, tmp_path: Path)
     assert attached.json()["sample_id"] == "S-BAM-2" and job_id != first.json()["job_id"]
     assert wait_job(client, job_id)["status"] == "succeeded"
     assert_counted(rows(client, "S-BAM-2"))
-    assert mrd_call(client, "P-BAM-2", "S-BAM-2")["informative_reads"] == 32
+    # The call had been issued (indeterminate: too few informative reads) and its value does
+    # not change with the counted reads: it stands as issued, numbers included, not amended
+    # (services/analysis/amendments.py); the trends follow the counted reads.
+    call = mrd_call(client, "P-BAM-2", "S-BAM-2")
+    assert (call["informative_reads"], call["amendments"]) == (1600, [])
+    trends = client.get("/v1/patients/P-BAM-2/trends").json()
+    (point,) = [s for s in trends["samples"] if s["sample_id"] == "S-BAM-2"]
+    assert point["informative_reads"] == 32
 
     again = put_alignment(client, "S-BAM-2", bam, bai)  # a retry queues nothing
     assert (again.status_code, again.json()["job_id"]) == (200, job_id)

@@ -121,6 +121,15 @@ def test_every_patient_data_route_is_audited(stack: Stack) -> None:
                 files={"alignment": (bam.name, alignment), "alignment_index": (bai.name, index)},
             )
         assert attached.status_code == 202, attached.text
+        # the corrections: each is a write of patient data
+        why = {"reason": "audit test"}
+        patched = client.patch("/v1/samples/S-aud-1", json={"plasma_ml": 3.5, **why})
+        assert patched.status_code == 200, patched.text
+        (surgery,) = client.get("/v1/patients/P-aud").json()["events"]
+        event_path = f"/v1/patients/P-aud/events/{surgery['id']}"
+        assert client.patch(event_path, json={"date": "2025-01-11", **why}).status_code == 200
+        assert client.request("DELETE", event_path, json=why).status_code == 204
+        assert client.post("/v1/samples/S-aud-1/retract", json=why).status_code == 200
 
         key_a = key_id_of(admin, stack.key_a)
         rows = audit_rows(admin, key_id=key_a, since=started.isoformat())

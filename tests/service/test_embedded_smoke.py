@@ -27,6 +27,7 @@ def test_embedded_serve_processes_an_upload(tmp_path: Path, shared_data: Path) -
                 "/v1/samples",
                 data={
                     "patient_id": "P-emb",
+                    "create_patient": "true",
                     "sample_id": "S-emb",
                     "sample_type": "plasma",
                     "collection_date": "2025-02-01",

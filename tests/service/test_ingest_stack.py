@@ -70,7 +70,12 @@ def stack(pg_url: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory)
 
 
 def upload(client: httpx.Client, path: Path, **form: str) -> httpx.Response:
-    data = {"collection_date": "2025-01-15", "sample_type": "plasma", **form}
+    data = {
+        "collection_date": "2025-01-15",
+        "sample_type": "plasma",
+        "create_patient": "true",
+        **form,
+    }
     with path.open("rb") as fh:
         return client.post("/v1/samples", data=data, files={"file": (path.name, fh)})
 

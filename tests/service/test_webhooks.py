@@ -84,6 +84,7 @@ def bad_upload(client: httpx.Client, tmp_path: Path, sample_id: str) -> str:
         "/v1/samples",
         data={
             "patient_id": "P-hook",
+            "create_patient": "true",
             "sample_id": sample_id,
             "sample_type": "plasma",
             "collection_date": "2025-04-01",

@@ -72,6 +72,7 @@ def test_sigkill_mid_ingest_finishes_exactly_once(
                 "/v1/samples",
                 data={
                     "patient_id": "P-chaos",
+                    "create_patient": "true",
                     "sample_id": "S-chaos",
                     "sample_type": "tissue",
                     "collection_date": "2025-03-01",
