@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
@@ -30,7 +31,9 @@ from rich.text import Text
 if TYPE_CHECKING:
     import httpx
 
-out = Console()
+# What is printed to stdout comes from users and files (drug names, reasons, file names):
+# never read as rich markup ("[x]" stays "[x]"); styles come from Text objects only.
+out = Console(markup=False)
 err = Console(stderr=True)
 
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -131,7 +134,7 @@ def _session(url: str, key: str | None) -> Iterator[Api]:
         api = Api(url, key)
         yield api
     except ClientError as exc:
-        err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
     finally:
         if api is not None:
@@ -561,7 +564,7 @@ def submit(
                 upload.form.update(creation)
         except ClientError as exc:
             err.print(
-                f"[red]manifest rejected, nothing was sent:[/red]\n{exc}",
+                f"[red]manifest rejected, nothing was sent:[/red]\n{escape(str(exc))}",
                 highlight=False,
                 soft_wrap=True,
             )
@@ -655,7 +658,7 @@ def _submit_many(api: Api, uploads: list[Upload], *, wait: bool, timeout: float)
     with Progress(*columns, console=err) as progress:
         task = progress.add_task("uploading", total=len(uploads))
         for upload in uploads:
-            progress.update(task, description=f"uploading {upload.path.name}")
+            progress.update(task, description=f"uploading {escape(upload.path.name)}")
             _post(api, upload)
             progress.advance(task)
         progress.update(task, description="uploaded")
