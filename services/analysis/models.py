@@ -54,7 +54,8 @@ class ResultAmendment(Base):
     analysis: Mapped[str] = mapped_column(String(16))  # "mrd" | "resistance"
     field: Mapped[str] = mapped_column(String(32))  # "call" | "status" | ... | "event"
     sample_id: Mapped[str | None] = mapped_column(String(128))
-    subject: Mapped[str | None] = mapped_column(String(2400))
+    # A call's sample id, or an event's identity (its locus key may be long: Text).
+    subject: Mapped[str | None] = mapped_column(Text)
     previous: Mapped[str] = mapped_column(Text)
     current: Mapped[str] = mapped_column(Text)
     reason: Mapped[str] = mapped_column(String(2000))

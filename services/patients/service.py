@@ -87,7 +87,14 @@ def get_event_or_raise(session: Session, patient: Patient, event_id: int) -> Pat
     return event
 
 
-EVENT_FIELDS = {"type": "type", "date": "event_date", "drug": "drug", "drug_class": "drug_class"}
+# The fields of EventUpdate and the event's columns they set.
+EVENT_FIELDS = {
+    "type": "type",
+    "date": "event_date",
+    "drug": "drug",
+    "drug_class": "drug_class",
+    "note": "note",
+}
 
 
 def correct_event(
@@ -99,7 +106,7 @@ def correct_event(
     sent = body.model_fields_set
     wanted = {
         name: getattr(body, name) if name in sent else getattr(event, column)
-        for name, column in {**EVENT_FIELDS, "note": "note"}.items()
+        for name, column in EVENT_FIELDS.items()
     }
     if wanted["type"] is None or wanted["date"] is None:
         raise InvalidInput("an event keeps a type and a date: send a value, not null")
@@ -108,7 +115,7 @@ def correct_event(
     )
     wanted.update(drug=drug, drug_class=drug_class)
     changes: dict[str, list[Any]] = {}
-    for name, column in {**EVENT_FIELDS, "note": "note"}.items():
+    for name, column in EVENT_FIELDS.items():
         before = getattr(event, column)
         if before != wanted[name]:
             changes[name] = [before, wanted[name]]

@@ -27,7 +27,7 @@ def upgrade() -> None:
         sa.Column("analysis", sa.String(length=16), nullable=False),
         sa.Column("field", sa.String(length=32), nullable=False),
         sa.Column("sample_id", sa.String(length=128), nullable=True),
-        sa.Column("subject", sa.String(length=2400), nullable=True),
+        sa.Column("subject", sa.Text(), nullable=True),
         sa.Column("previous", sa.Text(), nullable=False),
         sa.Column("current", sa.Text(), nullable=False),
         sa.Column("reason", sa.String(length=2000), nullable=False),
