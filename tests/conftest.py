@@ -26,7 +26,8 @@ import redis
 
 ROOT = Path(__file__).resolve().parents[1]
 PANEL_VCF = ROOT / "tests" / "data" / "vcf" / "panel_grch38.vcf"
-SHARED_DATA = ROOT.parent / "shared" / "data"
+# Real files from public test suites, with their sources and licences in PROVENANCE.md.
+PUBLIC_DATA = ROOT / "tests" / "data" / "public"
 PG_ADMIN_URL = os.environ.get("CTDNA_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_BASE = os.environ.get("CTDNA_TEST_REDIS", "redis://127.0.0.1:6379")
 
@@ -38,10 +39,8 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def shared_data() -> Path:
-    if not SHARED_DATA.is_dir():
-        pytest.fail(f"shared test data not found at {SHARED_DATA}")
-    return SHARED_DATA
+def public_data() -> Path:
+    return PUBLIC_DATA
 
 
 @contextlib.contextmanager

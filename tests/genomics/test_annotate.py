@@ -20,7 +20,7 @@ from services.genomics.annotate import (
 from services.genomics.types import Locus
 from services.genomics.vcf import read_vcf
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "vcf"
+PUBLIC_VCF = Path(__file__).resolve().parents[1] / "data" / "public" / "vcf"
 LOCAL = Path(__file__).resolve().parents[1] / "data" / "vcf"
 H1047R = Locus("chr3", 179234297, "A", "G")
 
@@ -69,7 +69,7 @@ def test_hotspot_build_needs_hits_on_exactly_one_build() -> None:
 
 def test_pik3ca_sites_file_hotspots_come_from_the_table() -> None:
     result = read_vcf(
-        SHARED / "gatk_funcotator_PIK3CA_SNPS_sites.vcf",
+        PUBLIC_VCF / "gatk_funcotator_PIK3CA_SNPS_sites.vcf",
         display_name="PIK3CA_SNPS.vcf",
         sample_type="plasma",
     )
@@ -151,7 +151,7 @@ def test_non_hotspot_keeps_the_file_annotation_or_falls_back_to_the_gene_span() 
 
 def test_vep_format_string_under_ann_is_parsed_from_its_header() -> None:
     result = read_vcf(
-        SHARED / "bcftools_split-vep.7.vcf", display_name="split-vep.7.vcf", sample_type="tissue"
+        PUBLIC_VCF / "bcftools_split-vep.7.vcf", display_name="split-vep.7.vcf", sample_type="tissue"
     )
     [call] = result.variants
     assert (call.gene, call.annotation_source) == ("FAM87B", "ANN")
@@ -159,7 +159,7 @@ def test_vep_format_string_under_ann_is_parsed_from_its_header() -> None:
 
 def test_legacy_snpeff_eff() -> None:
     result = read_vcf(
-        SHARED / "cyvcf2_test.snpeff.vcf",
+        PUBLIC_VCF / "cyvcf2_test.snpeff.vcf",
         display_name="snpeff.vcf",
         sample_type="tissue",
         tumor_sample="1094PC0005",

@@ -20,9 +20,10 @@ from services.genomics.sniff import UTF8_BOM, InflatesTooFar, UploadCheck
 from services.genomics.types import Locus, SampleType, VariantCall, VcfReadResult
 from services.genomics.vcf import open_vcf, read_vcf
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
-VCF = SHARED / "vcf"
-MALFORMED = SHARED / "malformed"
+# Real caller outputs and malformed files from public test suites (PROVENANCE.md there).
+PUBLIC = Path(__file__).resolve().parents[1] / "data" / "public"
+VCF = PUBLIC / "vcf"
+MALFORMED = PUBLIC / "malformed"
 LOCAL = Path(__file__).resolve().parents[1] / "data" / "vcf"
 PANEL = LOCAL / "panel_grch38.vcf"
 _PANEL_BYTES = PANEL.read_bytes()
@@ -114,7 +115,7 @@ def test_varscan_alt_only_ad_with_rd() -> None:
 
 
 def test_vardict_paired_tumor_is_the_first_column() -> None:
-    result = read(VCF / "vardictjava_paired.vcf", "tissue", genome_build="GRCh37")
+    result = read(VCF / "vardictjava_paired.cut100.vcf", "tissue", genome_build="GRCh37")
     assert (result.tumor_sample, result.normal_sample) == ("abc", "abc-match")
     # 20 76771 C>T StrongLOH: abc DP 582 VD 0 AD 582,0; abc-match DP 275 VD 136 AD 139,136
     call = by_key(result)["20:76771:C>T"]
@@ -425,7 +426,7 @@ def _outcome(path: Path, sample_type: SampleType, **kwargs: object) -> tuple[str
     return "processed", ""
 
 
-# Every file of ../shared/data/malformed, its outcome and the words that say why. A failed
+# Every file of tests/data/public/malformed, its outcome and the words that say why. A failed
 # job's reason is one a lab can act on (pass tumor_sample / genome_build, fix the header).
 MALFORMED_OUTCOMES: dict[str, tuple[str, str]] = {
     "bcftools_empty.vcf": ("processed", ""),
@@ -631,7 +632,7 @@ def test_upload_check_accepts_vcf_bgzf_bcf_and_their_bom_and_padding(tmp_path: P
         check.finish()
 
 
-def test_shared_caller_files_give_a_result_or_a_vcf_error() -> None:
+def test_public_caller_files_give_a_result_or_a_vcf_error() -> None:
     for path in sorted(VCF.glob("*.vcf*")):
         if path.suffix == ".tbi":
             continue

@@ -11,12 +11,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.conftest import create_key, service_env, start_api, wait_job
 
 
-def test_embedded_serve_processes_an_upload(tmp_path: Path, shared_data: Path) -> None:
+def test_embedded_serve_processes_an_upload(tmp_path: Path, public_data: Path) -> None:
     env = service_env(tmp_path / "data")
     api, base = start_api(env, tmp_path)
     try:
         key = create_key(env, "site-embedded", "ingest,read")
-        path = shared_data / "vcf" / "pcgr_T001-BRCA.grch38.vcf.gz"
+        path = public_data / "vcf" / "pcgr_T001-BRCA.grch38.vcf.gz"
         with (
             httpx.Client(
                 base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=30

@@ -80,8 +80,8 @@ def upload(client: httpx.Client, path: Path, **form: str) -> httpx.Response:
         return client.post("/v1/samples", data=data, files={"file": (path.name, fh)})
 
 
-def test_pcgr_upload_gives_pik3ca_h1047r(stack: Stack, shared_data: Path) -> None:
-    path = shared_data / "vcf" / "pcgr_T001-BRCA.grch38.vcf.gz"
+def test_pcgr_upload_gives_pik3ca_h1047r(stack: Stack, public_data: Path) -> None:
+    path = public_data / "vcf" / "pcgr_T001-BRCA.grch38.vcf.gz"
     with stack.client() as client:
         response = upload(
             client, path, patient_id="P-pcgr", sample_id="S-pcgr-1", genome_build="GRCh38"
@@ -108,8 +108,8 @@ def test_pcgr_upload_gives_pik3ca_h1047r(stack: Stack, shared_data: Path) -> Non
     assert {x["gene"] for x in variants} <= {"ESR1", "PIK3CA", "ERBB2", "AKT1"}
 
 
-def test_same_bytes_twice_returns_same_ids_and_stores_once(stack: Stack, shared_data: Path) -> None:
-    path = shared_data / "vcf" / "pcgr_T001-BRCA.grch38.vcf.gz"
+def test_same_bytes_twice_returns_same_ids_and_stores_once(stack: Stack, public_data: Path) -> None:
+    path = public_data / "vcf" / "pcgr_T001-BRCA.grch38.vcf.gz"
     with stack.client() as client:
         first = upload(client, path, patient_id="P-dup", sample_id="S-dup-1", genome_build="GRCh38")
         assert first.status_code == 202
@@ -120,7 +120,7 @@ def test_same_bytes_twice_returns_same_ids_and_stores_once(stack: Stack, shared_
         patient = client.get("/v1/patients/P-dup").json()
         assert [s["sample_id"] for s in patient["samples"]] == ["S-dup-1"]
         # the same sample_id with other bytes is a conflict, not an overwrite
-        other = shared_data / "vcf" / "vcf2maf_test_b38.vcf"
+        other = public_data / "vcf" / "vcf2maf_test_b38.vcf"
         clash = upload(
             client, other, patient_id="P-dup", sample_id="S-dup-1", genome_build="GRCh38"
         )
@@ -128,8 +128,8 @@ def test_same_bytes_twice_returns_same_ids_and_stores_once(stack: Stack, shared_
         assert clash.headers["content-type"].startswith("application/problem+json")
 
 
-def test_tissue_keeps_every_passing_variant(stack: Stack, shared_data: Path) -> None:
-    path = shared_data / "vcf" / "pcgr_T001-BRCA.grch38.vcf.gz"
+def test_tissue_keeps_every_passing_variant(stack: Stack, public_data: Path) -> None:
+    path = public_data / "vcf" / "pcgr_T001-BRCA.grch38.vcf.gz"
     with stack.client() as client:
         plasma = upload(
             client, path, patient_id="P-tis", sample_id="S-tis-plasma", genome_build="GRCh38"
@@ -153,8 +153,8 @@ def test_tissue_keeps_every_passing_variant(stack: Stack, shared_data: Path) -> 
     )
 
 
-def test_other_site_sees_404_and_missing_key_401(stack: Stack, shared_data: Path) -> None:
-    path = shared_data / "vcf" / "pcgr_T001-BRCA.grch38.vcf.gz"
+def test_other_site_sees_404_and_missing_key_401(stack: Stack, public_data: Path) -> None:
+    path = public_data / "vcf" / "pcgr_T001-BRCA.grch38.vcf.gz"
     with stack.client() as client:
         ids = upload(
             client, path, patient_id="P-priv", sample_id="S-priv-1", genome_build="GRCh38"
@@ -211,7 +211,7 @@ def _bgzf(payload: bytes, tmp_path: Path) -> bytes:
     return (tmp_path / "payload.gz").read_bytes()
 
 
-def _rejected_uploads(tmp_path: Path, shared_data: Path) -> dict[str, tuple[bytes, int, str]]:
+def _rejected_uploads(tmp_path: Path, public_data: Path) -> dict[str, tuple[bytes, int, str]]:
     """name -> (bytes, status, words the problem's detail must contain)."""
     vcf = PANEL_VCF.read_bytes()
     bam_like = _bgzf(b"BAM\x01" + bytes(range(256)) * 8, tmp_path)
@@ -225,7 +225,7 @@ def _rejected_uploads(tmp_path: Path, shared_data: Path) -> dict[str, tuple[byte
         "page.vcf": (b"<!DOCTYPE html><html><body>Login</body></html>", 422, "HTML"),
         "empty.vcf": (b"", 422, "empty"),
         "corrupt_H.vcf": (
-            (shared_data / "malformed" / "htsjdk_corrupt_file_that_starts_with_H.vcf").read_bytes(),
+            (public_data / "malformed" / "htsjdk_corrupt_file_that_starts_with_H.vcf").read_bytes(),
             422,
             "not a VCF or BCF file",
         ),
@@ -241,12 +241,12 @@ def _rejected_uploads(tmp_path: Path, shared_data: Path) -> dict[str, tuple[byte
 
 
 def test_non_vcf_uploads_are_refused_with_problem_json_and_nothing_kept(
-    stack: Stack, tmp_path: Path, shared_data: Path
+    stack: Stack, tmp_path: Path, public_data: Path
 ) -> None:
     before = _uploads(stack)
     with stack.client() as client:
         for i, (name, (payload, status, words)) in enumerate(
-            _rejected_uploads(tmp_path, shared_data).items()
+            _rejected_uploads(tmp_path, public_data).items()
         ):
             path = tmp_path / name
             path.write_bytes(payload)
@@ -295,8 +295,8 @@ def test_vcf_variants_of_encoding_are_accepted_and_read(stack: Stack, tmp_path: 
             ], name
 
 
-def test_upload_validation_is_problem_json(stack: Stack, shared_data: Path) -> None:
-    path = shared_data / "vcf" / "pcgr_T001-BRCA.grch38.vcf.gz"
+def test_upload_validation_is_problem_json(stack: Stack, public_data: Path) -> None:
+    path = public_data / "vcf" / "pcgr_T001-BRCA.grch38.vcf.gz"
     with stack.client() as client:
         bad_type = upload(client, path, patient_id="P-val", sample_id="S-val", sample_type="urine")
         assert bad_type.status_code == 422
@@ -311,9 +311,9 @@ def test_upload_validation_is_problem_json(stack: Stack, shared_data: Path) -> N
 
 
 def test_tissue_proposes_tracked_set_and_put_replaces_it(
-    stack: Stack, shared_data: Path, tmp_path: Path
+    stack: Stack, public_data: Path, tmp_path: Path
 ) -> None:
-    path = shared_data / "vcf" / "pcgr_T001-BRCA.grch38.vcf.gz"
+    path = public_data / "vcf" / "pcgr_T001-BRCA.grch38.vcf.gz"
     # the plasma file: the same calls, other bytes (plain text), so it is a second sample
     plain = tmp_path / "pcgr_plasma.vcf"
     plain.write_bytes(gzip.decompress(path.read_bytes()))
