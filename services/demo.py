@@ -11,6 +11,7 @@ import csv
 import datetime as dt
 import json
 import tempfile
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -18,20 +19,22 @@ from pathlib import Path
 
 import numpy as np
 import structlog
-from sqlalchemy import select
+from sqlalchemy import or_, select
 
 from schemas.patients import EventCreate
+from services import outbox
 from services.analysis.service import CLONES_TASK, run_clones
 from services.config import get_settings
 from services.db import unit_of_work
 from services.genomics.simulate import simulate_cohort, write_plasma_vcf, write_tissue_vcf
 from services.genomics.simulate_metastatic import simulate_metastatic_patient, write_panel_vcf
+from services.jobs import service as jobs
 from services.jobs.models import Job
-from services.jobs.service import INGEST_TASK
 from services.patients import service as patients
 from services.patients.repository import events as patient_events
 from services.samples import ingest, storage
 from services.samples import service as samples
+from services.samples.models import Sample
 
 log = structlog.get_logger(__name__)
 
@@ -127,11 +130,31 @@ def write_metastatic(folder: Path, *, patients_n: int, seed: int) -> list[DemoPa
     return out
 
 
+EVENT_COLUMNS = ("patient_id", "type", "date", "drug", "drug_class", "note")
+
+
 def write_manifest(folder: Path, cohort: Sequence[DemoPatient]) -> Path:
-    """manifest.csv (one row per VCF) and truth.json (per patient: what the simulator knows,
-    including the caller dialect its VCFs were written in)."""
+    """manifest.csv (one row per VCF), events.csv (the clinical events: surgery, therapy
+    lines, relapse; `ctdna submit FOLDER` posts them before the samples) and truth.json (per
+    patient: what the simulator knows, including the caller dialect its VCFs were written
+    in)."""
     truth = {patient.patient_id: patient.truth for patient in cohort}
     (folder / "truth.json").write_text(json.dumps(truth, indent=2, default=str) + "\n")
+    with (folder / "events.csv").open("w", newline="") as out:
+        writer = csv.writer(out)
+        writer.writerow(EVENT_COLUMNS)
+        for patient in cohort:
+            for event in patient.events:
+                writer.writerow(
+                    [
+                        patient.patient_id,
+                        event.type,
+                        event.date.isoformat(),
+                        event.drug or "",
+                        event.drug_class or "",
+                        event.note or "",
+                    ]
+                )
     manifest = folder / "manifest.csv"
     with manifest.open("w", newline="") as out:
         writer = csv.writer(out)
@@ -154,55 +177,76 @@ def load(
     cohort: Sequence[DemoPatient], *, site: str, on_sample: Callable[[str, str], None] | None = None
 ) -> int:
     """Create the patients, their clinical events and samples through the service layer and
-    run each ingest job in this process. Returns the number of samples loaded."""
+    run each ingest job in this process. Returns the number of samples loaded.
+
+    Real uploads come first: nothing of the demo is sent to the workers (outbox.run_here),
+    and before each sample the loader waits while a sample of another patient is queued, so
+    an upload made while the demo loads never waits behind it."""
     settings = get_settings()
     loaded = 0
-    for patient in cohort:
-        with unit_of_work() as session:
-            record = patients.get_or_create_patient(session, site, patient.patient_id)
-            if not patient_events(session, record.id):
-                for event in patient.events:
-                    patients.add_event(session, record, event)
-        for row in sorted(
-            patient.samples, key=lambda r: (r.sample_type != "tissue", r.collection_date)
-        ):
-            with row.path.open("rb") as fh:
-                stored = storage.store(
-                    fh, settings.uploads_dir, max_bytes=settings.max_upload_bytes
-                )
-            form = samples.SampleForm(
-                patient_id=row.patient_id,
-                sample_id=row.sample_id,
-                collection_date=row.collection_date,
-                sample_type=row.sample_type,
-                genome_build="GRCh38",
-                tumor_sample=None,
-                normal_sample=None,
-                plasma_ml=4.0 if row.sample_type == "plasma" else None,
-                cfdna_ng_per_ml=6.0 if row.sample_type == "plasma" else None,
-                file_name=row.path.name,
-            )
+    demo_pks: list[int] = []
+    with outbox.run_here():
+        for patient in cohort:
             with unit_of_work() as session:
-                accepted = samples.accept_upload(session, site, form, stored)
-                job_id, created = accepted.job.id, accepted.created
-            if created:
-                ingest.run(job_id)
-                loaded += 1
-            if on_sample is not None:
-                on_sample(row.patient_id, row.sample_id)
-        _drain_reextractions(site)
+                record = patients.get_or_create_patient(session, site, patient.patient_id)
+                if not patient_events(session, record.id):
+                    for event in patient.events:
+                        patients.add_event(session, record, event)
+                demo_pks.append(record.id)
+            for row in sorted(
+                patient.samples, key=lambda r: (r.sample_type != "tissue", r.collection_date)
+            ):
+                _wait_for_uploads(demo_pks)
+                with row.path.open("rb") as fh:
+                    stored = storage.store(
+                        fh, settings.uploads_dir, max_bytes=settings.max_upload_bytes
+                    )
+                form = samples.SampleForm(
+                    patient_id=row.patient_id,
+                    sample_id=row.sample_id,
+                    collection_date=row.collection_date,
+                    sample_type=row.sample_type,
+                    genome_build="GRCh38",
+                    tumor_sample=None,
+                    normal_sample=None,
+                    plasma_ml=4.0 if row.sample_type == "plasma" else None,
+                    cfdna_ng_per_ml=6.0 if row.sample_type == "plasma" else None,
+                    file_name=row.path.name,
+                )
+                with unit_of_work() as session:
+                    accepted = samples.accept_upload(session, site, form, stored)
+                    job_id, created = accepted.job.id, accepted.created
+                if created:
+                    ingest.run(job_id)
+                    loaded += 1
+                if on_sample is not None:
+                    on_sample(row.patient_id, row.sample_id)
+            _drain_reextractions(demo_pks)
     return loaded
 
 
-def _drain_reextractions(site: str) -> None:
+def _wait_for_uploads(demo_pks: Sequence[int], poll_seconds: float = 0.5) -> None:
+    while True:
+        with unit_of_work() as session:
+            if not jobs.ingest_queued_outside(session, demo_pks):
+                return
+        time.sleep(poll_seconds)
+
+
+def _drain_reextractions(demo_pks: Sequence[int]) -> None:
     """Run, here, the jobs the loaded samples created (re-extractions after a tracked set
-    was chosen from tissue, clone fits)."""
-    runners = {INGEST_TASK: ingest.run, CLONES_TASK: partial(run_clones, defer=False)}
+    was chosen from tissue, clone fits); never another patient's."""
+    runners = {jobs.INGEST_TASK: ingest.run, CLONES_TASK: partial(run_clones, defer=False)}
     while True:
         with unit_of_work() as session:
             queued = session.execute(
                 select(Job.id, Job.task)
-                .where(Job.site == site, Job.status == "queued", Job.task.in_(runners))
+                .outerjoin(Sample, Sample.id == Job.sample_pk)
+                .where(
+                    Job.status == "queued",
+                    Job.task.in_(runners),
+                    or_(Job.patient_pk.in_(demo_pks), Sample.patient_pk.in_(demo_pks)),
+                )
                 .order_by(Job.created_at)
             ).all()
         if not queued:

@@ -6,7 +6,9 @@ re-sends rows whose message never reached a worker."""
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 import structlog
@@ -22,6 +24,21 @@ _KEY = "ctdna_outbox"
 
 # (task name, row id, model whose sent_at is stamped)
 Message = tuple[str, str, Any]
+
+_run_here: ContextVar[bool] = ContextVar("ctdna_outbox_run_here", default=False)
+
+
+@contextmanager
+def run_here() -> Iterator[None]:
+    """Within this block nothing is sent: the caller runs the work of its rows itself (the
+    demo loader, whose jobs must never queue ahead of real uploads). The rows are stamped as
+    sent all the same, so whatever the caller leaves undone (it was stopped) reaches a worker
+    through the sweep after `job_resend_after_seconds`."""
+    token = _run_here.set(True)
+    try:
+        yield
+    finally:
+        _run_here.reset(token)
 
 
 def after_commit(session: Session, task: str, row_id: str, model: Any) -> None:
@@ -49,8 +66,14 @@ def _forget_after_rollback(session: Session) -> None:
 
 
 def publish(messages: Iterable[Message], countdown: float | None = None) -> None:
-    """Send each message; stamp the rows whose message the broker accepted."""
+    """Send each message; stamp the rows whose message the broker accepted (under run_here,
+    stamp them without sending)."""
     sent: dict[Any, list[str]] = defaultdict(list)
+    if _run_here.get():
+        for _, row_id, model in messages:
+            sent[model].append(row_id)
+        _stamp(sent)
+        return
     producer = get_producer()
     for task, row_id, model in messages:
         try:
@@ -65,6 +88,10 @@ def publish(messages: Iterable[Message], countdown: float | None = None) -> None
             log.warning("outbox.publish_failed", task=task, row_id=row_id, error=str(exc)[:200])
             continue
         sent[model].append(row_id)
+    _stamp(sent)
+
+
+def _stamp(sent: dict[Any, list[str]]) -> None:
     if not sent:
         return
     try:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -63,6 +63,19 @@ def claim(session: Session, job_id: str, lease: timedelta) -> bool:
 def any_queued(session: Session, task: str) -> bool:
     return (
         session.scalar(select(Job.id).where(Job.task == task, Job.status == "queued").limit(1))
+        is not None
+    )
+
+
+def ingest_queued_outside(session: Session, patient_pks: Collection[int], task: str) -> bool:
+    """Whether a sample of a patient not in `patient_pks` waits for an ingest worker."""
+    return (
+        session.scalar(
+            select(Job.id)
+            .join(Sample, Sample.id == Job.sample_pk)
+            .where(Job.task == task, Job.status == "queued", Sample.patient_pk.not_in(patient_pks))
+            .limit(1)
+        )
         is not None
     )
 

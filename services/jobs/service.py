@@ -5,6 +5,7 @@ down) nothing is lost: the sweep re-sends every job that was never picked up."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Collection
 from datetime import timedelta
 
 import structlog
@@ -89,6 +90,12 @@ def release(job_id: str) -> None:
 def ingests_waiting(session: Session) -> bool:
     """Whether any sample waits for a worker (background work yields to it)."""
     return repository.any_queued(session, INGEST_TASK)
+
+
+def ingest_queued_outside(session: Session, patient_pks: Collection[int]) -> bool:
+    """Whether a sample of a patient other than these waits for a worker (the demo loader
+    waits for it: real uploads come first)."""
+    return repository.ingest_queued_outside(session, patient_pks, INGEST_TASK)
 
 
 def ingest_queued_for_patient(session: Session, patient_pk: int) -> bool:
