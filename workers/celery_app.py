@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from celery import Celery
@@ -13,6 +14,17 @@ from services.db import get_engine
 from services.jobs.broker import celery_config
 from services.jobs.service import SWEEP_TASK
 from services.logging import configure_logging
+
+
+class QuietSweep(logging.Filter):
+    """The sweep runs every `sweep_interval_seconds`: Celery's routine lines about it (sent
+    by beat, received, succeeded) are kept for DEBUG; what it re-sends, it logs itself."""
+
+    LOGGERS = ("celery.beat", "celery.worker.strategy", "celery.app.trace")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        routine = record.levelno <= logging.INFO and SWEEP_TASK in record.getMessage()
+        return not routine or logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
 
 
 def create_celery() -> Celery:
@@ -27,6 +39,8 @@ def create_celery() -> Celery:
     }
     app.conf.beat_schedule_filename = str(settings.resolved_data_dir / "celerybeat-schedule")
     configure_logging(settings.log_level, json=settings.log_json)
+    for name in QuietSweep.LOGGERS:
+        logging.getLogger(name).addFilter(QuietSweep())
     return app
 
 
