@@ -1,27 +1,37 @@
-# The two commands of the README: `make run` (embedded default) and `make test`.
+# The two commands of the README: `make run` (embedded default, demo cohort) and `make test`.
+# `make run` installs the service alone; `make test` adds the test extras.
 PYTHON ?= python3
-VENV := .venv
+VENV ?= .venv
+HOST ?= 127.0.0.1
+PORT ?= 8000
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+INSTALLED := $(VENV)/.installed
+INSTALLED_TEST := $(VENV)/.installed-test
 
-$(STAMP): pyproject.toml
+$(INSTALLED): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+$(INSTALLED_TEST): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test]'
-	touch $(STAMP)
+	touch $@ $(INSTALLED)
 
-install: $(STAMP)
+install: $(INSTALLED_TEST)
 
-run: $(STAMP)
-	$(BIN)/ctdna serve --host 127.0.0.1 --port 8000
+run: $(INSTALLED)
+	$(BIN)/ctdna serve --demo --host $(HOST) --port $(PORT)
 
-demo: $(STAMP)
+demo: $(INSTALLED)
 	$(BIN)/ctdna demo
 
-test: $(STAMP)
+test: $(INSTALLED_TEST)
 	$(BIN)/pytest -q
 
-lint: $(STAMP)
+lint: $(INSTALLED_TEST)
 	$(BIN)/ruff check services workers schemas tests
 	$(BIN)/mypy services/genomics schemas
 

@@ -6,8 +6,10 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Annotated
 
@@ -47,6 +49,14 @@ def serve(
             help="Also start a Celery worker (default: yes on the embedded broker)",
         ),
     ] = None,
+    demo: Annotated[
+        bool,
+        typer.Option(
+            "--demo/--no-demo",
+            help="First run (no patient yet): load the demo cohort in the background, after "
+            "any real upload; always print the sign-in address and a key of the demo site",
+        ),
+    ] = False,
 ) -> None:
     """Run the HTTP API (and, on the embedded default, a worker process beside it)."""
     import uvicorn
@@ -56,7 +66,18 @@ def serve(
         migrate()
     start_worker = settings.embedded_broker if with_worker is None else with_worker
     metrics_dir = _multiprocess_metrics_dir(settings.resolved_data_dir) if workers > 1 else None
-    child = _spawn_worker(beat=True) if start_worker else None
+    children: list[subprocess.Popen[bytes]] = []
+    if start_worker:
+        children.append(_spawn_worker(beat=True))
+    if demo:
+        loader = _start_demo_loader(settings.resolved_data_dir)
+        if loader is not None:
+            children.append(loader)
+        threading.Thread(
+            target=_announce,
+            args=(host, port, _demo_key(settings.resolved_data_dir), loader),
+            daemon=True,
+        ).start()
     try:
         uvicorn.run(
             "services.api.app:create_app",
@@ -68,14 +89,103 @@ def serve(
             access_log=False,
         )
     finally:
-        if child is not None:
+        for child in children:
             child.send_signal(signal.SIGTERM)
+        for child in children:
             try:
                 child.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 child.kill()
         if metrics_dir is not None:
             shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+DEMO_SITE = "demo"
+
+
+def _demo_key(data_dir: Path) -> str:
+    """A key of the demo site to sign in with, the same on every `serve --demo` of this data
+    folder: kept in DATA_DIR/demo-key (readable by its owner only; the folder holds the
+    database anyway), made anew if it was revoked."""
+    from services.auth.service import authenticate, create_key
+    from services.db import unit_of_work
+
+    path = data_dir / "demo-key"
+    if path.is_file():
+        secret = path.read_text().strip()
+        with unit_of_work() as session:
+            if authenticate(session, secret) is not None:
+                return secret
+    with unit_of_work() as session:
+        _, secret = create_key(
+            session, site=DEMO_SITE, scopes=frozenset({"read", "ingest", "admin"})
+        )
+    path.touch(mode=0o600)
+    path.write_text(secret + "\n")
+    return secret
+
+
+def _start_demo_loader(data_dir: Path) -> subprocess.Popen[bytes] | None:
+    """`ctdna demo` in a process of its own (of lower processor priority), its output in
+    DATA_DIR/demo.log, when the demo was never loaded here and no other site has patients
+    (a load that was interrupted goes on where it stopped: loading is idempotent). None when
+    there is nothing to load."""
+    from sqlalchemy import select
+
+    from services.db import unit_of_work
+    from services.patients.models import Patient
+
+    done = data_dir / "demo-loaded"
+    if done.exists():
+        return None
+    with unit_of_work() as session:
+        if session.scalar(select(Patient.id).where(Patient.site != DEMO_SITE).limit(1)):
+            return None
+    log = (data_dir / "demo.log").open("ab")
+    loader = subprocess.Popen(
+        [sys.executable, "-m", "services.cli", "demo", "--site", DEMO_SITE, "--no-key"],
+        env=os.environ.copy(),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    log.close()
+
+    def mark_done() -> None:
+        if loader.wait() == 0:
+            done.touch()
+
+    threading.Thread(target=mark_done, daemon=True).start()
+    return loader
+
+
+def _announce(host: str, port: int, key: str, loader: subprocess.Popen[bytes] | None) -> None:
+    """Once the API answers: where to sign in, and with which key (printed last, so it is
+    not lost among the start-up lines)."""
+    import time
+
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((shown, port), timeout=1):
+                break
+        except OSError:
+            time.sleep(0.2)
+    base = f"http://{shown}:{port}"
+    lines = [
+        "",
+        f"ctDNA monitoring is running: open {base}/ui/patients",
+        f"sign in with this key (site {DEMO_SITE!r}; also for the API and `ctdna` as "
+        "CTDNA_API_KEY):",
+        f"    {key}",
+    ]
+    if loader is not None:
+        lines.append(
+            "the demo cohort is loading in the background (about a minute; patients appear "
+            "as they load, and your own uploads go first)"
+        )
+    lines.append(f"API documentation: {base}/docs · stop with Ctrl-C")
+    print("\n".join(lines) + "\n", flush=True)
 
 
 def _multiprocess_metrics_dir(data_dir: Path) -> Path | None:
@@ -102,6 +212,7 @@ def worker(
         ),
     ] = None,
     loglevel: Annotated[str, typer.Option()] = "INFO",
+    quiet: Annotated[bool, typer.Option(help="No start-up banner")] = False,
 ) -> None:
     """Run a Celery worker for the ingest, recompute, webhook and sweep tasks."""
     from services.jobs.broker import QUEUE
@@ -109,6 +220,7 @@ def worker(
 
     settings = get_settings()
     argv = [
+        *(["--quiet"] if quiet else []),
         "worker",
         f"--loglevel={loglevel}",
         "-Q",
@@ -205,18 +317,23 @@ def demo(
     patients: Annotated[int, typer.Option(help="Simulated patients")] = 12,
     draws: Annotated[int, typer.Option(help="Plasma draws per patient")] = 6,
     seed: Annotated[int, typer.Option()] = 2026,
+    key: Annotated[bool, typer.Option("--key/--no-key", help="Print a new key of the site")] = True,
 ) -> None:
-    """Load a simulated cohort (real VCF files through the ingest code) and print a key."""
+    """Load a simulated cohort (real VCF files through the ingest code) and print a key.
+
+    Real uploads go first: the demo's work is never queued for the workers, and the loader
+    waits while another patient's sample is queued."""
     from rich.progress import Progress
 
     from services.auth.service import create_key
     from services.db import unit_of_work
     from services.demo import demo as load_demo
 
+    os.nice(10)  # demo work yields the processor to real work (uploads, page reads)
     settings = get_settings()
     if settings.embedded_database:
         migrate()
-    with Progress(console=err, transient=True) as progress:
+    with Progress(console=err, transient=True, disable=not err.is_terminal) as progress:
         task = progress.add_task("loading demo samples", total=None)
         loaded = load_demo(
             site,
@@ -225,6 +342,9 @@ def demo(
             seed=seed,
             on_sample=lambda *_: progress.advance(task),
         )
+    if not key:
+        err.print(f"loaded {loaded} samples for site {site!r}")
+        return
     with unit_of_work() as session:
         _, secret = create_key(session, site=site, scopes=frozenset({"read", "ingest", "admin"}))
     err.print(f"loaded {loaded} samples for site {site!r}; open /ui/patients and sign in with:")
@@ -312,18 +432,9 @@ def export_schemas(
         print(out / name)
 
 
-def _no_patients() -> bool:
-    from sqlalchemy import select
-
-    from services.db import unit_of_work
-    from services.patients.models import Patient
-
-    with unit_of_work() as session:
-        return session.scalar(select(Patient.id).limit(1)) is None
-
-
 def _spawn_worker(*, beat: bool) -> subprocess.Popen[bytes]:
-    argv = [sys.executable, "-m", "services.cli", "worker", "--beat" if beat else "--no-beat"]
+    argv = [sys.executable, "-m", "services.cli", "worker", "--quiet"]
+    argv.append("--beat" if beat else "--no-beat")
     return subprocess.Popen(argv, env=os.environ.copy())
 
 
