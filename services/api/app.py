@@ -6,14 +6,14 @@ from datetime import timedelta
 from typing import Any
 
 from fastapi import FastAPI, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, RedirectResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from sqlalchemy import text
 
 import services.models  # noqa: F401  (the whole mapper registry, before any session)
 from services.alerts.router import router as alerts_router
 from services.analysis.router import router as analysis_router
-from services.api import problems, ui
+from services.api import docs, problems, ui
 from services.api.idempotency import Idempotency
 from services.api.metrics import DatabaseCollector, http_metrics
 from services.api.middleware import BodySizeLimit, DenialAudit, RequestContext
@@ -39,6 +39,9 @@ def create_app() -> FastAPI:
         title="ctDNA monitoring service",
         version="0.1.0",
         description="Serial plasma VCFs in; MRD status, resistance clones and trends out.",
+        # served from the package's own copies of Swagger UI and ReDoc (services/api/docs.py)
+        docs_url=None,
+        redoc_url=None,
     )
     problems.install(app)
     app.add_exception_handler(ui.LoginRequired, ui.login_redirect)  # type: ignore[arg-type]
@@ -55,8 +58,13 @@ def create_app() -> FastAPI:
         sites_router,
         ui.plots,
         ui.router,
+        docs.router,
     ):
         app.include_router(router)
+
+    @app.get("/", include_in_schema=False)
+    def root() -> RedirectResponse:
+        return RedirectResponse("/ui/patients", status_code=303)
 
     @app.get("/healthz", tags=["ops"], include_in_schema=True)
     def healthz() -> Response:

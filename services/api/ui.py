@@ -8,12 +8,9 @@ the same site isolation (another site's patient is a 404) and the same audit row
 from __future__ import annotations
 
 import datetime as dt
-import gzip
 import hashlib
 import json
 import math
-from functools import lru_cache
-from importlib import resources
 from pathlib import Path as FilePath
 from typing import Annotated, Any
 from urllib.parse import quote, urlencode
@@ -29,6 +26,7 @@ from services.analysis import amendments
 from services.analysis.models import PatientAnalysis
 from services.analysis.router import EMPTY
 from services.api import ui_auth
+from services.api.assets import LONG_CACHE, TYPES, packaged
 from services.api.deps import Reader, SessionDep, lookup_principal
 from services.audit.service import audit
 from services.auth.service import Principal, authenticate
@@ -47,9 +45,6 @@ templates = Jinja2Templates(directory=str(FilePath(__file__).with_name("template
 STATIC = FilePath(__file__).with_name("static")
 PAGE = 50
 PLOTLY_VERSION = plotly.__version__
-# Static files are named by content version in their URL (?v=), so browsers may keep them.
-LONG_CACHE = "public, max-age=31536000, immutable"
-STATIC_TYPES = {".css": "text/css; charset=utf-8", ".js": "text/javascript; charset=utf-8"}
 CSS_VERSION = hashlib.sha256((STATIC / "ui.css").read_bytes()).hexdigest()[:12]
 templates.env.globals["css_version"] = CSS_VERSION
 
@@ -113,21 +108,10 @@ def _patient(
 # --- static assets --------------------------------------------------------------------------
 
 
-@lru_cache(maxsize=2)
-def _plotly_js(compressed: bool) -> bytes:
-    script = (resources.files("plotly") / "package_data" / "plotly.min.js").read_bytes()
-    # 4.8 MB as shipped, about 1.4 MB gzipped: compressed once per process, on first use
-    return gzip.compress(script, compresslevel=6, mtime=0) if compressed else script
-
-
 @router.get("/ui/static/plotly.min.js")
 def plotly_js(request: Request) -> Response:
     """plotly.js from the installed `plotly` package: the page needs no CDN."""
-    compressed = "gzip" in request.headers.get("accept-encoding", "")
-    headers = {"Cache-Control": LONG_CACHE, "Vary": "Accept-Encoding"}
-    if compressed:
-        headers["Content-Encoding"] = "gzip"
-    return Response(_plotly_js(compressed), media_type=STATIC_TYPES[".js"], headers=headers)
+    return packaged("plotly", "package_data/plotly.min.js", request)
 
 
 @router.get("/ui/static/{name}")
@@ -137,7 +121,7 @@ def static_file(name: Annotated[str, Path(pattern=r"^[a-z0-9_-]+\.(css|js)$")]) 
         return Response(status_code=404)
     return Response(
         path.read_bytes(),
-        media_type=STATIC_TYPES[path.suffix],
+        media_type=TYPES[path.suffix],
         headers={"Cache-Control": LONG_CACHE},
     )
 
