@@ -75,28 +75,43 @@ def is_public(address: IPAddress) -> bool:
     return address.is_global and not address.is_multicast
 
 
+# The setting that exempts a host, named in every refusal so that the refusal says how to go on.
+ALLOWED_HOSTS_SETTING = "CTDNA_WEBHOOK_ALLOWED_HOSTS"
+
+
 def check_url(url: str, allowed_hosts: frozenset[str], *, resolve: bool = True) -> Target:
     parts = urlsplit(url)
     host = (parts.hostname or "").lower().rstrip(".")
     if not host:
         raise UnsafeWebhookUrl(f"webhook URL {url!r} has no host")
     if parts.username or parts.password:
-        raise UnsafeWebhookUrl("webhook URLs must not carry credentials")
+        raise UnsafeWebhookUrl(
+            "webhook URLs must not carry credentials: the receiver checks the signature "
+            "(webhook-signature) with the endpoint's secret instead"
+        )
     allowed = host in allowed_hosts
     if parts.scheme != "https" and not (allowed and parts.scheme == "http"):
-        raise UnsafeWebhookUrl("webhook URLs must use https")
+        raise UnsafeWebhookUrl(
+            f"webhook URLs must use https; plain http is accepted only for a host listed in "
+            f"{ALLOWED_HOSTS_SETTING} (a receiver you run yourself, e.g. on this machine)"
+        )
     port = parts.port or (443 if parts.scheme == "https" else 80)
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError) as exc:
         if not resolve:
             return Target(parts.scheme, host, port, host, allowed)
-        raise UnsafeWebhookUrl(f"webhook host {host!r} does not resolve") from exc
+        raise UnsafeWebhookUrl(
+            f"webhook host {host!r} does not resolve: check the name, or use the receiver's address"
+        ) from exc
     addresses = [ipaddress.ip_address(info[4][0].split("%", 1)[0]) for info in infos]
     if not allowed:
         bad = [str(a) for a in addresses if not is_public(a)]
         if bad:
             raise UnsafeWebhookUrl(
-                f"webhook host {host!r} resolves to a non-public address ({', '.join(bad)})"
+                f"webhook host {host!r} resolves to a non-public address ({', '.join(bad)}); "
+                f"to deliver to a receiver of your own there, add {host!r} to "
+                f"{ALLOWED_HOSTS_SETTING} (comma-separated hosts; they may also use http) and "
+                "restart the service"
             )
     return Target(parts.scheme, host, port, str(addresses[0]), allowed)

@@ -90,10 +90,16 @@ async def _principal(request: Request) -> Principal:
     scheme, _, token = header.partition(" ")
     token = token.strip()
     if scheme.lower() != "bearer" or not token:
-        raise Unauthorized("missing bearer token: send Authorization: Bearer <api key>")
+        raise Unauthorized(
+            "missing bearer token: send Authorization: Bearer <api key> (an admin of the site "
+            "makes keys with `ctdna keys create --site SITE --scopes ingest,read`)"
+        )
     principal = _cached_principal(token) or await run_in_threadpool(lookup_principal, token)
     if principal is None:
-        raise Unauthorized("unknown or revoked API key")
+        raise Unauthorized(
+            "unknown or revoked API key: check it, or ask an admin of your site for a new one "
+            "(`ctdna keys create --site SITE --scopes ingest,read`)"
+        )
     request.state.principal = principal
     return principal
 
@@ -101,7 +107,10 @@ async def _principal(request: Request) -> Principal:
 def require(scope: str) -> object:
     async def dependency(principal: Annotated[Principal, Depends(_principal)]) -> Principal:
         if not principal.has(scope):
-            raise Forbidden(f"this key lacks the '{scope}' scope")
+            raise Forbidden(
+                f"this key lacks the '{scope}' scope: use a key made with --scopes {scope} "
+                f"(`ctdna keys create --site {principal.site} --scopes {scope}`)"
+            )
         return principal
 
     return Depends(dependency)

@@ -21,7 +21,10 @@ from services.sites import service as sites
 def get_patient_or_raise(session: Session, site: str, patient_id: str) -> Patient:
     patient = repository.get(session, site, patient_id)
     if patient is None:
-        raise NotFound(f"patient {patient_id!r} not found")
+        raise NotFound(
+            f"patient {patient_id!r} not found at this site (GET /v1/patients lists the "
+            "site's patients; POST /v1/patients creates one)"
+        )
     return patient
 
 

@@ -203,6 +203,8 @@ def test_internal_addresses_are_refused_at_create(env: Env, url: str) -> None:
         )
     assert response.status_code == 422, response.text
     assert response.headers["content-type"].startswith("application/problem+json")
+    # the refusal says how to go on: the setting that exempts a receiver of one's own
+    assert "CTDNA_WEBHOOK_ALLOWED_HOSTS" in response.json()["detail"], response.text
 
 
 def test_endpoints_are_site_scoped(env: Env, pg_url: str, tmp_path: Path) -> None:
