@@ -16,12 +16,23 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from services.cli_output import Column, FormatOption, emit, resolve
 from services.clientcli import register as register_client_commands
 from services.config import get_settings
+
+KEY_COLUMNS = (
+    Column("key_id", "key"),
+    Column("site", "site"),
+    Column("scopes", "scopes"),
+    Column("prefix", "prefix"),
+    Column("state", "state"),
+    Column("created_at", "created (UTC)", "date"),
+)
 
 app = typer.Typer(help="ctDNA monitoring service", no_args_is_help=True)
 keys_app = typer.Typer(help="API keys (only their hash is stored)", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
+out = Console()
 err = Console(stderr=True)
 
 
@@ -268,15 +279,25 @@ def keys_create(
 
 
 @keys_app.command("list")
-def keys_list(site: Annotated[str | None, typer.Option()] = None) -> None:
-    """List keys (ids, sites, scopes; never secrets)."""
+def keys_list(site: Annotated[str | None, typer.Option()] = None, fmt: FormatOption = None) -> None:
+    """List keys (ids, sites, scopes, state; never secrets)."""
     from services.auth.service import list_keys
     from services.db import unit_of_work
 
+    chosen = resolve(fmt, out)
     with unit_of_work() as session:
-        for key in list_keys(session, site):
-            state = "revoked" if key.revoked_at else "active"
-            print(f"{key.id}\t{key.site}\t{key.scopes}\t{key.prefix}…\t{state}")
+        rows = [
+            {
+                "key_id": key.id,
+                "site": key.site,
+                "scopes": key.scopes,
+                "prefix": f"{key.prefix}…",
+                "state": "revoked" if key.revoked_at else "active",
+                "created_at": key.created_at.strftime("%Y-%m-%d %H:%M"),
+            }
+            for key in list_keys(session, site)
+        ]
+    emit(out, chosen, KEY_COLUMNS, rows, title=f"{len(rows)} key{'' if len(rows) == 1 else 's'}")
 
 
 @keys_app.command("revoke")
@@ -353,17 +374,30 @@ def demo(
 
 @app.command()
 def simulate(
-    out: Annotated[Path, typer.Argument(help="Folder for the VCFs and manifest.csv")],
+    out: Annotated[Path, typer.Argument(help="Folder for the VCFs, manifest.csv and events.csv")],
     patients: Annotated[int, typer.Option()] = 20,
     draws: Annotated[int, typer.Option()] = 6,
     seed: Annotated[int, typer.Option()] = 1,
+    prefix: Annotated[
+        str,
+        typer.Option(
+            help="Put before every patient and sample id (the demo cohort of `make run` "
+            "already uses the bare SIM-/MET- ids)"
+        ),
+    ] = "",
 ) -> None:
-    """Write a simulated cohort with known truth (tissue + plasma VCFs, manifest.csv)."""
+    """Write a simulated cohort with known truth: tissue and plasma VCFs, manifest.csv, the
+    clinical events (surgery, therapy lines, relapse) in events.csv, and truth.json;
+    `ctdna submit OUT` posts it all."""
     from services.demo import write_demo, write_manifest
 
-    cohort = write_demo(out, patients_n=patients, draws=draws, seed=seed)
+    cohort = write_demo(out, patients_n=patients, draws=draws, seed=seed, prefix=prefix)
     manifest = write_manifest(out, cohort)
-    err.print(f"{sum(len(p.samples) for p in cohort)} VCFs for {len(cohort)} patients in {out}")
+    events = sum(len(p.events) for p in cohort)
+    err.print(
+        f"{sum(len(p.samples) for p in cohort)} VCFs and {events} clinical events for "
+        f"{len(cohort)} patients in {out}"
+    )
     print(manifest)
 
 

@@ -1,6 +1,8 @@
 """The `ctdna` commands that talk to a running API over HTTP: `patients`, `patient P`,
-`submit` (one file, or a folder of VCFs with a manifest), `export ...`, the corrections
-(`sample correct|move|retract`, `event correct|delete`) and `site show|set`.
+`submit` (one file, or a folder of VCFs with a manifest and its clinical events), `export
+...`, the clinical events (`event add|correct|delete`), the corrections (`sample
+correct|move|retract`) and `site show|set`. Their tables come in three formats
+(services/cli_output.py).
 
 They need only a URL and a key (`--url`/`CTDNA_URL`, `--api-key`/`CTDNA_API_KEY`), never the
 database, so they work from a lab workstation. Failures the user can act on (a wrong key, an
@@ -12,7 +14,10 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+import json
 import math
+import re
+import sys
 import time
 import zipfile
 from collections.abc import Iterator, Sequence
@@ -20,13 +25,26 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
+from urllib.parse import quote
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 from rich.text import Text
+
+from services.cli_output import (
+    Column,
+    Format,
+    FormatOption,
+    badge,
+    emit,
+    json_value,
+    resolve,
+    table,
+)
+from services.reports.labels import DRUG_CLASS_LABELS, drug_class_label, event_label, reason_text
+from services.reports.numbers import fraction_or_lod, percent_range
 
 if TYPE_CHECKING:
     import httpx
@@ -39,12 +57,6 @@ err = Console(stderr=True)
 DEFAULT_URL = "http://127.0.0.1:8000"
 SPARKS = "▁▂▃▄▅▆▇█"
 SAMPLE_TYPES = ("plasma", "tissue", "normal")
-BADGES = {
-    "POSITIVE": ("POSITIVE", "bold white on red"),
-    "NEGATIVE": ("NEGATIVE", "bold white on green"),
-    "INDETERMINATE": ("INDETERMINATE", "bold black on yellow"),
-    "NOT_APPLICABLE": ("n/a", "dim"),
-}
 
 Url = Annotated[
     str,
@@ -74,7 +86,10 @@ class Api:
         import httpx  # here: every other `ctdna` command would pay for its import
 
         if not key:
-            raise ClientError("no API key: pass --api-key or set CTDNA_API_KEY")
+            raise ClientError(
+                "no API key: pass --api-key or set CTDNA_API_KEY (`make run` prints one; an "
+                "admin makes one with `ctdna keys create --site SITE --scopes ingest,read`)"
+            )
         self.url = url.rstrip("/")
         self.client = httpx.Client(
             base_url=self.url, headers={"Authorization": f"Bearer {key}"}, timeout=timeout
@@ -144,11 +159,6 @@ def _session(url: str, key: str | None) -> Iterator[Api]:
 # --- ctdna patients / patient ------------------------------------------------------------------
 
 
-def badge(status: str | None) -> Text:
-    label, style = BADGES.get(status or "NOT_APPLICABLE", (status or "n/a", ""))
-    return Text(f" {label} ", style=style)
-
-
 def sparkline(values: Sequence[float | None]) -> str:
     """One character per value on a log scale between the smallest and largest positive value
     (tumour fractions span orders of magnitude); 0 is the lowest bar, a missing value "·"."""
@@ -168,93 +178,194 @@ def sparkline(values: Sequence[float | None]) -> str:
     return "".join(chars)
 
 
-def _fraction(value: Any) -> str:
-    if value in (None, ""):
-        return ""
-    number = float(value)
-    return "0" if number == 0 else f"{number:.2e}" if number < 0.001 else f"{number:.4f}"
+def _number(value: Any) -> float | None:
+    return None if value in (None, "") else float(value)
+
+
+PATIENT_COLUMNS = (
+    Column("patient_id", "patient"),
+    Column("samples", "samples", "number"),
+    Column("last_draw", "last draw", "date"),
+    Column("mrd_status", "ctDNA (MRD)", "badge"),
+    Column("molecular_relapse_date", "molecular relapse", "date", table=False),
+    Column("lead_time_days", "lead time (days)", "number", table=False),
+    Column("latest_tumor_fraction", "tumour fraction", "fraction", table=False),
+    Column("tumour_fraction", "tumour fraction", "number", machine=False),
+    Column("resistance_events", "resistance", "text", table=False),
+    Column("resistance_text", "resistance", "text", machine=False),
+    Column("current_therapy", "current therapy", "text"),
+)
+DRUG_CLASS_IN_TEXT = re.compile(r"\(([a-z0-9_]+)\)")
 
 
 def patients(
     search: Annotated[
         str | None, typer.Option(help="Only patients whose id contains this text")
     ] = None,
+    fmt: FormatOption = None,
     url: Url = DEFAULT_URL,
     api_key: ApiKey = None,
 ) -> None:
-    """Table of the site's patients: ctDNA status, resistance, last draw, current therapy."""
+    """The site's patients: ctDNA status, resistance, last draw, current therapy."""
+    chosen = resolve(fmt, out)
     with _session(url, api_key) as api:
         text = api.request("GET", "/v1/exports/patients.csv").text
-    rows = list(csv.DictReader(io.StringIO(text)))
+    rows: list[dict[str, Any]] = list(csv.DictReader(io.StringIO(text)))
     if search:
         rows = [r for r in rows if search.lower() in r["patient_id"].lower()]
-    title = f"{len(rows)} patient{'' if len(rows) == 1 else 's'}"
-    table = Table(title=title, header_style="bold")
-    table.add_column("patient", no_wrap=True)
-    table.add_column("samples", justify="right")
-    table.add_column("last draw", no_wrap=True)
-    table.add_column("ctDNA (MRD)", no_wrap=True)
-    table.add_column("tumour fraction", justify="right")
-    table.add_column("resistance")
-    table.add_column("current therapy")
     for row in rows:
-        resistance = (
-            Text(f"⚠ {row['resistance_events']}", style="bold red")
-            if row["resistance"]
-            else Text("")
+        row["samples"] = int(row["samples"])
+        row["latest_tumor_fraction"] = _number(row["latest_tumor_fraction"])
+        row["lead_time_days"] = int(row["lead_time_days"]) if row["lead_time_days"] else None
+        for key in ("last_draw", "molecular_relapse_date"):
+            row[key] = row[key] or None
+        # as in the web view: a negative patient's latest draw is "< LoD95", never a number
+        negative = row["mrd_status"] == "NEGATIVE"
+        row["tumour_fraction"] = fraction_or_lod(
+            row["latest_tumor_fraction"], detected=False if negative else None
         )
-        table.add_row(
-            row["patient_id"],
-            row["samples"],
-            row["last_draw"],
-            badge(row["mrd_status"]),
-            _fraction(row["latest_tumor_fraction"]),
-            resistance,
-            row["current_therapy"],
+        row["resistance_text"] = DRUG_CLASS_IN_TEXT.sub(
+            lambda m: f"(on {drug_class_label(m.group(1))})", row["resistance_events"]
         )
-    out.print(table)
+    title = f"{len(rows)} patient{'' if len(rows) == 1 else 's'}"
+    emit(out, chosen, PATIENT_COLUMNS, rows, title=title)
+
+
+SAMPLE_COLUMNS = (
+    Column("sample_id", "sample"),
+    Column("collection_date", "date", "date"),
+    Column("sample_type", "type"),
+    Column("status", "status"),
+    Column("call", "ctDNA call", table=False),
+    Column("call_cell", "ctDNA call", machine=False),
+    Column("amended_from", "issued as", table=False),
+    Column("reason", "reason", "text"),
+    Column("tumour_fraction", "tumour fraction (95% CI)", "number", machine=False),
+    Column("tumor_fraction", "tumour fraction", "fraction", table=False),
+    Column("ci_low", "95% CI low", "fraction", table=False),
+    Column("ci_high", "95% CI high", "fraction", table=False),
+    Column("detected", "detected", table=False),
+    Column("lod95", "LoD95", "fraction"),
+    Column("loci", "loci with reads", "number"),
+    Column("informative_reads", "informative reads", "number"),
+)
+RESISTANCE_COLUMNS = (
+    Column("gene", "gene"),
+    Column("protein_change", "change"),
+    Column("status", "status"),
+    Column("first_detected_date", "first detected", "date"),
+    Column("drug_class", "on drug class", table=False),
+    Column("drug_class_text", "on", "text", machine=False),
+    Column("implication", "implication", "text"),
+)
+SUMMARY_COLUMNS = (
+    Column("patient_id", "patient"),
+    Column("mrd_status", "ctDNA (MRD)", "badge"),
+    Column("reason", "reason", "text"),
+    Column("molecular_relapse_date", "molecular relapse", "date"),
+    Column("lead_time_days", "lead time (days)", "number"),
+    Column("current_therapy", "current therapy", "text"),
+    Column("plasma_draws", "plasma draws", "number"),
+    Column("not_counted", "not counted", "text"),
+    Column("events", "events", "text"),
+)
+AMENDMENT_COLUMNS = (
+    Column("amended_at", "when (UTC)", "date"),
+    Column("field", "result"),
+    Column("sample_id", "sample"),
+    Column("previous", "issued as"),
+    Column("current", "now"),
+    Column("reason", "reason", "text"),
+)
 
 
 def patient(
     patient_id: Annotated[str, typer.Argument(help="patient_id")],
+    fmt: FormatOption = None,
     url: Url = DEFAULT_URL,
     api_key: ApiKey = None,
 ) -> None:
-    """One patient: samples with their ctDNA calls, a tumour-fraction sparkline, resistance."""
+    """One patient: samples with their ctDNA calls, a tumour-fraction sparkline, resistance,
+    the amendments of issued results.
+
+    TSV prints four tables, each after a `# name` line: the patient, its samples, its
+    resistance events, its amendments; JSON one object with the four."""
+    chosen = resolve(fmt, out)
+    path = f"/v1/patients/{quote(patient_id, safe='')}"
     with _session(url, api_key) as api:
-        detail = api.json(f"/v1/patients/{patient_id}")
-        mrd = api.json(f"/v1/patients/{patient_id}/mrd")
-        trends = api.json(f"/v1/patients/{patient_id}/trends")
-        resistance = api.json(f"/v1/patients/{patient_id}/resistance")
-        amendments = api.json(f"/v1/patients/{patient_id}/amendments")["items"]
+        detail = api.json(path)
+        mrd = api.json(f"{path}/mrd")
+        trends = api.json(f"{path}/trends")
+        resistance = api.json(f"{path}/resistance")
+        amendments = api.json(f"{path}/amendments")["items"]
     calls = {c["sample_id"]: c for c in mrd.get("calls", [])}
     fractions = {s["sample_id"]: s for s in trends.get("samples", [])}
-
-    header = Text.assemble(
-        (f"{detail['patient_id']}  ", "bold"), "ctDNA MRD ", badge(mrd.get("status"))
-    )
-    if mrd.get("molecular_relapse_date"):
-        header.append(f"  molecular relapse {mrd['molecular_relapse_date']}", style="red")
-        if mrd.get("lead_time_days") is not None:
-            header.append(f" (lead time {mrd['lead_time_days']} days)")
-    out.print(header)
     therapy = [
-        line.get("drug") or line.get("drug_class") for line in resistance.get("current_therapy", [])
+        line.get("drug") or drug_class_label(line.get("drug_class"))
+        for line in resistance.get("current_therapy", [])
     ]
-    events = ", ".join(
-        f"#{e['id']} {e['type']} {e['date']}" + (f" {e['drug']}" if e.get("drug") else "")
-        for e in detail.get("events", [])
-    )
-    out.print(f"therapy: {', '.join(therapy) or 'none'}; events: {events or 'none'}")
-
     by_status = detail.get("samples_by_status") or {}
     plasma = [
         s for s in detail["samples"] if s["sample_type"] == "plasma" and s["status"] == "processed"
     ]
     aside = [f"{by_status[k]} {k}" for k in ("failed", "retracted", "pending") if by_status.get(k)]
+    summary = {
+        "patient_id": detail["patient_id"],
+        "mrd_status": mrd.get("status") or "NOT_APPLICABLE",
+        "reason": reason_text(mrd.get("reason")),
+        "molecular_relapse_date": mrd.get("molecular_relapse_date"),
+        "lead_time_days": mrd.get("lead_time_days"),
+        "current_therapy": ", ".join(therapy),
+        "plasma_draws": len(plasma),
+        "not_counted": ", ".join(aside),
+        "events": "; ".join(
+            f"#{e['id']} {event_label(e['type'])} {e['date']}"
+            + (f" {e['drug']}" if e.get("drug") else "")
+            for e in detail.get("events", [])
+        ),
+    }
+    samples = [_sample_row(s, calls.get(s["sample_id"]), fractions) for s in detail["samples"]]
+    events = [
+        {**event, "drug_class_text": drug_class_label(event.get("drug_class"))}
+        for event in resistance.get("events", [])
+    ]
+    changes = [_amendment_row(item) for item in reversed(amendments)]  # newest first
+    tables = (
+        ("patient", SUMMARY_COLUMNS, [summary]),
+        ("samples", SAMPLE_COLUMNS, samples),
+        ("resistance", RESISTANCE_COLUMNS, events),
+        ("amendments", AMENDMENT_COLUMNS, changes),
+    )
+    if chosen == "json":
+        payload = {
+            name: [{c.key: json_value(r.get(c.key)) for c in columns if c.machine} for r in rows]
+            for name, columns, rows in tables
+        }
+        payload["patient"] = payload["patient"][0]  # type: ignore[assignment]
+        sys.stdout.write(json.dumps(payload, indent=2, default=str, ensure_ascii=False) + "\n")
+        return
+    if chosen == "tsv":
+        for name, columns, rows in tables:
+            sys.stdout.write(f"# {name}\n")
+            emit(out, "tsv", columns, rows)
+        return
+
+    header = Text.assemble(
+        (f"{detail['patient_id']}  ", "bold"), "ctDNA MRD ", badge(summary["mrd_status"])
+    )
+    if summary["reason"]:
+        header.append(f"  {summary['reason']}")
+    if mrd.get("molecular_relapse_date"):
+        header.append(f"  molecular relapse {mrd['molecular_relapse_date']}", style="red")
+        if mrd.get("lead_time_days") is not None:
+            header.append(f" ({mrd['lead_time_days']} days before clinical relapse)")
+    out.print(header)
+    out.print(
+        f"therapy: {summary['current_therapy'] or 'none'}; events: {summary['events'] or 'none'}"
+    )
     out.print(
         f"{len(plasma)} plasma draw{'' if len(plasma) == 1 else 's'}"
-        + (f" ({', '.join(aside)} not counted)" if aside else "")
+        + (f" ({summary['not_counted']} not counted)" if aside else "")
     )
     series = [_tumour_fraction(s["sample_id"], calls, fractions) for s in plasma]
     if plasma:
@@ -265,61 +376,17 @@ def patient(
                 f"  {plasma[0]['collection_date']} → {plasma[-1]['collection_date']}",
             )
         )
-
-    table = Table(header_style="bold")
-    for name, justify in (
-        ("sample", "left"),
-        ("date", "left"),
-        ("type", "left"),
-        ("status", "left"),
-        ("call", "left"),
-        ("tumour fraction (95% CI)", "right"),
-        ("LoD95", "right"),
-        ("loci", "right"),
-        ("informative reads", "right"),
-    ):
-        table.add_column(name, justify=justify, no_wrap=name in ("sample", "date"))  # type: ignore[arg-type]
-    for sample in detail["samples"]:
-        call = calls.get(sample["sample_id"])
-        point = fractions.get(sample["sample_id"]) or {}
-        source = call or point
-        ci = (
-            (call.get("ci_low"), call.get("ci_high"))
-            if call
-            else tuple(point.get("tumor_fraction_ci") or (None, None))
+    table(out, SAMPLE_COLUMNS, samples)
+    if events:
+        table(out, RESISTANCE_COLUMNS, events, title="emerging resistance", header_style="bold red")
+    if changes:
+        table(
+            out,
+            AMENDMENT_COLUMNS,
+            changes,
+            title="amendments of issued results",
+            header_style="bold yellow",
         )
-        estimate = _fraction(source.get("tumor_fraction"))
-        if estimate and ci[0] is not None:
-            estimate += f" ({_fraction(ci[0])}–{_fraction(ci[1])})"
-        table.add_row(
-            sample["sample_id"],
-            sample["collection_date"],
-            sample["sample_type"],
-            sample["status"],
-            _call_cell(call) if call else Text(_detected(point)),
-            estimate,
-            _fraction(source.get("lod95")),
-            f"{call['loci_detected']}/{call['loci_tracked']}" if call else "",
-            str(source.get("informative_reads") or ""),
-        )
-    out.print(table)
-
-    if resistance.get("events"):
-        events_table = Table(title="emerging resistance", header_style="bold red")
-        for name in ("gene", "change", "status", "first detected", "drug class", "implication"):
-            events_table.add_column(name)
-        for event in resistance["events"]:
-            events_table.add_row(
-                event.get("gene") or "",
-                event.get("protein_change") or "",
-                str(event.get("status") or ""),
-                str(event.get("first_detected_date") or ""),
-                event.get("drug_class") or "",
-                event.get("implication") or "",
-            )
-        out.print(events_table)
-    if amendments:
-        _amendments(amendments)
 
 
 def _call_cell(call: dict[str, Any]) -> Text:
@@ -331,21 +398,15 @@ def _call_cell(call: dict[str, Any]) -> Text:
     return cell
 
 
-def _amendments(amendments: Sequence[dict[str, Any]]) -> None:
-    """The record of the patient's amended results, newest first."""
-    table = Table(title="amendments of issued results", header_style="bold yellow")
-    for name in ("when", "result", "sample", "issued as", "now", "reason"):
-        table.add_column(name)
-    for item in reversed(amendments):
-        table.add_row(
-            str(item["amended_at"])[:16].replace("T", " "),
-            item["field"],
-            item.get("sample_id") or "",
-            _amended_value(item["previous"]),
-            _amended_value(item["current"]),
-            item["reason"],
-        )
-    out.print(table)
+def _amendment_row(item: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "amended_at": str(item["amended_at"])[:16].replace("T", " "),
+        "field": item["field"],
+        "sample_id": item.get("sample_id"),
+        "previous": _amended_value(item["previous"]),
+        "current": _amended_value(item["current"]),
+        "reason": item["reason"],
+    }
 
 
 def _amended_value(value: Any) -> str:
@@ -354,6 +415,45 @@ def _amended_value(value: Any) -> str:
     if isinstance(value, dict):
         return str(value.get("call") or value.get("status") or "")
     return str(value)
+
+
+def _sample_row(
+    sample: dict[str, Any], call: dict[str, Any] | None, fractions: dict[str, Any]
+) -> dict[str, Any]:
+    """A sample with its MRD call (post-surgery plasma) or, without one, its tumour-fraction
+    estimate: the numbers raw for TSV/JSON, written as in the web view for the table."""
+    point = fractions.get(sample["sample_id"]) or {}
+    source = call or point
+    if call:
+        low, high = call.get("ci_low"), call.get("ci_high")
+        detected: bool | None = call["call"] == "POSITIVE"
+    else:
+        low, high = tuple(point.get("tumor_fraction_ci") or (None, None))
+        detected = point.get("detected")
+    value = source.get("tumor_fraction")
+    shown = fraction_or_lod(value, detected=detected, lod95=source.get("lod95"))
+    if detected and (low is not None or high is not None):
+        shown += f" ({percent_range(low, high)})"
+    return {
+        "sample_id": sample["sample_id"],
+        "collection_date": sample["collection_date"],
+        "sample_type": sample["sample_type"],
+        "status": sample["status"],
+        "call": call["call"] if call else None,
+        "call_cell": _call_cell(call) if call else Text(""),
+        "amended_from": ((call.get("amendments") or [{}])[0].get("previous") or {}).get("call")
+        if call
+        else None,
+        "reason": reason_text(call.get("reason")) if call else _detected(point),
+        "tumour_fraction": shown if source else "",
+        "tumor_fraction": value,
+        "ci_low": low,
+        "ci_high": high,
+        "detected": detected,
+        "lod95": source.get("lod95"),
+        "loci": f"{call['loci_detected']}/{call['loci_tracked']}" if call else None,
+        "informative_reads": source.get("informative_reads"),
+    }
 
 
 def _tumour_fraction(
@@ -367,7 +467,7 @@ def _tumour_fraction(
 def _detected(point: dict[str, Any]) -> str:
     if point.get("detected") is None:
         return ""
-    return "detected" if point["detected"] else "not detected"
+    return "ctDNA detected" if point["detected"] else "ctDNA not detected"
 
 
 # --- ctdna submit -------------------------------------------------------------------------------
@@ -516,7 +616,9 @@ def submit(
         str | None, typer.Option("--patient", help="patient_id (single file)")
     ] = None,
     sample_id: Annotated[str | None, typer.Option(help="Default: the file name")] = None,
-    collection_date: Annotated[str | None, typer.Option(help="YYYY-MM-DD (default today)")] = None,
+    collection_date: Annotated[
+        str | None, typer.Option(help="YYYY-MM-DD, the day of the draw (single file: required)")
+    ] = None,
     sample_type: Annotated[str, typer.Option(help="plasma | tissue | normal")] = "plasma",
     genome_build: Annotated[str | None, typer.Option()] = None,
     tumor_sample: Annotated[str | None, typer.Option()] = None,
@@ -534,6 +636,13 @@ def submit(
         Path | None,
         typer.Option(help="CSV/TSV manifest (folder mode; default FOLDER/manifest.csv|tsv)"),
     ] = None,
+    events: Annotated[
+        Path | None,
+        typer.Option(
+            help="CSV/TSV of clinical events posted before the samples (folder mode; default "
+            "FOLDER/events.csv|tsv when there is one)"
+        ),
+    ] = None,
     create_patient: Annotated[
         bool | None,
         typer.Option(
@@ -542,6 +651,7 @@ def submit(
             "normally off: an unknown patient id is refused, so a typo creates nothing)",
         ),
     ] = None,
+    fmt: FormatOption = None,
     url: Url = DEFAULT_URL,
     api_key: ApiKey = None,
     wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Poll until the jobs end")] = True,
@@ -549,19 +659,26 @@ def submit(
 ) -> None:
     """Upload variant files and (by default) wait for their ingest jobs.
 
-    One file: `ctdna submit FILE --patient P [--sample-id ...]`. A folder: `ctdna submit
-    FOLDER [--manifest M]`, the manifest a CSV or TSV with the columns file, patient_id,
-    sample_id, collection_date (or collected_at) and optionally sample_type, genome_build,
-    tumor_sample, normal_sample, plasma_ml, cfdna_ng_per_ml, alignment and alignment_index (a
-    BAM/CRAM and its index, sent with the VCF); every row is checked before anything is
-    sent, and a bad row is named by its line. A patient the site does not have is refused
-    (404) unless `--create-patient` is given (or the site creates patients on upload)."""
+    One file: `ctdna submit FILE --patient P --collection-date YYYY-MM-DD [--sample-id ...]`.
+    A folder: `ctdna submit FOLDER [--manifest M] [--events E]`, the manifest a CSV or TSV
+    with the columns file, patient_id, sample_id, collection_date (or collected_at) and
+    optionally sample_type, genome_build, tumor_sample, normal_sample, plasma_ml,
+    cfdna_ng_per_ml, alignment and alignment_index (a BAM/CRAM and its index, sent with the
+    VCF); the events file has the columns patient_id, type, date and optionally drug,
+    drug_class, note (and specimen, site, er, pr, her2_ihc, her2_ish for receptor_status).
+    Every row of both is checked before anything is sent, and a bad row is named by its
+    line. Events already recorded for the patient are not posted again. A patient the site
+    does not have is refused (404) unless `--create-patient` is given (or the site creates
+    patients on upload)."""
+    chosen = resolve(fmt, out)
     creation = {} if create_patient is None else {"create_patient": str(create_patient).lower()}
     if path.is_dir():
         try:
             uploads = read_manifest(manifest or _find_manifest(path), path)
             for upload in uploads:
                 upload.form.update(creation)
+            event_file = events or _find_events(path)
+            clinical = read_events(event_file) if event_file else []
         except ClientError as exc:
             err.print(
                 f"[red]manifest rejected, nothing was sent:[/red]\n{escape(str(exc))}",
@@ -570,19 +687,30 @@ def submit(
             )
             raise typer.Exit(2) from None
         with _session(url, api_key) as api:
-            _submit_many(api, uploads, wait=wait, timeout=timeout)
+            _post_events(api, clinical, create_patient=create_patient)
+            _submit_many(api, uploads, wait=wait, timeout=timeout, fmt=chosen)
         failed = [u for u in uploads if u.outcome == "failed" or u.job_status == "failed"]
-        raise typer.Exit(1 if failed else 0)
+        failed_events = [e for e in clinical if e.outcome == "failed"]
+        raise typer.Exit(1 if failed or failed_events else 0)
+    problems = []
     if not patient:
-        err.print("[red]error:[/red] --patient is required when submitting one file")
-        raise typer.Exit(2)
+        problems.append("--patient is required when submitting one file")
+    if not collection_date:
+        problems.append("--collection-date YYYY-MM-DD (the day of the draw) is required")
+    elif not _is_date(collection_date):
+        problems.append(f"--collection-date {collection_date!r} is not YYYY-MM-DD")
     if (alignment is None) != (alignment_index is None):
-        err.print("[red]error:[/red] --alignment and --alignment-index go together")
+        problems.append("--alignment and --alignment-index go together")
+    if problems:
+        err.print(
+            f"[red]error:[/red] {escape('; '.join(problems))}", highlight=False, soft_wrap=True
+        )
         raise typer.Exit(2)
+    assert patient is not None and collection_date is not None
     form = {
         "patient_id": patient,
         "sample_id": sample_id or path.name.split(".")[0],
-        "collection_date": collection_date or dt.date.today().isoformat(),
+        "collection_date": collection_date,
         "sample_type": sample_type,
     }
     optional = {
@@ -616,11 +744,256 @@ def submit(
     raise typer.Exit(0 if upload.job_status == "succeeded" else 1)
 
 
+def _is_date(text: str) -> bool:
+    try:
+        dt.date.fromisoformat(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _find_manifest(folder: Path) -> Path:
     for name in MANIFEST_NAMES:
         if (folder / name).is_file():
             return folder / name
     raise ManifestError(f"no manifest in {folder} (looked for {', '.join(MANIFEST_NAMES)})")
+
+
+def _find_events(folder: Path) -> Path | None:
+    return next((folder / n for n in EVENT_FILE_NAMES if (folder / n).is_file()), None)
+
+
+# --- clinical events: ctdna event, and the events file of a folder ------------------------------
+
+EVENT_FILE_NAMES = ("events.csv", "events.tsv")
+EVENT_TYPES = (
+    "surgery",
+    "therapy_start",
+    "therapy_stop",
+    "clinical_relapse",
+    "progression",
+    "receptor_status",
+)
+THERAPY_EVENTS = ("therapy_start", "therapy_stop")
+# The fields of an event besides its type and date, in the order the API names them.
+EVENT_FIELDS = (
+    "drug",
+    "drug_class",
+    "note",
+    "specimen",
+    "site",
+    "er",
+    "pr",
+    "her2_ihc",
+    "her2_ish",
+)
+EVENT_ALIASES = {
+    "patient_id": ("patient_id", "patient"),
+    "type": ("type", "event", "event_type"),
+    "date": ("date", "event_date"),
+    **{name: (name,) for name in EVENT_FIELDS},
+}
+
+
+@dataclass
+class ClinicalEvent:
+    """One event to post: its patient, the JSON body, and where it was read."""
+
+    patient_id: str
+    body: dict[str, str]
+    where: str
+    outcome: str = "pending"  # posted | present | failed
+    reason: str = ""
+
+
+def check_event(body: dict[str, str]) -> list[str]:
+    """What is wrong with an event body, before the API is asked (it checks again)."""
+    problems = []
+    kind = body.get("type", "")
+    if kind not in EVENT_TYPES:
+        problems.append(f"type {kind!r} is not one of {', '.join(EVENT_TYPES)}")
+    if not body.get("date"):
+        problems.append("date is empty")
+    elif not _is_date(body["date"]):
+        problems.append(f"date {body['date']!r} is not YYYY-MM-DD")
+    if body.get("drug_class") and body["drug_class"] not in DRUG_CLASS_LABELS:
+        problems.append(
+            f"drug_class {body['drug_class']!r} is not one of {', '.join(DRUG_CLASS_LABELS)}"
+        )
+    if kind in THERAPY_EVENTS and not (body.get("drug") or body.get("drug_class")):
+        problems.append(f"{kind} needs a drug or a drug_class")
+    if kind not in THERAPY_EVENTS and (body.get("drug") or body.get("drug_class")):
+        problems.append(f"an event of type {kind!r} takes no drug or drug_class")
+    return problems
+
+
+def read_events(path: Path) -> list[ClinicalEvent]:
+    """The events of a CSV/TSV file, every row checked before anything is sent."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ManifestError(f"{path}: cannot read it ({exc})") from exc
+    delimiter = "\t" if path.suffix == ".tsv" or "\t" in text.split("\n", 1)[0] else ","
+    reader = csv.DictReader(io.StringIO(text), delimiter=delimiter)
+    columns = {(c or "").strip().lower(): c for c in reader.fieldnames or ()}
+    resolved = {
+        name: next(columns[a] for a in aliases if a in columns)
+        for name, aliases in EVENT_ALIASES.items()
+        if any(a in columns for a in aliases)
+    }
+    missing = [name for name in ("patient_id", "type", "date") if name not in resolved]
+    if missing:
+        raise ManifestError(
+            f"{path.name}: the header lacks {', '.join(missing)} "
+            f"(columns: {', '.join(reader.fieldnames or ()) or 'none'})"
+        )
+    found: list[ClinicalEvent] = []
+    problems: list[str] = []
+    for row in reader:
+        values = {k: (row.get(col) or "").strip() for k, col in resolved.items()}
+        if not any(values.values()):
+            continue
+        where = f"{path.name} line {reader.line_num}"
+        patient_id = values.pop("patient_id")
+        body = {k: v for k, v in values.items() if v}
+        body["type"] = body.get("type", "").lower()
+        row_problems = check_event(body) + ([] if patient_id else ["patient_id is empty"])
+        if row_problems:
+            problems.append(f"{where}: {'; '.join(row_problems)}")
+            continue
+        found.append(ClinicalEvent(patient_id, body, where))
+    if problems:
+        raise ManifestError("\n".join(problems))
+    return found
+
+
+def _same_event(body: dict[str, str], recorded: dict[str, Any]) -> bool:
+    """Whether an event of the file is one the patient already has (the API stores drug
+    names in lower case and fills in the class a known drug implies)."""
+    return (
+        recorded["type"] == body["type"]
+        and recorded["date"] == body["date"]
+        and (recorded.get("drug") or "") == body.get("drug", "").lower()
+        and (not body.get("drug_class") or recorded.get("drug_class") == body["drug_class"])
+    )
+
+
+def _post_events(api: Api, events: Sequence[ClinicalEvent], *, create_patient: bool | None) -> None:
+    """Post each patient's events, skipping those it already has, so that a folder submitted
+    twice records each event once. A patient the site does not have is created as an upload
+    would create it: with `--create-patient`, or when the site creates patients on upload."""
+    by_patient: dict[str, list[ClinicalEvent]] = {}
+    for event in events:
+        by_patient.setdefault(event.patient_id, []).append(event)
+    for patient_id, items in by_patient.items():
+        path = f"/v1/patients/{quote(patient_id, safe='')}"
+        try:
+            recorded = api.json(path)["events"]
+        except ClientError as exc:
+            if exc.status != 404:
+                raise
+            if create_patient is None:
+                create_patient = bool(api.json("/v1/site-settings")["create_patients_on_upload"])
+            if not create_patient:
+                for event in items:
+                    event.outcome = "failed"
+                    event.reason = f"no patient {patient_id!r} at this site (--create-patient)"
+                continue
+            api.request("POST", "/v1/patients", json={"patient_id": patient_id})
+            recorded = []
+        for event in items:
+            if any(_same_event(event.body, r) for r in recorded):
+                event.outcome = "present"
+                continue
+            try:
+                api.request("POST", f"{path}/events", json=event.body)
+            except ClientError as exc:
+                if exc.status is None or exc.status in (401, 403) or exc.status >= 500:
+                    raise
+                event.outcome, event.reason = "failed", str(exc)
+                continue
+            event.outcome = "posted"
+    if events:
+        counts = {k: sum(1 for e in events if e.outcome == k) for k in ("posted", "present")}
+        err.print(
+            f"events: {counts['posted']} posted, {counts['present']} already recorded",
+            highlight=False,
+        )
+    for event in events:
+        if event.outcome == "failed":
+            err.print(
+                f"[red]event failed:[/red] {escape(event.where)} ({escape(event.patient_id)}): "
+                f"{escape(event.reason)}",
+                highlight=False,
+                soft_wrap=True,
+            )
+
+
+def event_add(
+    patient_id: Annotated[str, typer.Argument(help="patient_id")],
+    kind: Annotated[
+        str,
+        typer.Option(
+            "--type",
+            help="surgery | therapy_start | therapy_stop | clinical_relapse | progression | "
+            "receptor_status",
+        ),
+    ],
+    date: Annotated[str, typer.Option(help="YYYY-MM-DD")],
+    drug: Annotated[str | None, typer.Option(help="Drug name (therapy events)")] = None,
+    drug_class: Annotated[
+        str | None, typer.Option(help="Drug class; implied by a known drug name")
+    ] = None,
+    note: Annotated[str | None, typer.Option()] = None,
+    specimen: Annotated[
+        str | None, typer.Option(help="receptor_status: primary | recurrence | metastasis")
+    ] = None,
+    site: Annotated[str | None, typer.Option(help="receptor_status: biopsy site")] = None,
+    er: Annotated[str | None, typer.Option(help="receptor_status: ER result")] = None,
+    pr: Annotated[str | None, typer.Option(help="receptor_status: PR result")] = None,
+    her2_ihc: Annotated[
+        str | None, typer.Option(help="receptor_status: 0 | ultralow | 1+ | 2+ | 3+")
+    ] = None,
+    her2_ish: Annotated[
+        str | None,
+        typer.Option(help="receptor_status: amplified | not_amplified | equivocal"),
+    ] = None,
+    url: Url = DEFAULT_URL,
+    api_key: ApiKey = None,
+) -> None:
+    """Record a clinical event of a patient (surgery, a therapy line starting or stopping, a
+    relapse, progression, receptor status); the patient's analyses are recomputed."""
+    given = {
+        "type": kind.lower(),
+        "date": date,
+        "drug": drug,
+        "drug_class": drug_class,
+        "note": note,
+        "specimen": specimen,
+        "site": site,
+        "er": er,
+        "pr": pr,
+        "her2_ihc": her2_ihc,
+        "her2_ish": her2_ish,
+    }
+    body = {k: v for k, v in given.items() if v}
+    problems = check_event(body)
+    if problems:
+        err.print(
+            f"[red]error:[/red] {escape('; '.join(problems))}", highlight=False, soft_wrap=True
+        )
+        raise typer.Exit(2)
+    with _session(url, api_key) as api:
+        recorded = api.request(
+            "POST", f"/v1/patients/{quote(patient_id, safe='')}/events", json=body
+        ).json()
+    described = event_label(recorded["type"]) + f" {recorded['date']}"
+    if recorded.get("drug") or recorded.get("drug_class"):
+        therapy = recorded.get("drug") or ""
+        described += f" {therapy} ({drug_class_label(recorded.get('drug_class'))})".replace(
+            "  ", " "
+        )
+    print(f"recorded {described} for {patient_id} (event {recorded['id']})", flush=True)
 
 
 def _post(api: Api, upload: Upload) -> None:
@@ -648,14 +1021,28 @@ def _post(api: Api, upload: Upload) -> None:
     upload.outcome = "accepted" if response.status_code == 202 else "duplicate"
 
 
-def _submit_many(api: Api, uploads: list[Upload], *, wait: bool, timeout: float) -> None:
+SUBMIT_COLUMNS = (
+    Column("file", "file"),
+    Column("patient_id", "patient"),
+    Column("sample_id", "sample"),
+    Column("outcome", "outcome"),
+    Column("job_id", "job"),
+    Column("job_status", "status"),
+    Column("reason", "reason", "text"),
+)
+OUTCOME_STYLES = {"accepted": "green", "duplicate": "cyan", "failed": "red"}
+
+
+def _submit_many(
+    api: Api, uploads: list[Upload], *, wait: bool, timeout: float, fmt: Format
+) -> None:
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
     )
-    with Progress(*columns, console=err) as progress:
+    with Progress(*columns, console=err, disable=not err.is_terminal) as progress:
         task = progress.add_task("uploading", total=len(uploads))
         for upload in uploads:
             progress.update(task, description=f"uploading {escape(upload.path.name)}")
@@ -666,27 +1053,28 @@ def _submit_many(api: Api, uploads: list[Upload], *, wait: bool, timeout: float)
         if wait and pending:
             jobs = progress.add_task("processing", total=len(pending))
             _wait(api, pending, timeout=timeout, on_done=lambda: progress.advance(jobs))
-    table = Table(title=f"{len(uploads)} files", header_style="bold")
-    for name in ("file", "patient", "sample", "outcome", "job", "status", "reason"):
-        table.add_column(name, no_wrap=name in ("sample", "outcome", "job"))
-    styles = {"accepted": "green", "duplicate": "cyan", "failed": "red"}
-    for upload in uploads:
-        status = upload.job_status or ""
-        table.add_row(
-            upload.path.name,
-            upload.form["patient_id"],
-            upload.form["sample_id"],
-            Text(upload.outcome, style=styles.get(upload.outcome, "")),
-            upload.job_id or "",
-            Text(status, style="red" if status == "failed" else ""),
-            upload.reason,
-        )
-    out.print(table)
-    counts = {k: sum(1 for u in uploads if u.outcome == k) for k in styles}
+    rows = [
+        {
+            "file": upload.path.name,
+            "patient_id": upload.form["patient_id"],
+            "sample_id": upload.form["sample_id"],
+            "outcome": Text(upload.outcome, style=OUTCOME_STYLES.get(upload.outcome, "")),
+            "job_id": upload.job_id,
+            "job_status": Text(
+                upload.job_status or "", style="red" if upload.job_status == "failed" else ""
+            ),
+            "reason": upload.reason,
+        }
+        for upload in uploads
+    ]
+    emit(out, fmt, SUBMIT_COLUMNS, rows, title=f"{len(uploads)} files")
+    counts = {k: sum(1 for u in uploads if u.outcome == k) for k in OUTCOME_STYLES}
     failed_jobs = sum(1 for u in uploads if u.job_status == "failed")
-    out.print(
+    # the counts under the table; beside a TSV or JSON output they go to stderr
+    (out if fmt == "table" else err).print(
         f"accepted {counts['accepted']}, duplicate {counts['duplicate']}, "
-        f"failed {counts['failed']}" + (f", jobs failed {failed_jobs}" if failed_jobs else "")
+        f"failed {counts['failed']}" + (f", jobs failed {failed_jobs}" if failed_jobs else ""),
+        highlight=False,
     )
 
 
@@ -714,7 +1102,9 @@ def _wait(api: Api, uploads: list[Upload], *, timeout: float, on_done: Any = Non
 # --- ctdna sample / event / site: corrections ----------------------------------------------------
 
 sample_app = typer.Typer(help="Correct or retract a posted sample", no_args_is_help=True)
-event_app = typer.Typer(help="Correct or delete a patient's clinical event", no_args_is_help=True)
+event_app = typer.Typer(
+    help="Record, correct or delete a patient's clinical events", no_args_is_help=True
+)
 site_app = typer.Typer(help="The site's settings", no_args_is_help=True)
 Reason = Annotated[
     str, typer.Option("--reason", help="Why (kept on the audit trail and in any amendment)")
@@ -798,6 +1188,9 @@ def sample_retract(
             "POST", f"/v1/samples/{sample_id}/retract", json={"reason": reason}
         ).json()
     print(f"{sample_id}: {sample['status']} ({sample['retraction_reason']})")
+
+
+event_app.command("add")(event_add)
 
 
 @event_app.command("correct")
@@ -885,6 +1278,18 @@ def _save(content: bytes, output: Path | None) -> None:
     else:
         output.write_bytes(content)
         err.print(f"wrote {output}")
+
+
+@export_app.command("patients")
+def export_patients(
+    output: Annotated[Path | None, typer.Option("-o", "--output")] = None,
+    url: Url = DEFAULT_URL,
+    api_key: ApiKey = None,
+) -> None:
+    """The site's patients as CSV: samples, last draw, MRD status, molecular relapse,
+    resistance, current therapy, latest tumour fraction (GET /v1/exports/patients.csv)."""
+    with _session(url, api_key) as api:
+        _save(api.request("GET", "/v1/exports/patients.csv").content, output)
 
 
 PATIENT_EXPORTS = {

@@ -56,17 +56,25 @@ class DemoPatient:
     truth: dict[str, object]
 
 
-def write_mrd_cohort(folder: Path, *, patients_n: int, draws: int, seed: int) -> list[DemoPatient]:
-    """Post-surgery patients: a tumour tissue VCF and serial force-called plasma VCFs."""
+def write_mrd_cohort(
+    folder: Path, *, patients_n: int, draws: int, seed: int, prefix: str = ""
+) -> list[DemoPatient]:
+    """Post-surgery patients: a tumour tissue VCF and serial force-called plasma VCFs. Patient
+    and sample ids are the simulator's, after `prefix`."""
     folder.mkdir(parents=True, exist_ok=True)
     cohort = simulate_cohort(patients_n, draws, np.random.default_rng(seed))
     out: list[DemoPatient] = []
     for patient in cohort.patients:
         tissue = folder / f"{patient.tissue_sample_id}.vcf.gz"
         write_tissue_vcf(tissue, patient)
+        patient_id = prefix + patient.patient_id
         rows = [
             ManifestRow(
-                patient.patient_id, patient.tissue_sample_id, "tissue", patient.surgery_date, tissue
+                patient_id,
+                prefix + patient.tissue_sample_id,
+                "tissue",
+                patient.surgery_date,
+                tissue,
             )
         ]
         for draw in patient.draws:
@@ -74,7 +82,7 @@ def write_mrd_cohort(folder: Path, *, patients_n: int, draws: int, seed: int) ->
             write_plasma_vcf(path, draw, patient)
             rows.append(
                 ManifestRow(
-                    patient.patient_id, draw.sample_id, "plasma", draw.collection_date, path
+                    patient_id, prefix + draw.sample_id, "plasma", draw.collection_date, path
                 )
             )
         events = [EventCreate(type="surgery", date=patient.surgery_date)]
@@ -82,34 +90,39 @@ def write_mrd_cohort(folder: Path, *, patients_n: int, draws: int, seed: int) ->
             events.append(EventCreate(type="clinical_relapse", date=patient.clinical_relapse_date))
         out.append(
             DemoPatient(
-                patient.patient_id,
+                patient_id,
                 tuple(events),
                 tuple(rows),
                 {
                     "relapsing": patient.relapsing,
                     "clinical_relapse_date": patient.clinical_relapse_date,
                     "dialect": patient.dialect,
-                    "true_fractions": {d.sample_id: d.true_fraction for d in patient.draws},
+                    "true_fractions": {
+                        prefix + d.sample_id: d.true_fraction for d in patient.draws
+                    },
                 },
             )
         )
     return out
 
 
-def write_metastatic(folder: Path, *, patients_n: int, seed: int) -> list[DemoPatient]:
+def write_metastatic(
+    folder: Path, *, patients_n: int, seed: int, prefix: str = ""
+) -> list[DemoPatient]:
     """Patients on an aromatase inhibitor with an emerging ESR1 clone (hotspot panels)."""
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     out: list[DemoPatient] = []
     for index in range(1, patients_n + 1):
         patient = simulate_metastatic_patient(f"MET-{index:03d}", rng)
+        patient_id = prefix + patient.patient_id
         rows = []
         for draw in patient.draws:
             path = folder / f"{draw.sample_id}.vcf.gz"
             write_panel_vcf(path, draw)
             rows.append(
                 ManifestRow(
-                    patient.patient_id, draw.sample_id, "plasma", draw.collection_date, path
+                    patient_id, prefix + draw.sample_id, "plasma", draw.collection_date, path
                 )
             )
         events = tuple(
@@ -118,7 +131,7 @@ def write_metastatic(folder: Path, *, patients_n: int, seed: int) -> list[DemoPa
         )
         out.append(
             DemoPatient(
-                patient.patient_id,
+                patient_id,
                 events,
                 tuple(rows),
                 {
@@ -255,11 +268,15 @@ def _drain_reextractions(demo_pks: Sequence[int]) -> None:
             runners[task](job_id)
 
 
-def write_demo(folder: Path, *, patients_n: int, draws: int, seed: int) -> list[DemoPatient]:
+def write_demo(
+    folder: Path, *, patients_n: int, draws: int, seed: int, prefix: str = ""
+) -> list[DemoPatient]:
     metastatic_n = max(1, patients_n // 4)
     return [
-        *write_mrd_cohort(folder, patients_n=patients_n - metastatic_n, draws=draws, seed=seed),
-        *write_metastatic(folder, patients_n=metastatic_n, seed=seed + 1),
+        *write_mrd_cohort(
+            folder, patients_n=patients_n - metastatic_n, draws=draws, seed=seed, prefix=prefix
+        ),
+        *write_metastatic(folder, patients_n=metastatic_n, seed=seed + 1, prefix=prefix),
     ]
 
 

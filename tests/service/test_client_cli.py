@@ -1,11 +1,16 @@
-"""The HTTP client commands (`ctdna patients`, `patient`, `submit`, `export`) run as
+"""The HTTP client commands (`ctdna patients`, `patient`, `submit`, `event`, `export`) run as
 subprocesses against a running API on the embedded default (SQLite, filesystem broker, the
-worker `ctdna serve` starts beside it), with a cohort loaded by `ctdna demo`."""
+worker `ctdna serve` starts beside it), with a cohort loaded by `ctdna demo`. Their output is
+read as a person reads it (the table, at 200 and at 80 columns) and as a pipeline does (TSV
+by default when piped, JSON)."""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
+import re
 import subprocess
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -45,11 +50,12 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
 
 
 def run(
-    api: Api, *args: str, key: str | None = None, url: str | None = None
+    api: Api, *args: str, key: str | None = None, url: str | None = None, columns: int = 200
 ) -> subprocess.CompletedProcess[str]:
-    """`ctdna ARGS` with the URL and key from the environment, as a user would set them."""
+    """`ctdna ARGS` with the URL and key from the environment, as a user would set them; its
+    output piped (not a terminal), `columns` wide."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("CTDNA_")}
-    env.update(CTDNA_URL=url or api.base, CTDNA_API_KEY=key or api.key, COLUMNS="200")
+    env.update(CTDNA_URL=url or api.base, CTDNA_API_KEY=key or api.key, COLUMNS=str(columns))
     return subprocess.run(
         [str(CLI), *args], env=env, text=True, capture_output=True, timeout=120, check=False
     )
@@ -64,7 +70,7 @@ def assert_one_line_error(result: subprocess.CompletedProcess[str], *words: str)
 
 
 def test_patients_lists_the_site_with_status_badges(api: Api) -> None:
-    result = run(api, "patients")
+    result = run(api, "patients", "--format", "table")
     assert result.returncode == 0, result.stderr
     rows = {}
     for line in result.stdout.splitlines():
@@ -79,7 +85,7 @@ def test_patients_lists_the_site_with_status_badges(api: Api) -> None:
     assert "ESR1 p.D538G" in rows[metastatic]  # the emerging clone of the demo
     assert "2 patients" in result.stdout
 
-    found = run(api, "patients", "--search", "met-")
+    found = run(api, "patients", "--search", "met-", "--format", "table")
     assert found.returncode == 0, found.stderr
     assert "1 patient\n" in found.stdout or "1 patient " in found.stdout
     assert metastatic in found.stdout and mrd not in found.stdout
@@ -102,7 +108,7 @@ def test_patient_shows_samples_calls_and_a_sparkline(api: Api) -> None:
     metastatic = next(p["patient_id"] for p in patients if p["patient_id"].startswith("MET-"))
     trends = httpx.get(f"{api.base}/v1/patients/{metastatic}/trends", headers=headers).json()
 
-    result = run(api, "patient", metastatic)
+    result = run(api, "patient", metastatic, "--format", "table")
     assert result.returncode == 0, result.stderr
     for sample in trends["samples"]:
         assert sample["sample_id"] in result.stdout
@@ -116,7 +122,7 @@ def test_patient_shows_samples_calls_and_a_sparkline(api: Api) -> None:
 
     mrd_patient = next(p["patient_id"] for p in patients if p["patient_id"].startswith("SIM-"))
     mrd = httpx.get(f"{api.base}/v1/patients/{mrd_patient}/mrd", headers=headers).json()
-    result = run(api, "patient", mrd_patient)
+    result = run(api, "patient", mrd_patient, "--format", "table")
     assert result.returncode == 0, result.stderr
     for call in mrd["calls"]:
         line = next(line for line in result.stdout.splitlines() if call["sample_id"] in line)
@@ -150,7 +156,8 @@ def test_submit_a_folder_with_a_manifest(api: Api) -> None:
     }
     # in date order, whatever the manifest's order
     assert result.stdout.index("S-F1") < result.stdout.index("S-F2")
-    assert "accepted 2, duplicate 0, failed 0" in result.stdout
+    # piped, stdout is the TSV alone; the counts go to stderr
+    assert "accepted 2, duplicate 0, failed 0" in result.stderr
 
     again = run(api, "submit", str(folder))
     assert again.returncode == 0, again.stdout + again.stderr
@@ -177,13 +184,9 @@ def test_submit_a_folder_with_a_manifest(api: Api) -> None:
 
 
 def _summary(stdout: str) -> dict[str, tuple[str, str]]:
-    """sample -> (outcome, job status) from the summary table."""
-    out = {}
-    for line in stdout.splitlines():
-        cells = [c.strip() for c in line.split("│")[1:-1]]
-        if len(cells) == 7 and cells[2].startswith("S-"):
-            out[cells[2]] = (cells[3], cells[5])
-    return out
+    """sample -> (outcome, job status) from the summary (TSV when piped)."""
+    rows = csv.DictReader(io.StringIO(stdout), delimiter="\t")
+    return {r["sample_id"]: (r["outcome"], r["job_status"]) for r in rows}
 
 
 def test_a_bad_manifest_row_is_named_and_nothing_is_sent(api: Api) -> None:
@@ -226,9 +229,20 @@ def test_single_file_submit_still_works(api: Api) -> None:
     # the old option names keep working
     legacy = run(
         api, "submit", str(path), "--patient", "P-single", "--sample-id", "S-single",
-        "--key", api.key, "--no-wait",
+        "--collection-date", "2025-05-01", "--key", api.key, "--no-wait",
     )  # fmt: skip
     assert legacy.returncode == 0, legacy.stderr
+
+
+def test_single_file_submit_needs_the_collection_date(api: Api) -> None:
+    """A draw without its date would be filed under today's: refused before anything is sent."""
+    path = panel_vcf(api.tmp, "undated")
+    result = run(api, "submit", str(path), "--patient", "P-undated", "--sample-id", "S-undated")
+    assert result.returncode == 2
+    assert "--collection-date YYYY-MM-DD" in result.stderr and "required" in result.stderr
+    bad = run(api, "submit", str(path), "--patient", "P-undated", "--collection-date", "01/05/2025")
+    assert bad.returncode == 2 and "'01/05/2025' is not YYYY-MM-DD" in bad.stderr
+    assert_one_line_error(run(api, "patient", "P-undated"), "404")
 
 
 def test_export_cbioportal_writes_the_study_folder(api: Api) -> None:
@@ -318,7 +332,7 @@ def test_corrections_from_the_command_line(api: Api) -> None:
     retracted = run(api, "sample", "retract", "S-C1", "--reason", "failed QC")
     assert retracted.returncode == 0, retracted.stderr
     assert "retracted (failed QC)" in retracted.stdout
-    shown = run(api, "patient", "P-corr")
+    shown = run(api, "patient", "P-corr", "--format", "table")
     assert shown.returncode == 0, shown.stderr
     assert "1 plasma draw (1 retracted not counted)" in shown.stdout
     assert f"#{event['id']} surgery 2025-01-10" in shown.stdout
@@ -337,3 +351,134 @@ def test_corrections_from_the_command_line(api: Api) -> None:
     )
     site = run(api, "site", "show")
     assert site.returncode == 0 and f"site={SITE}" in site.stdout, site.stderr
+
+
+def _api_json(api: Api, path: str) -> object:
+    response = httpx.get(f"{api.base}{path}", headers={"Authorization": f"Bearer {api.key}"})
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def _flat(text: str) -> str:
+    return " ".join(text.split())
+
+
+def test_at_80_columns_nothing_is_cut(api: Api) -> None:
+    """A table too wide for 80 columns becomes one block per row: every identifier, date and
+    reason whole (none shortened to "…"), no line past 80 characters."""
+    patients = _api_json(api, "/v1/patients")["items"]  # type: ignore[index]
+    outputs = [run(api, "patients", "--format", "table", columns=80)]
+    for p in patients:
+        outputs.append(run(api, "patient", p["patient_id"], "--format", "table", columns=80))
+    for result in outputs:
+        assert result.returncode == 0, result.stderr
+        assert "…" not in result.stdout, result.stdout
+        assert max(len(line) for line in result.stdout.splitlines()) <= 80, result.stdout
+    flat = _flat(outputs[0].stdout)
+    for p in patients:
+        assert f"patient: {p['patient_id']}" in flat
+    for p, result in zip(patients, outputs[1:], strict=True):
+        pid = p["patient_id"]
+        flat = _flat(result.stdout)
+        detail = _api_json(api, f"/v1/patients/{pid}")
+        for sample in detail["samples"]:  # type: ignore[index]
+            assert f"sample: {sample['sample_id']}" in flat
+            assert f"date: {sample['collection_date']}" in flat
+        resistance = _api_json(api, f"/v1/patients/{pid}/resistance")
+        for event in resistance["events"]:  # type: ignore[index]
+            # the whole implication, wrapped under itself
+            assert f"implication: {_flat(event['implication'])}" in flat
+        mrd = _api_json(api, f"/v1/patients/{pid}/mrd")
+        for call in mrd["calls"]:  # type: ignore[index]
+            block = flat[flat.index(f"sample: {call['sample_id']}") :]
+            assert block.startswith(f"sample: {call['sample_id']}")
+            # a negative draw reads "< LoD95", never a tumour fraction of 0
+            if call["call"] == "NEGATIVE":
+                assert "tumour fraction (95% CI): < LoD95" in block.split("sample:")[1]
+
+
+def test_piped_output_is_tsv_and_json_on_request(api: Api) -> None:
+    listed = run(api, "patients")  # piped: TSV without being asked
+    assert listed.returncode == 0, listed.stderr
+    assert "│" not in listed.stdout and "\x1b[" not in listed.stdout
+    rows = list(csv.DictReader(io.StringIO(listed.stdout), delimiter="\t"))
+    exported = run(api, "export", "patients")
+    assert exported.returncode == 0, exported.stderr
+    expected = list(csv.DictReader(io.StringIO(exported.stdout)))
+    assert [r["patient_id"] for r in rows] == [r["patient_id"] for r in expected]
+    for row, full in zip(rows, expected, strict=True):
+        # the raw numbers and codes, not the table's rounded percentages
+        assert row["latest_tumor_fraction"] == full["latest_tumor_fraction"]
+        assert (row["mrd_status"], row["current_therapy"]) == (
+            full["mrd_status"],
+            full["current_therapy"],
+        )
+    as_json = json.loads(run(api, "patients", "--format", "json").stdout)
+    assert [r["patient_id"] for r in as_json] == [r["patient_id"] for r in rows]
+
+    pid = next(r["patient_id"] for r in rows if r["mrd_status"] != "NOT_APPLICABLE")
+    piped = run(api, "patient", pid)
+    sections = dict(
+        (part.split("\n", 1)[0], part.split("\n", 1)[1])
+        for part in re.split(r"^# ", piped.stdout, flags=re.M)
+        if part
+    )
+    assert set(sections) == {"patient", "samples", "resistance"}
+    samples = list(csv.DictReader(io.StringIO(sections["samples"]), delimiter="\t"))
+    mrd = _api_json(api, f"/v1/patients/{pid}/mrd")
+    calls = {c["sample_id"]: c for c in mrd["calls"]}  # type: ignore[index]
+    for sample in samples:
+        call = calls.get(sample["sample_id"])
+        if call:
+            assert sample["call"] == call["call"]
+            assert float(sample["tumor_fraction"]) == call["tumor_fraction"]
+    detail = json.loads(run(api, "patient", pid, "--format", "json").stdout)
+    assert detail["patient"]["mrd_status"] == mrd["status"]  # type: ignore[index]
+    assert [s["sample_id"] for s in detail["samples"]] == [s["sample_id"] for s in samples]
+    wrong = run(api, "patients", "--format", "xml")
+    assert wrong.returncode == 2 and "table, tsv, json" in wrong.stderr
+
+
+def test_a_simulated_folder_carries_its_clinical_events(api: Api) -> None:
+    """`ctdna simulate` writes events.csv beside the manifest; `ctdna submit` posts the events
+    before the samples (once, however often the folder is sent), so the MRD calls are made."""
+    folder = api.tmp / "simulated"
+    made = run(
+        api, "simulate", str(folder), "--patients", "2", "--draws", "2", "--seed", "7",
+        "--prefix", "EV-",
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    events = list(csv.DictReader((folder / "events.csv").open()))
+    assert {e["type"] for e in events} >= {"surgery", "therapy_start"}
+    result = run(api, "submit", str(folder))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"events: {len(events)} posted, 0 already recorded" in result.stderr
+    surgical = next(e["patient_id"] for e in events if e["type"] == "surgery")
+    mrd = _api_json(api, f"/v1/patients/{surgical}/mrd")
+    assert mrd["status"] != "NOT_APPLICABLE" and mrd["calls"], mrd  # type: ignore[index]
+    again = run(api, "submit", str(folder))
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert f"events: 0 posted, {len(events)} already recorded" in again.stderr
+    detail = _api_json(api, f"/v1/patients/{surgical}")
+    assert len(detail["events"]) == sum(  # type: ignore[index]
+        1 for e in events if e["patient_id"] == surgical
+    )
+
+    # one event from the command line; a bad one is refused before anything is sent
+    recorded = run(
+        api, "event", "add", surgical, "--type", "therapy_start", "--date", "2024-01-02",
+        "--drug", "letrozole",
+    )  # fmt: skip
+    assert recorded.returncode == 0, recorded.stderr
+    assert "therapy started 2024-01-02 letrozole (aromatase inhibitor)" in recorded.stdout
+    refused = run(api, "event", "add", surgical, "--type", "therapy_start", "--date", "2024-01")
+    assert refused.returncode == 2 and "needs a drug or a drug_class" in refused.stderr
+    assert "'2024-01' is not YYYY-MM-DD" in refused.stderr
+    (folder / "bad-events.csv").write_text(
+        "patient_id,type,date,drug\nEV-X,surgery,2024-13-01,\nEV-X,chemo,2024-01-01,\n"
+    )
+    bad = run(api, "submit", str(folder), "--events", str(folder / "bad-events.csv"))
+    assert bad.returncode == 2
+    assert "bad-events.csv line 2: date '2024-13-01' is not YYYY-MM-DD" in bad.stderr
+    assert "bad-events.csv line 3: type 'chemo' is not one of" in bad.stderr
+    assert_one_line_error(run(api, "patient", "EV-X"), "404")
