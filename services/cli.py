@@ -89,6 +89,9 @@ def serve(
             args=(host, port, _demo_key(settings.resolved_data_dir), loader),
             daemon=True,
         ).start()
+    # uvicorn stops on SIGTERM, then raises it again: end by SystemExit, not by the default
+    # action, so that the `finally` below stops the worker and the demo loader as well.
+    signal.signal(signal.SIGTERM, _exit_on_signal)
     try:
         uvicorn.run(
             "services.api.app:create_app",
@@ -109,6 +112,10 @@ def serve(
                 child.kill()
         if metrics_dir is not None:
             shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _exit_on_signal(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
 
 
 DEMO_SITE = "demo"

@@ -37,6 +37,7 @@ from services.patients.models import Patient
 from services.patients.service import get_patient_or_raise
 from services.reports import plots as static_plots
 from services.reports.figures import clones_model, plotly_clones, plotly_timeline, timeline_model
+from services.reports.labels import drug_class_label
 from services.reports.report import report_context, report_pdf
 
 router = APIRouter(tags=["web view"], include_in_schema=False)
@@ -47,6 +48,8 @@ PAGE = 50
 PLOTLY_VERSION = plotly.__version__
 CSS_VERSION = hashlib.sha256((STATIC / "ui.css").read_bytes()).hexdigest()[:12]
 templates.env.globals["css_version"] = CSS_VERSION
+# a therapy named by its class shows the class in words
+templates.env.filters["drug_class"] = drug_class_label
 
 
 class LoginRequired(Exception):

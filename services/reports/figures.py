@@ -9,10 +9,14 @@ customdata; the LoD95 markers show what a negative draw could have seen)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import html
 import math
 from dataclasses import dataclass, field
 from typing import Any
+
+from services.reports.labels import drug_class_label, event_label
+from services.reports.numbers import percent, percent_range
 
 CALL_COLOURS = {
     "POSITIVE": "#c0392b",
@@ -65,6 +69,14 @@ class Marker:
 
 
 @dataclass(frozen=True, slots=True)
+class TopLabel:
+    date: str
+    text: str
+    colour: str
+    row: int
+
+
+@dataclass(frozen=True, slots=True)
 class Timeline:
     patient_id: str
     variants: list[VariantSeries]
@@ -85,6 +97,10 @@ class Timeline:
     y_floor: float
     y_ceiling: float
     x_range: tuple[str, str] | None
+    # the drawn x range: x_range with a margin, at least a few weeks wide (one draw included)
+    x_view: tuple[str, str] | None = None
+    # spans and events named above the plot, each label on a row where it overlaps no other
+    labels: list[TopLabel] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,7 +195,7 @@ def timeline_model(
 
     spans = [
         Span(
-            label=line.get("drug") or line.get("drug_class") or "therapy",
+            label=line.get("drug") or drug_class_label(line.get("drug_class")) or "therapy",
             start=line["start_date"],
             stop=line.get("stop_date"),
             colour=THERAPY_FILL[i % len(THERAPY_FILL)],
@@ -187,7 +203,7 @@ def timeline_model(
         for i, line in enumerate(trends.get("therapy_lines", []))
     ]
     events = [
-        Marker(e["date"], e["type"], e["type"].replace("_", " "))
+        Marker(e["date"], e["type"], event_label(e["type"]))
         for e in trends.get("events", [])
         if e["type"] in ("surgery", "clinical_relapse", "progression")
     ]
@@ -201,7 +217,7 @@ def timeline_model(
             e.get("event_date") or e["first_detected_date"],
             float(e["vaf"]),
             f"{e['gene']} {e['protein_change']} {e['status']} on "
-            f"{e.get('drug') or e.get('drug_class')}",
+            f"{e.get('drug') or drug_class_label(e.get('drug_class'))}",
         )
         for e in (resistance or {}).get("events", [])
         if e.get("vaf")
@@ -223,6 +239,13 @@ def timeline_model(
         + [s.stop for s in spans if s.stop]
         + [e.date for e in events]
     )
+    x_range = (dates[0], dates[-1]) if dates else None
+    x_view = padded_range(x_range)
+    labels = top_labels(
+        [(s.start, s.label + ("" if s.stop else " (ongoing)"), "#1b2631") for s in spans]
+        + [(e.date, e.label, EVENT_COLOURS.get(e.kind, "#555555")) for e in events],
+        x_view,
+    )
     return Timeline(
         patient_id=str(trends.get("patient_id") or mrd.get("patient_id") or ""),
         variants=variants,
@@ -242,8 +265,49 @@ def timeline_model(
         resistance=resistance_marks,
         y_floor=y_floor,
         y_ceiling=y_ceiling,
-        x_range=(dates[0], dates[-1]) if dates else None,
+        x_range=x_range,
+        x_view=x_view,
+        labels=labels,
     )
+
+
+def padded_range(x_range: tuple[str, str] | None) -> tuple[str, str] | None:
+    """The dates to draw: a margin of 1/25 of the span each side, at least 14 days (one draw
+    alone gets four weeks around it, not a span of one instant), clamped to the calendar."""
+    if x_range is None:
+        return None
+    low, high = dt.date.fromisoformat(x_range[0]), dt.date.fromisoformat(x_range[1])
+    pad = dt.timedelta(days=max(14, (high - low).days // 25))
+    low = dt.date.min + pad if low < dt.date.min + pad else low
+    high = dt.date.max - pad if high > dt.date.max - pad else high
+    return ((low - pad).isoformat(), (high + pad).isoformat())
+
+
+# Room a label takes on the time axis, as a share of the plot's width per character (a plot
+# about 1,100 px wide, 11 px text): enough to keep two labels of one row apart.
+LABEL_CHAR_SHARE = 6.5 / 1100
+
+
+def top_labels(items: list[tuple[str, str, str]], x_view: tuple[str, str] | None) -> list[TopLabel]:
+    """(date, text, colour) placed in rows above the plot, left-aligned at their date: each on
+    the first row where it does not run into the previous label, so none overlaps another or
+    the data."""
+    if not items or x_view is None:
+        return []
+    start, end = (dt.date.fromisoformat(d) for d in x_view)
+    span = max(1, (end - start).days)
+    row_ends: list[float] = []
+    placed: list[TopLabel] = []
+    for date, text, colour in sorted(items, key=lambda item: item[0]):
+        left = (dt.date.fromisoformat(date) - start).days / span
+        right = left + (len(text) + 2) * LABEL_CHAR_SHARE
+        row = next((i for i, used in enumerate(row_ends) if used <= left), len(row_ends))
+        if row == len(row_ends):
+            row_ends.append(right)
+        else:
+            row_ends[row] = right
+        placed.append(TopLabel(date, text, colour, row))
+    return placed
 
 
 def clones_model(clones: dict[str, Any]) -> Clones:
@@ -288,7 +352,7 @@ def plain(text: str) -> str:
 
 def _vaf_hover(series: VariantSeries) -> list[str]:
     return [
-        f"{plain(series.label)}<br>{d}: VAF {v:.2e}"
+        f"{plain(series.label)}<br>{d}: VAF {percent(v)}"
         + (f" ({a}/{n} reads)" if a is not None and n is not None else "")
         for d, v, a, n in zip(
             series.dates, series.vafs, series.alt_reads, series.depths, strict=True
@@ -366,7 +430,7 @@ def plotly_timeline(model: Timeline) -> dict[str, Any]:
                 "line": {"color": TF_COLOUR, "width": 3},
                 "marker": {"size": 8, "color": TF_COLOUR},
                 "text": [
-                    f"Tumour fraction {d}: {v:.2e} (95% CI {lo:.1e}–{hi:.1e})"
+                    f"Tumour fraction {d}: {percent(v)} (95% CI {percent_range(lo, hi)})"
                     for d, v, lo, hi in zip(
                         model.tf_dates, model.tf, model.tf_low, model.tf_high, strict=True
                     )
@@ -382,7 +446,7 @@ def plotly_timeline(model: Timeline) -> dict[str, Any]:
                 "mode": "markers",
                 "x": model.lod_dates,
                 "y": model.lods,
-                "name": "LoD95 of a negative draw",
+                "name": "LoD95 of a negative draw (nothing detected)",
                 "marker": {
                     "symbol": "triangle-down",
                     "size": 11,
@@ -390,7 +454,7 @@ def plotly_timeline(model: Timeline) -> dict[str, Any]:
                     "line": {"color": "#ffffff", "width": 1},
                 },
                 "text": [
-                    f"{s} negative: LoD95 {v:.1e}"
+                    plain(f"{s}: not detected, below LoD95 {percent(v)}")
                     for s, v in zip(model.lod_samples, model.lods, strict=True)
                 ],
                 "hoverinfo": "text",
@@ -424,14 +488,14 @@ def plotly_timeline(model: Timeline) -> dict[str, Any]:
                 "x": model.call_dates,
                 "y": [0.96] * len(model.calls),
                 "yaxis": "y2",
-                "name": "MRD call",
+                "name": "ctDNA result",
                 "marker": {
                     "symbol": "square",
                     "size": 12,
                     "color": [CALL_COLOURS.get(c, "#7f8c8d") for c in model.calls],
                 },
                 "text": [
-                    f"{s}: {c.lower()}"
+                    plain(f"{s}: {c.lower()}")
                     for s, c in zip(model.call_samples, model.calls, strict=True)
                 ],
                 "hoverinfo": "text",
@@ -442,20 +506,14 @@ def plotly_timeline(model: Timeline) -> dict[str, Any]:
         data.append(
             {
                 "type": "scatter",
-                "mode": "markers+text",
+                "mode": "markers",
                 "x": [e.date for e in model.events],
-                "y": [0.06] * len(model.events),
+                "y": [0.02] * len(model.events),
                 "yaxis": "y2",
                 "name": "Clinical events",
-                "text": [plain(e.label) for e in model.events],
-                "textposition": "top right",
-                "textfont": {
-                    "size": 11,
-                    "color": [EVENT_COLOURS.get(e.kind) for e in model.events],
-                },
                 "marker": {
                     "symbol": "diamond",
-                    "size": 12,
+                    "size": 11,
                     "color": [EVENT_COLOURS.get(e.kind, "#555") for e in model.events],
                 },
                 "hovertext": [plain(f"{e.label} {e.date}") for e in model.events],
@@ -465,8 +523,7 @@ def plotly_timeline(model: Timeline) -> dict[str, Any]:
         )
     end = model.x_range[1] if model.x_range else None
     shapes: list[dict[str, Any]] = []
-    annotations: list[dict[str, Any]] = []
-    for i, span in enumerate(model.spans):
+    for span in model.spans:
         shapes.append(
             {
                 "type": "rect",
@@ -480,18 +537,6 @@ def plotly_timeline(model: Timeline) -> dict[str, Any]:
                 "opacity": 0.4,
                 "line": {"width": 0},
                 "layer": "below",
-            }
-        )
-        annotations.append(
-            {
-                "x": span.start,
-                "xref": "x",
-                "y": 1 - 0.06 * (i + 1),
-                "yref": "paper",
-                "text": plain(span.label + ("" if span.stop else " (ongoing)")),
-                "showarrow": False,
-                "xanchor": "left",
-                "font": {"size": 11, "color": "#1b2631"},
             }
         )
     for event in model.events:
@@ -511,21 +556,39 @@ def plotly_timeline(model: Timeline) -> dict[str, Any]:
                 },
             }
         )
+    # therapy lines and clinical events are named above the plot, out of the data's way
+    annotations = [
+        {
+            "x": label.date,
+            "xref": "x",
+            "y": 1,
+            "yref": "paper",
+            "yanchor": "bottom",
+            "yshift": 4 + LABEL_ROW_PX * label.row,
+            "text": plain(label.text),
+            "showarrow": False,
+            "xanchor": "left",
+            "font": {"size": 11, "color": label.colour},
+            "meta": {"role": "label"},
+        }
+        for label in model.labels
+    ]
+    rows = 1 + max((label.row for label in model.labels), default=-1)
     return {
         "data": data,
         "layout": {
-            "margin": {"l": 70, "r": 20, "t": 20, "b": 50},
-            "height": 460,
+            "margin": {"l": 70, "r": 20, "t": 16 + LABEL_ROW_PX * rows, "b": 50},
+            "height": 460 + LABEL_ROW_PX * rows,
             "hovermode": "closest",
             "plot_bgcolor": "#ffffff",
             "paper_bgcolor": "#ffffff",
             "font": {"family": "system-ui, -apple-system, Segoe UI, sans-serif", "size": 12},
-            "xaxis": {"type": "date", "showgrid": True, "gridcolor": "#eceff1"},
+            "xaxis": date_axis(model.x_view),
             "yaxis": {
                 "type": "log",
-                "title": {"text": "VAF / tumour fraction"},
+                "title": {"text": "level in plasma (VAF, tumour fraction)"},
                 "range": [math.log10(model.y_floor), math.log10(model.y_ceiling)],
-                "exponentformat": "power",
+                **percent_ticks(model.y_floor, model.y_ceiling),
                 "gridcolor": "#eceff1",
             },
             "yaxis2": {"overlaying": "y", "range": [0, 1], "visible": False, "fixedrange": True},
@@ -536,6 +599,36 @@ def plotly_timeline(model: Timeline) -> dict[str, Any]:
     }
 
 
+LABEL_ROW_PX = 18
+
+
+def date_axis(x_view: tuple[str, str] | None) -> dict[str, Any]:
+    """A date axis over `x_view` labelled by day or by month, never by time of day (one draw
+    alone would otherwise get ticks in milliseconds)."""
+    axis: dict[str, Any] = {"type": "date", "showgrid": True, "gridcolor": "#eceff1"}
+    if x_view is not None:
+        days = (dt.date.fromisoformat(x_view[1]) - dt.date.fromisoformat(x_view[0])).days
+        axis["range"] = list(x_view)
+        axis["tickformat"] = "%Y-%m-%d" if days <= 120 else "%b %Y"
+        if days <= 60:
+            axis["dtick"] = 7 * 86_400_000  # weekly
+        elif days <= 400:
+            axis["dtick"] = "M1"
+    return axis
+
+
+def percent_ticks(floor: float, ceiling: float) -> dict[str, Any]:
+    """Decade ticks of a log axis written as percentages (0.01%, 0.1%, 1%, 10%)."""
+    low, high = math.floor(math.log10(floor)), math.ceil(math.log10(ceiling))
+    values = [10.0**k for k in range(low, high + 1)]
+    return {"tickvals": values, "ticktext": [percent(v, 1) for v in values]}
+
+
+def _clone_dates(model: Clones) -> tuple[str, str] | None:
+    dates = sorted({d for clone in model.shown for d in clone.dates})
+    return (dates[0], dates[-1]) if dates else None
+
+
 def plotly_clones(model: Clones) -> dict[str, Any]:
     """Clone prevalence over time as a stacked area: each band is one clone's mean VAF in
     the draw (its share of the cell-free DNA). Bands are stacked, not nested: the clones'
@@ -543,7 +636,8 @@ def plotly_clones(model: Clones) -> dict[str, Any]:
     data = [
         {
             "type": "scatter",
-            "mode": "lines",
+            # markers too: a clone seen in one draw is a point, which an area alone hides
+            "mode": "lines+markers",
             "stackgroup": "clones",
             "x": clone.dates,
             "y": clone.vafs,
@@ -551,7 +645,8 @@ def plotly_clones(model: Clones) -> dict[str, Any]:
             "line": {"color": clone.colour, "width": 1},
             "fillcolor": clone.colour,
             "text": [
-                f"{plain(clone.label)}<br>{d}: VAF {v:.2e}" + ("" if det else " (not detected)")
+                f"{plain(clone.label)}<br>{d}: VAF {percent(v)}"
+                + ("" if det else " (not detected)")
                 for d, v, det in zip(clone.dates, clone.vafs, clone.detected, strict=True)
             ],
             "hoverinfo": "text",
@@ -567,11 +662,11 @@ def plotly_clones(model: Clones) -> dict[str, Any]:
             "plot_bgcolor": "#ffffff",
             "paper_bgcolor": "#ffffff",
             "font": {"family": "system-ui, -apple-system, Segoe UI, sans-serif", "size": 12},
-            "xaxis": {"type": "date", "gridcolor": "#eceff1"},
+            "xaxis": date_axis(padded_range(_clone_dates(model))),
             "yaxis": {
-                "title": {"text": "clone VAF (stacked)"},
+                "title": {"text": "clone level (VAF, stacked)"},
                 "rangemode": "tozero",
-                "tickformat": ".1e",
+                "tickformat": ".2~%",
                 "gridcolor": "#eceff1",
             },
             "legend": {"orientation": "h", "y": -0.2, "font": {"size": 11}, "traceorder": "normal"},

@@ -16,6 +16,7 @@ matplotlib.use("Agg")  # no display: rendering happens in API processes
 
 import matplotlib.dates as mdates  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator  # noqa: E402
 
 from services.reports.figures import (  # noqa: E402
     CALL_COLOURS,
@@ -25,8 +26,11 @@ from services.reports.figures import (  # noqa: E402
     Clones,
     Timeline,
     clones_model,
+    padded_range,
+    percent_ticks,
     timeline_model,
 )
+from services.reports.numbers import percent  # noqa: E402
 
 
 def plain(text: str) -> str:
@@ -81,7 +85,11 @@ def clones(body: dict[str, Any], *, fmt: str = "png") -> bytes:
 def draw_timeline(ax: Any, model: Timeline) -> None:
     ax.set_yscale("log")
     ax.set_ylim(model.y_floor, model.y_ceiling)
-    ax.set_ylabel("VAF / tumour fraction (log)")
+    ax.set_ylabel("level in plasma (VAF, tumour fraction)")
+    ticks = percent_ticks(model.y_floor, model.y_ceiling)
+    ax.yaxis.set_major_locator(FixedLocator(ticks["tickvals"]))
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: percent(v, 1)))
+    ax.yaxis.set_minor_locator(NullLocator())
     tracked_labelled = False
     for series in model.variants:
         if not series.prominent:
@@ -145,41 +153,44 @@ def draw_timeline(ax: Any, model: Timeline) -> None:
             clip_on=False,
         )
     end = _date(model.x_range[1]) if model.x_range else None
-    for i, span in enumerate(model.spans):
+    for span in model.spans:
         start = _date(span.start)
         stop = _date(span.stop) if span.stop else (end or start)
         ax.axvspan(start, stop, color=span.colour, alpha=0.45, lw=0, zorder=0)
-        ax.text(
-            start,
-            0.93 - 0.06 * i,
-            plain(f" {span.label}" + ("" if span.stop else " (ongoing)")),
-            transform=strip,
-            fontsize=8,
-            color="#1b2631",
-        )
     for event in model.events:
         colour = EVENT_COLOURS.get(event.kind, "#555555")
         when = _date(event.date)
         ax.axvline(when, color=colour, ls="--" if event.kind == "surgery" else ":", lw=1.3)
-        ax.scatter([when], [0.04], transform=strip, marker="D", s=40, color=colour, zorder=6)
-        ax.text(when, 0.08, plain(f" {event.label}"), transform=strip, fontsize=8, color=colour)
-    if model.x_range:
-        lo, hi = _date(model.x_range[0]), _date(model.x_range[1])
-        pad = dt.timedelta(days=max(14, (hi - lo).days // 25))
-        # clamped: a date near the ends of the calendar (year 1, year 9999) must not overflow
-        ax.set_xlim(max(lo, dt.date.min + pad) - pad, min(hi, dt.date.max - pad) + pad)
+        ax.scatter([when], [0.02], transform=strip, marker="D", s=36, color=colour, zorder=6)
+    # therapy lines and clinical events named above the axes, out of the data's way
+    for label in model.labels:
+        ax.annotate(
+            plain(label.text),
+            xy=(_date(label.date), 1),
+            xycoords=strip,
+            xytext=(0, 3 + 11 * label.row),
+            textcoords="offset points",
+            fontsize=7.5,
+            color=label.colour,
+            va="bottom",
+            annotation_clip=False,
+        )
+    if model.x_view:
+        ax.set_xlim(_date(model.x_view[0]), _date(model.x_view[1]))
     _date_axis(ax)
     ax.grid(True, which="major", alpha=0.25)
     if not (model.variants or model.tf_dates or model.calls):
         ax.text(0.5, 0.5, "No plasma result yet", ha="center", va="center", transform=ax.transAxes)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=4, frameon=False)
+    rows = 1 + max((label.row for label in model.labels), default=-1)
     ax.set_title(
         plain(
             f"Patient {model.patient_id}: ctDNA timeline "
-            "(squares: MRD calls; triangles: LoD95 of negative draws)"
+            "(squares: ctDNA result of each draw; triangles: LoD95 of negative draws)"
         ),
         fontsize=9,
+        pad=6 + 11 * rows,
     )
 
 
@@ -197,15 +208,21 @@ def draw_clones(ax: Any, model: Clones) -> None:
     for clone in model.shown:
         by_date = dict(zip(clone.dates, clone.vafs, strict=True))
         layers.append([by_date.get(d, 0.0) for d in dates])
-    ax.stackplot(
-        xs,
-        layers,
-        colors=[c.colour for c in model.shown],
-        labels=[plain(f"{c.label} ({c.status})") for c in model.shown],
-        alpha=0.85,
-    )
-    ax.set_ylabel("clone VAF (stacked)")
-    ax.ticklabel_format(axis="y", style="sci", scilimits=(-2, 2))
+    labels = [plain(f"{c.label} ({c.status})") for c in model.shown]
+    colours = [c.colour for c in model.shown]
+    if len(xs) == 1:
+        # one draw: stacked bars (an area over a single date has no width)
+        bottom = 0.0
+        for layer, label, colour in zip(layers, labels, colours, strict=True):
+            ax.bar(xs, layer, bottom=bottom, width=6, color=colour, label=label, alpha=0.85)
+            bottom += layer[0]
+    else:
+        ax.stackplot(xs, layers, colors=colours, labels=labels, alpha=0.85)
+    view = padded_range((dates[0], dates[-1]))
+    assert view is not None
+    ax.set_xlim(_date(view[0]), _date(view[1]))
+    ax.set_ylabel("clone level (VAF, stacked)")
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: percent(v) if v else "0"))
     _date_axis(ax)
     ax.grid(True, alpha=0.25)
     ax.legend(fontsize=7, loc="upper left", frameon=False)

@@ -16,57 +16,41 @@ from matplotlib.backends.backend_pdf import PdfPages
 from matplotlib.figure import Figure
 
 from services.reports.figures import clones_model, timeline_model, variant_label
+from services.reports.labels import (
+    STATUS_TEXT,
+    TERMS,
+    call_text,
+    drug_class_label,
+    event_label,
+    reason_text,
+)
+from services.reports.numbers import count, fraction_or_lod, p_value, percent, percent_range
 from services.reports.plots import draw_clones, draw_timeline, plain
 from services.samples.models import Sample
 
-REASONS = {
-    "score_above_threshold": "above the calibrated threshold, ≥ 2 loci with reads",
-    "score_below_threshold": "below the calibrated threshold",
-    "signal_at_too_few_loci": "above the threshold, but mutant reads at < 2 loci",
-    "low_informative_reads": "too few informative reads (< 20,000)",
-    "too_few_loci": "too few tracked loci reported",
-    "early_postop": "under 14 days after surgery",
-    "pre_surgery": "drawn before surgery",
-}
-STATUS_TEXT = {
-    "POSITIVE": "ctDNA positive",
-    "NEGATIVE": "ctDNA negative",
-    "INDETERMINATE": "indeterminate",
-    "NOT_APPLICABLE": "MRD not applicable",
-}
 A4 = (8.27, 11.69)
 
 
-def sci(value: float | None, digits: int = 1) -> str:
-    if value is None:
-        return "–"
-    if value == 0:
-        return "0"
-    return f"{value:.{digits}e}"
-
-
-def reason_text(code: str | None) -> str:
-    if not code:
-        return ""
-    return REASONS.get(code, code.replace("_", " "))
-
-
 def _call_row(call: dict[str, Any]) -> dict[str, Any]:
+    detected = call["call"] == "POSITIVE"
     return {
         "amended": _amended_from(call),
         "sample_id": call["sample_id"],
         "collection_date": call["collection_date"],
         "call": call["call"],
+        "call_text": call_text(call["call"]),
         "reason": reason_text(call.get("reason")),
         "days": call.get("days_since_surgery"),
-        "score": "–" if call.get("score") is None else f"{call['score']:.2f}",
-        "threshold": "–" if call.get("threshold") is None else f"{call['threshold']:.2f}",
-        "p_value": "–" if call.get("p_value") is None else f"{call['p_value']:.2g}",
-        "tumor_fraction": sci(call.get("tumor_fraction"), 2),
-        "ci": f"{sci(call.get('ci_low'))}–{sci(call.get('ci_high'))}",
-        "lod95": sci(call.get("lod95")),
-        "loci": f"{call.get('loci_detected', '–')} / {call.get('loci_tracked', '–')}",
-        "informative_reads": f"{call.get('informative_reads') or 0:,}",
+        "score": "–" if call.get("score") is None else f"{call['score']:.1f}",
+        "threshold": "–" if call.get("threshold") is None else f"{call['threshold']:.1f}",
+        "p_value": p_value(call.get("p_value")),
+        "tumor_fraction": fraction_or_lod(
+            call.get("tumor_fraction"), detected=detected, lod95=call.get("lod95")
+        ),
+        "ci": percent_range(call.get("ci_low"), call.get("ci_high")) if detected else "",
+        "lod95": percent(call.get("lod95")),
+        "loci": f"{call.get('loci_detected', '–')} of {call.get('loci_tracked', '–')}",
+        "informative_reads": count(call.get("informative_reads")),
         "mutant_reads": call.get("mutant_reads"),
     }
 
@@ -201,40 +185,22 @@ def report_context(
         bodies["resistance"],
     )
     per_sample = {s["sample_id"]: s for s in trends.get("samples", [])}
-    sample_rows = []
-    for sample in samples:
-        estimate = per_sample.get(sample.sample_id, {})
-        ci = estimate.get("tumor_fraction_ci") or [None, None]
-        sample_rows.append(
-            {
-                "sample_id": sample.sample_id,
-                "collection_date": sample.collection_date.isoformat(),
-                "sample_type": sample.sample_type,
-                "status": sample.status,
-                "retraction_reason": sample.retraction_reason,
-                "build": sample.detected_build or sample.genome_build or "",
-                "tumor_fraction": sci(estimate.get("tumor_fraction"), 2) if estimate else "",
-                "tf_ci": f"{sci(ci[0])}–{sci(ci[1])}" if estimate else "",
-                "detected": estimate.get("detected"),
-                "lod95": sci(estimate.get("lod95")) if estimate else "",
-                "math": f"{estimate['math_score']:.1f}"
-                if estimate.get("math_score") is not None
-                else "",
-            }
-        )
+    calls = {c["sample_id"]: c for c in mrd.get("calls", [])}
+    sample_rows = [_sample_row(s, calls.get(s.sample_id), per_sample) for s in samples]
     # Draws are counted when processed; failed and retracted samples are listed as such.
     plasma = [s for s in samples if s.sample_type == "plasma" and s.status == "processed"]
     therapy = resistance.get("current_therapy") or [
         line for line in trends.get("therapy_lines", []) if not line.get("stop_date")
     ]
-    latest = trends.get("samples", [])[-1] if trends.get("samples") else None
+    latest_id = next((s.sample_id for s in reversed(plasma) if s.sample_id in per_sample), None)
+    latest = next((r for r in sample_rows if r["sample_id"] == latest_id), None)
     model = clones_model(clones)
     responses = [
         {
-            "line": r["line"].get("drug") or r["line"].get("drug_class"),
+            "line": _therapy_name(r["line"]),
             "start_date": r["line"].get("start_date"),
             "stop_date": r["line"].get("stop_date"),
-            "baseline": f"{sci(r.get('baseline_tf'), 2)} ({r.get('baseline_date')})"
+            "baseline": f"{percent(r.get('baseline_tf'))} ({r.get('baseline_date')})"
             if r.get("baseline_tf") is not None
             else "–",
             "best": (r.get("best_response") or "–").replace("_", " "),
@@ -244,6 +210,16 @@ def report_context(
     ]
     timeline = timeline_model(trends, mrd, resistance)
     undetected = sorted({v.label for v in timeline.variants if not v.prominent})
+    events = [
+        {
+            **event,
+            "drug_class_text": drug_class_label(event.get("drug_class")),
+            "vaf_text": percent(event.get("vaf")),
+            "on": event.get("drug") or drug_class_label(event.get("drug_class")),
+            "amended": _amended_from(event),
+        }
+        for event in resistance.get("events", [])
+    ]
     context = {
         "patient_id": patient_id,
         "site": site,
@@ -255,24 +231,28 @@ def report_context(
         "status": mrd.get("status") or "NOT_APPLICABLE",
         "status_text": STATUS_TEXT.get(mrd.get("status") or "", mrd.get("status") or ""),
         "status_reason": reason_text(mrd.get("reason")),
-        "emerging": bool(resistance.get("events")),
-        "therapy": [t.get("drug") or t.get("drug_class") for t in therapy],
+        "emerging": bool(events),
+        "therapy": [_therapy_name(t) for t in therapy],
         "therapy_lines": trends.get("therapy_lines", []),
-        "clinical_events": trends.get("events", []),
+        "clinical_events": [
+            {**e, "label": event_label(e.get("type"))} for e in trends.get("events", [])
+        ],
         "last_draw": plasma[-1].collection_date.isoformat() if plasma else None,
         "n_plasma": len(plasma),
         "n_failed": sum(1 for s in samples if s.status == "failed"),
         "n_retracted": sum(1 for s in samples if s.status == "retracted"),
         "amendments": amendment_rows(amendments),
-        "latest_tf": sci(latest.get("tumor_fraction"), 2) if latest else None,
-        "latest_tf_date": latest.get("collection_date") if latest else None,
+        "latest_tf": latest["tumor_fraction"] if latest else None,
+        "latest_tf_date": latest["collection_date"] if latest else None,
         "calls": [_call_row(c) for c in mrd.get("calls", [])],
-        "events": [{**e, "amended": _amended_from(e)} for e in resistance.get("events", [])],
+        "events": events,
         "clone_rows": [
             {
                 "label": c.label,
                 "status": c.status.replace("_", " "),
-                "latest_vaf": sci(c.vafs[-1], 2) if c.vafs else "–",
+                "latest_vaf": (percent(c.vafs[-1]) if c.detected[-1] else "not detected")
+                if c.vafs
+                else "–",
                 "shown": c in model.shown,
             }
             for c in [*model.shown, *model.hidden]
@@ -281,6 +261,7 @@ def report_context(
         "responses": responses,
         "samples": sample_rows,
         "methods": _methods(bodies),
+        "terms": TERMS,
         "tracked_n": sum(1 for v in timeline.variants if v.tracked),
         "undetected_hotspots": undetected,
         "tracked_labels": [
@@ -289,6 +270,43 @@ def report_context(
     }
     context["draws_text"] = _draws(context)
     return context
+
+
+def _therapy_name(line: dict[str, Any]) -> str:
+    """A therapy line as a clinician names it: the drug, else its class in words."""
+    return str(line.get("drug") or drug_class_label(line.get("drug_class")) or "therapy")
+
+
+def _sample_row(
+    sample: Sample, call: dict[str, Any] | None, per_sample: dict[str, Any]
+) -> dict[str, Any]:
+    """A sample with the tumour fraction of its MRD call (post-surgery plasma), else of the
+    trend estimate: "< LoD95" when nothing was detected."""
+    estimate = per_sample.get(sample.sample_id, {})
+    source = call or estimate
+    if call:
+        detected: bool | None = call["call"] == "POSITIVE"
+        low, high = call.get("ci_low"), call.get("ci_high")
+    else:
+        detected = estimate.get("detected")
+        low, high = (estimate.get("tumor_fraction_ci") or [None, None])[:2]
+    return {
+        "sample_id": sample.sample_id,
+        "collection_date": sample.collection_date.isoformat(),
+        "sample_type": sample.sample_type,
+        "status": sample.status,
+        "retraction_reason": sample.retraction_reason,
+        "build": sample.detected_build or sample.genome_build or "",
+        "tumor_fraction": fraction_or_lod(
+            source.get("tumor_fraction"), detected=detected, lod95=source.get("lod95")
+        )
+        if source
+        else "",
+        "tf_ci": percent_range(low, high) if source and detected else "",
+        "detected": detected,
+        "lod95": percent(source.get("lod95")) if source.get("lod95") is not None else "",
+        "math": f"{estimate['math_score']:.0f}" if estimate.get("math_score") is not None else "",
+    }
 
 
 # --- PDF ------------------------------------------------------------------------------------
@@ -486,24 +504,24 @@ def report_pdf(bodies: dict[str, Any], context: dict[str, Any]) -> bytes:
                 [
                     "Sample",
                     "Date",
-                    "Call",
+                    "ctDNA",
                     "Reason",
-                    "Score / thr.",
+                    "Evidence / threshold",
                     "p",
-                    "ctDNA fraction (95% CI)",
+                    "Tumour fraction (95% CI)",
                     "LoD95",
-                    "Loci",
+                    "Loci with reads",
                     "Reads",
                 ],
                 [
                     [
                         c["sample_id"],
                         c["collection_date"],
-                        c["call"].lower() + (" (amended)" if c["amended"] else ""),
+                        c["call_text"] + (" (amended)" if c["amended"] else ""),
                         c["reason"],
                         f"{c['score']} / {c['threshold']}",
                         c["p_value"],
-                        f"{c['tumor_fraction']} ({c['ci']})",
+                        c["tumor_fraction"] + (f" ({c['ci']})" if c["ci"] else ""),
                         c["lod95"],
                         c["loci"],
                         c["informative_reads"],
@@ -523,10 +541,9 @@ def report_pdf(bodies: dict[str, Any], context: dict[str, Any]) -> bytes:
                     + " "
                     f"{event.get('event_date') or ''} (first detected "
                     f"{event['first_detected_date']}, sample {event.get('sample_id', '')}) "
-                    f"on {event.get('drug') or event['drug_class']} · VAF "
-                    f"{sci(event.get('vaf'), 2)}"
+                    f"on {event['on']} · VAF {event['vaf_text']}"
                     + (f", {event['fold_change']:.1f}-fold" if event.get("fold_change") else "")
-                    + (f", p = {event['p_value']:.1g}" if event.get("p_value") is not None else ""),
+                    + (f", p {p_value(event.get('p_value'))}" if event.get("p_value") else ""),
                     size=8.5,
                     weight="bold",
                 )
@@ -584,7 +601,7 @@ def report_pdf(bodies: dict[str, Any], context: dict[str, Any]) -> bytes:
                 "Build",
                 "Tumour fraction (95% CI)",
                 "LoD95",
-                "MATH",
+                "Heterogeneity",
             ],
             [
                 [
@@ -594,7 +611,7 @@ def report_pdf(bodies: dict[str, Any], context: dict[str, Any]) -> bytes:
                     s["status"]
                     + (f" ({s['retraction_reason']})" if s["retraction_reason"] else ""),
                     s["build"],
-                    f"{s['tumor_fraction']} ({s['tf_ci']})" if s["tumor_fraction"] else "",
+                    s["tumor_fraction"] + (f" ({s['tf_ci']})" if s["tf_ci"] else ""),
                     s["lod95"],
                     s["math"],
                 ]
@@ -612,9 +629,17 @@ def report_pdf(bodies: dict[str, Any], context: dict[str, Any]) -> bytes:
             [2.0, 1.3, 2.7, 1.1],
         )
         page.text(
-            "Research use: results of a monitoring service, to be read with the clinical "
-            "picture. LoD95: the ctDNA fraction this draw would have detected with 95% "
-            "probability; a negative draw says ctDNA was below it, not absent.",
+            "Terms. "
+            + " ".join(
+                f"{name.replace('_', ' ').capitalize()}: {text}."
+                for name, text in context["terms"].items()
+            ),
+            size=7,
+            colour="#555555",
+            width=140,
+        )
+        page.text(
+            "Research use: results of a monitoring service, to be read with the clinical picture.",
             size=7,
             colour="#555555",
         )
