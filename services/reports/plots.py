@@ -166,7 +166,7 @@ def draw_timeline(ax: Any, model: Timeline) -> None:
     for label in model.labels:
         ax.annotate(
             plain(label.text),
-            xy=(_date(label.date), 1),
+            xy=(mdates.date2num(_date(label.date)), 1.0),
             xycoords=strip,
             xytext=(0, 3 + 11 * label.row),
             textcoords="offset points",
