@@ -19,18 +19,25 @@ TYPES = {
 }
 
 
+Replacements = tuple[tuple[bytes, bytes], ...]
+
+
 @lru_cache(maxsize=16)
-def _packaged(package: str, path: str, compressed: bool) -> bytes:
+def _packaged(package: str, path: str, compressed: bool, replace: Replacements) -> bytes:
     content = (resources.files(package) / path).read_bytes()
+    for old, new in replace:
+        content = content.replace(old, new)
     # plotly.min.js is 4.8 MB as shipped, about 1.4 MB gzipped
     return gzip.compress(content, compresslevel=6, mtime=0) if compressed else content
 
 
-def packaged(package: str, path: str, request: Request) -> Response:
-    """The file `path` of the installed `package`, gzipped if the client accepts it."""
+def packaged(package: str, path: str, request: Request, replace: Replacements = ()) -> Response:
+    """The file `path` of the installed `package` (with `replace` applied: (old, new) byte
+    strings), gzipped if the client accepts it."""
     suffix = path[path.rfind(".") :]
     compressed = suffix != ".png" and "gzip" in request.headers.get("accept-encoding", "")
     headers = {"Cache-Control": LONG_CACHE, "Vary": "Accept-Encoding"}
     if compressed:
         headers["Content-Encoding"] = "gzip"
-    return Response(_packaged(package, path, compressed), media_type=TYPES[suffix], headers=headers)
+    content = _packaged(package, path, compressed, replace)
+    return Response(content, media_type=TYPES[suffix], headers=headers)

@@ -21,6 +21,15 @@ router = APIRouter(include_in_schema=False)
 PACKAGE = "fastapi_offline"
 VERSION = version("fastapi-offline")
 TITLE = "ctDNA monitoring service"
+# ReDoc's sidebar shows the Redocly logo from their CDN: an empty image of our own instead.
+OFFLINE = {
+    "redoc.standalone.js": (
+        (
+            b"https://cdn.redoc.ly/redoc/logo-mini.svg",
+            b"data:image/svg+xml,%3Csvg xmlns='http://www.w3.org/2000/svg'/%3E",
+        ),
+    ),
+}
 ASSETS = r"^(swagger-ui-bundle\.js|swagger-ui\.css|redoc\.standalone\.js|favicon\.png)$"
 
 
@@ -60,4 +69,4 @@ def redoc() -> HTMLResponse:
 
 @router.get("/docs/static/{name}")
 def docs_asset(name: Annotated[str, Path(pattern=ASSETS)], request: Request) -> Response:
-    return packaged(PACKAGE, f"static/{name}", request)
+    return packaged(PACKAGE, f"static/{name}", request, OFFLINE.get(name, ()))

@@ -2,7 +2,10 @@
 running `ctdna serve` with the demo cohort loaded by `ctdna demo` (embedded SQLite, real
 ingest). What a clinician sees is checked against what the API says: the list's badges, the
 plotted points (read back from the Plotly figure in the page), the clone plot, the tables
-without JavaScript, the report PDF and the static PNGs, and another site's key sees nothing.
+without JavaScript, the report PDF and the static PNGs, and another site's key sees nothing;
+a patient with one draw, the numbers of negative draws, the print stylesheet, and the API
+documentation. The browser resolves no host but 127.0.0.1: a page that needed the internet
+would show it.
 
 Screenshots go to $CTDNA_TEST_ARTIFACTS (default tests/artifacts/ui, git-ignored)."""
 
@@ -12,6 +15,7 @@ import base64
 import io
 import os
 import re
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from html.parser import HTMLParser
@@ -23,7 +27,17 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.conftest import ROOT, Process, create_key, ctdna, service_env, start_api
+from services.reports.numbers import percent
+from tests.conftest import (
+    ROOT,
+    Process,
+    create_key,
+    ctdna,
+    service_env,
+    start_api,
+    upload_panel,
+    wait_job,
+)
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -52,6 +66,7 @@ class Demo:
     other_key: str  # read on another site
     api: Process
     env: dict[str, str]
+    tmp: Path
 
     def client(self, key: str | None = None) -> httpx.Client:
         return httpx.Client(
@@ -68,9 +83,10 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
     loaded = ctdna(env, "demo", "--site", SITE, "--patients", "8", "--draws", "5")
     key = loaded.stdout.strip().splitlines()[-1]
     other = create_key(env, "site-ui-other", "read")
-    api, base = start_api(env, tmp, "--no-worker")
+    # with the worker `serve` starts beside it on the embedded default, for uploads of tests
+    api, base = start_api(env, tmp)
     try:
-        yield Demo(base=base, key=key, other_key=other, api=api, env=env)
+        yield Demo(base=base, key=key, other_key=other, api=api, env=env, tmp=tmp)
     finally:
         api.stop()
 
@@ -85,6 +101,8 @@ def browser() -> Iterator[WebDriver]:
         "--disable-dev-shm-usage",
         "--disable-gpu",
         "--window-size=1400,1000",
+        # no network: every host but this machine fails to resolve
+        "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
     ):
         options.add_argument(argument)
     driver = webdriver.Chrome(options=options, service=Service(str(CHROMEDRIVER)))
@@ -330,7 +348,8 @@ def test_tables_need_no_javascript_and_show_reasons_and_citations(demo: Demo) ->
         assert all(r[4] for r in rows)  # every call has its reason
         negative = next(c for c in mrd["calls"] if c["call"] == "NEGATIVE")
         row = next(r for r in rows if r[0] == negative["sample_id"])
-        assert row[8] == f"{negative['lod95']:.1e}"
+        assert row[8] == percent(negative["lod95"])
+        assert row[7] == "< LoD95"  # a negative draw's tumour fraction is never written "0"
 
         resistance = client.get(f"/v1/patients/{resisting}/resistance").json()
         tables = _Tables()
@@ -456,3 +475,154 @@ def test_the_list_pages_through_a_larger_site(browser: WebDriver, demo: Demo) ->
     assert [r.get_attribute("data-patient") for r in rows] == [f"PG-{i:03d}" for i in range(50, 58)]
     browser.get(f"{demo.base}/ui/patients?q=%25")
     assert not browser.find_elements(By.CSS_SELECTOR, "#patients tbody tr[data-patient]")
+
+
+def _tick_texts(driver: WebDriver, element_id: str, axis: str) -> list[str]:
+    return driver.execute_script(
+        "return [...document.querySelectorAll('#' + arguments[0] + ' .' + arguments[1] +"
+        " 'tick text')].map(t => t.textContent)",
+        element_id,
+        axis,
+    )
+
+
+def test_a_patient_with_one_draw(browser: WebDriver, demo: Demo) -> None:
+    """One plasma draw: dated ticks around it (not the milliseconds of one instant), its
+    points and its clones drawn, on the page and in the static images."""
+    from PIL import Image
+
+    with demo.client() as client:
+        response = upload_panel(client, demo.tmp, "ONE-DRAW", "ONE-DRAW-1")
+        assert response.status_code == 202, response.text
+        assert wait_job(client, response.json()["job_id"], timeout=90)["status"] == "succeeded"
+        # the clone fit is a job of its own, after the ingest
+        deadline = time.monotonic() + 90
+        while not (clones := client.get("/v1/patients/ONE-DRAW/clones").json())["clones"]:
+            assert time.monotonic() < deadline, "no clone fit within 90 s"
+            time.sleep(0.2)
+        images = {
+            plot: client.get(f"/v1/patients/ONE-DRAW/plots/{plot}.png").content
+            for plot in ("timeline", "clones")
+        }
+    sign_in(browser, demo, demo.key)
+    browser.get(f"{demo.base}/ui/patients/ONE-DRAW")
+    traces = _figure(browser, "timeline")
+    (tf,) = [t for t in traces if t["meta"].get("role") == "tumour_fraction"]
+    assert tf["x"] == ["2025-02-01"]
+    ticks = _tick_texts(browser, "timeline", "x")
+    assert ticks and all(re.fullmatch(r"\d{4}-\d{2}-\d{2}", tick) for tick in ticks), ticks
+    assert len(ticks) >= 3  # weeks either side of the draw, not one instant
+    drawn = browser.execute_script(
+        "return document.querySelectorAll('#timeline .scatterlayer .trace .points path').length"
+    )
+    assert drawn >= 2  # the tumour fraction and the detected variants
+
+    detected = [c for c in clones["clones"] if any(s["detected"] for s in c["ccf_series"])]
+    assert detected, clones
+    clone_traces = _figure(browser, "clones")
+    assert [t["meta"]["clone_id"] for t in clone_traces] == [c["clone_id"] for c in detected]
+    points = browser.execute_script(
+        "return document.querySelectorAll('#clones .scatterlayer .trace .points path').length"
+    )
+    assert points == len(detected)  # a point per clone: an area over one date would be empty
+    assert all(re.fullmatch(r"\d{4}-\d{2}-\d{2}", t) for t in _tick_texts(browser, "clones", "x"))
+    screenshot(browser, "patient-one-draw")
+    for plot, content in images.items():
+        image = Image.open(io.BytesIO(content)).convert("L")
+        assert float(np.asarray(image, dtype=float).var()) > 100, plot
+        (ARTIFACTS / f"{plot}-one-draw.png").write_bytes(content)
+
+
+def test_negative_draws_read_below_lod95_in_one_number_format(
+    browser: WebDriver, demo: Demo
+) -> None:
+    """A negative draw's tumour fraction reads "< LoD95" (never 0), and every number on the
+    page is a percentage with two significant figures: no scientific notation anywhere."""
+    truth = mrd_statuses(demo)
+    negative_patient = next(p for p, (s, _) in truth.items() if s == "NEGATIVE")
+    with demo.client() as client:
+        mrd = client.get(f"/v1/patients/{negative_patient}/mrd").json()
+    sign_in(browser, demo, demo.key)
+    browser.get(f"{demo.base}/ui/patients/{negative_patient}")
+    rows = browser.find_elements(By.CSS_SELECTOR, "#mrd-calls tbody tr[data-call]")
+    by_sample = {r.find_element(By.CSS_SELECTOR, "td").text: r for r in rows}
+    assert set(by_sample) == {c["sample_id"] for c in mrd["calls"]}
+    for call in mrd["calls"]:
+        cells = [c.text for c in by_sample[call["sample_id"]].find_elements(By.TAG_NAME, "td")]
+        if call["call"] == "NEGATIVE":
+            assert cells[7] == "< LoD95", cells
+        elif call["call"] == "POSITIVE":
+            assert cells[7].startswith(percent(call["tumor_fraction"])), cells
+        assert cells[8] == percent(call["lod95"]), cells
+    summary = browser.find_element(By.ID, "latest-tf").text
+    assert mrd["status"] == "NEGATIVE" and "tumour fraction < LoD95" in summary, summary
+    text = browser.find_element(By.TAG_NAME, "main").text
+    assert not re.search(r"\d\.?\d*e[-+]\d", text), re.findall(r"\S*\d\.?\d*e[-+]\d\S*", text)
+    # the technical term behind a plain heading is one hover away, and in the Terms list
+    lod = browser.find_element(By.CSS_SELECTOR, "#mrd-calls th abbr[title^='LoD95:']")
+    assert lod.get_attribute("textContent") == "LoD95"
+    terms = browser.find_element(By.ID, "terms").text
+    assert "INVAR" in terms and "MATH score" in terms
+    # drug classes and event types in words, never their codes
+    page = browser.page_source
+    assert "aromatase_inhibitor" not in page and "clinical_relapse" not in page
+    screenshot(browser, f"patient-{negative_patient}-negative")
+
+
+def test_print_keeps_colour_and_whole_tables(browser: WebDriver, demo: Demo) -> None:
+    """The printable report, on screen and in print: every table as wide as the page at most
+    (nothing scrolled away), status badges in their colours (print-color-adjust: exact), the
+    navigation hidden. Chromium's own print of it is kept beside the screenshots."""
+    truth = mrd_statuses(demo)
+    positive = next(p for p, (s, _) in truth.items() if s == "POSITIVE")
+    sign_in(browser, demo, demo.key)
+    browser.get(f"{demo.base}/ui/patients/{positive}/report")
+    WebDriverWait(browser, 30).until(
+        lambda d: d.execute_script(
+            "return [...document.images].every(i => i.complete && i.naturalWidth > 0)"
+        )
+    )
+    measure = (
+        "return [...document.querySelectorAll('table')].map(t => ({id: t.id,"
+        " table: t.scrollWidth, box: t.parentElement.clientWidth}))"
+    )
+    for media in ("", "print"):
+        browser.execute_cdp_cmd("Emulation.setEmulatedMedia", {"media": media})
+        try:
+            widths = browser.execute_script(measure)
+            badge = browser.execute_script(
+                "const b = document.querySelector('#mrd-calls .badge.POSITIVE');"
+                "const s = getComputedStyle(b);"
+                "return [s.backgroundColor, s.printColorAdjust || s.webkitPrintColorAdjust];"
+            )
+            hidden = browser.execute_script(
+                "return [...document.querySelectorAll('header.top, .no-print')]"
+                ".map(e => getComputedStyle(e).display)"
+            )
+        finally:
+            browser.execute_cdp_cmd("Emulation.setEmulatedMedia", {"media": ""})
+        assert widths and all(w["table"] <= w["box"] + 1 for w in widths), (media, widths)
+        assert badge[0] == "rgb(192, 57, 43)", (media, badge)  # --pos
+        if media == "print":
+            assert badge[1] == "exact", badge
+            assert hidden and set(hidden) == {"none"}, hidden
+    printed = base64.b64decode(browser.print_page(PrintOptions()))
+    (ARTIFACTS / f"report-{positive}.print.pdf").write_bytes(printed)
+    assert printed.startswith(b"%PDF")
+
+
+def test_the_api_documentation_works_offline(browser: WebDriver, demo: Demo) -> None:
+    """/docs and /redoc draw the API from the package's own Swagger UI and ReDoc, with no
+    other host reachable; GET / leads to the web view."""
+    for path, ready in (("/docs", ".swagger-ui .info .title"), ("/redoc", ".api-content h1")):
+        browser.get(f"{demo.base}{path}")
+        WebDriverWait(browser, 60).until(lambda d, r=ready: d.find_elements(By.CSS_SELECTOR, r))
+        title = browser.find_element(By.CSS_SELECTOR, ready).text
+        assert "ctDNA monitoring service" in title, (path, title)
+        resources = browser.execute_script(
+            "return performance.getEntriesByType('resource').map(r => r.name)"
+        )
+        assert resources and all(r.startswith(demo.base) for r in resources), resources
+        screenshot(browser, f"docs{path.replace('/', '-')}", full_page=False)
+    root = httpx.get(f"{demo.base}/", follow_redirects=False)
+    assert root.status_code == 303 and root.headers["location"] == "/ui/patients"
