@@ -99,22 +99,47 @@ class Api:
         self.client.close()
 
     def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """One request; a 429 (the site's rate limit) is waited out as its Retry-After says,
+        for up to RATE_LIMIT_PATIENCE seconds in all."""
         import httpx
 
-        try:
-            response = self.client.request(method, path, **kwargs)
-        except httpx.ConnectError as exc:
-            raise ClientError(f"cannot connect to {self.url}: {_reason(exc)}") from exc
-        except httpx.TimeoutException as exc:
-            raise ClientError(f"{self.url} did not answer in time ({method} {path})") from exc
-        except httpx.TransportError as exc:
-            raise ClientError(f"{self.url}: {_reason(exc)}") from exc
+        deadline = time.monotonic() + RATE_LIMIT_PATIENCE
+        while True:
+            for value in (kwargs.get("files") or {}).values():
+                value[1].seek(0)  # a file sent once more is sent whole
+            try:
+                response = self.client.request(method, path, **kwargs)
+            except httpx.ConnectError as exc:
+                raise ClientError(f"cannot connect to {self.url}: {_reason(exc)}") from exc
+            except httpx.TimeoutException as exc:
+                raise ClientError(f"{self.url} did not answer in time ({method} {path})") from exc
+            except httpx.TransportError as exc:
+                raise ClientError(f"{self.url}: {_reason(exc)}") from exc
+            wait = _retry_after(response)
+            if wait is None or time.monotonic() + wait > deadline:
+                break
+            time.sleep(wait)
         if response.status_code >= 400:
             raise ClientError(describe(response), response.status_code)
         return response
 
     def json(self, path: str, **params: Any) -> Any:
         return self.request("GET", path, params=params or None).json()
+
+
+# How long one command waits, in all, for the site's rate limit to let a request through (a
+# folder of a few hundred files goes out at the upload rate, 10 per second by default).
+RATE_LIMIT_PATIENCE = 300.0
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    """Seconds to wait before sending a refused request again: only for a 429."""
+    if response.status_code != 429:
+        return None
+    try:
+        return min(30.0, max(0.1, float(response.headers.get("retry-after", "1"))))
+    except ValueError:
+        return 1.0
 
 
 def describe(response: httpx.Response) -> str:

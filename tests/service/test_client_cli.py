@@ -37,7 +37,13 @@ class Api:
 @pytest.fixture(scope="module")
 def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
     tmp = tmp_path_factory.mktemp("client-cli")
-    env = service_env(tmp / "data")
+    # a small upload budget: a folder of more files than the burst meets 429s, which `submit`
+    # waits out
+    env = service_env(
+        tmp / "data",
+        CTDNA_RATE_LIMIT_UPLOADS_BURST="4",
+        CTDNA_RATE_LIMIT_UPLOADS_PER_SECOND="4",
+    )
     ctdna(env, "migrate")
     with Running() as running, ThreadPoolExecutor(max_workers=1) as pool:
         # The demo loads in its own process while the API starts; the worker starts after
@@ -450,8 +456,11 @@ def test_a_simulated_folder_carries_its_clinical_events(api: Api) -> None:
     assert made.returncode == 0, made.stderr
     events = list(csv.DictReader((folder / "events.csv").open()))
     assert {e["type"] for e in events} >= {"surgery", "therapy_start"}
+    files = len(list(csv.DictReader((folder / "manifest.csv").open())))
+    assert files > 4  # more than the upload burst: the site's rate limit is waited out
     result = run(api, "submit", str(folder))
     assert result.returncode == 0, result.stdout + result.stderr
+    assert f"accepted {files}, duplicate 0, failed 0" in result.stderr
     assert f"events: {len(events)} posted, 0 already recorded" in result.stderr
     surgical = next(e["patient_id"] for e in events if e["type"] == "surgery")
     mrd = _api_json(api, f"/v1/patients/{surgical}/mrd")
