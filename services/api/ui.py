@@ -161,7 +161,12 @@ def login(
         return templates.TemplateResponse(
             request,
             "login.html",
-            {"next": _safe_next(next), "error": "Unknown, revoked or unscoped key."},
+            {
+                "next": _safe_next(next),
+                "error": "Unknown, revoked or unscoped key: use a key of your site with the "
+                "read scope (`make run` prints one for the demo; an admin makes one with "
+                "`ctdna keys create --site SITE --scopes read`).",
+            },
             status_code=401,
         )
     response = RedirectResponse(_safe_next(next), status_code=303)
