@@ -13,18 +13,7 @@ from services.config import get_settings
 from services.db import get_engine
 from services.jobs.broker import celery_config
 from services.jobs.service import SWEEP_TASK
-from services.logging import configure_logging
-
-
-class QuietSweep(logging.Filter):
-    """The sweep runs every `sweep_interval_seconds`: Celery's routine lines about it (sent
-    by beat, received, succeeded) are kept for DEBUG; what it re-sends, it logs itself."""
-
-    LOGGERS = ("celery.beat", "celery.worker.strategy", "celery.app.trace")
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        routine = record.levelno <= logging.INFO and SWEEP_TASK in record.getMessage()
-        return not routine or logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+from services.logging import QuietRoutine, configure_logging
 
 
 def create_celery() -> Celery:
@@ -39,8 +28,9 @@ def create_celery() -> Celery:
     }
     app.conf.beat_schedule_filename = str(settings.resolved_data_dir / "celerybeat-schedule")
     configure_logging(settings.log_level, json=settings.log_json)
-    for name in QuietSweep.LOGGERS:
-        logging.getLogger(name).addFilter(QuietSweep())
+    quiet = QuietRoutine(SWEEP_TASK)
+    for name in QuietRoutine.CELERY_LOGGERS:
+        logging.getLogger(name).addFilter(quiet)
     return app
 
 

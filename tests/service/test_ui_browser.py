@@ -626,3 +626,34 @@ def test_the_api_documentation_works_offline(browser: WebDriver, demo: Demo) -> 
         screenshot(browser, f"docs{path.replace('/', '-')}", full_page=False)
     root = httpx.get(f"{demo.base}/", follow_redirects=False)
     assert root.status_code == 303 and root.headers["location"] == "/ui/patients"
+
+
+def test_without_javascript_the_static_images_stand_in_for_the_figures(
+    browser: WebDriver, demo: Demo
+) -> None:
+    """No script: the figures' places take no room (no blank band above the images) and the
+    static timeline and clone images are shown in them."""
+    truth = mrd_statuses(demo)
+    patient = next(p for p, (s, _) in truth.items() if s == "POSITIVE")
+    sign_in(browser, demo, demo.key)
+    browser.execute_cdp_cmd("Emulation.setScriptExecutionDisabled", {"value": True})
+    try:
+        browser.get(f"{demo.base}/ui/patients/{patient}")
+        WebDriverWait(browser, 30).until(
+            lambda d: d.execute_script(
+                "return [...document.images].length >= 2 &&"
+                " [...document.images].every(i => i.complete && i.naturalWidth > 0)"
+            )
+        )
+        heights = [
+            browser.find_element(By.ID, name).size["height"] for name in ("timeline", "clones")
+        ]
+        images = browser.find_elements(By.CSS_SELECTOR, "img.static-plot")
+        shown = [i.get_attribute("src") for i in images if i.size["height"] > 100]
+        screenshot(browser, f"patient-{patient}-no-js")
+    finally:
+        browser.execute_cdp_cmd("Emulation.setScriptExecutionDisabled", {"value": False})
+    assert heights == [0, 0], heights
+    assert any(s.endswith("/timeline.png") for s in shown) and any(
+        s.endswith("/clones.png") for s in shown
+    ), shown
