@@ -68,7 +68,7 @@ def resolve(fmt: str | None, console: Console) -> Format:
         raise typer.BadParameter(
             f"{fmt!r} is not one of {', '.join(FORMATS)}", param_hint="--format"
         )
-    return fmt  # type: ignore[return-value]
+    return fmt
 
 
 def plain(value: Any) -> str:

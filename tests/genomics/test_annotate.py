@@ -151,7 +151,9 @@ def test_non_hotspot_keeps_the_file_annotation_or_falls_back_to_the_gene_span() 
 
 def test_vep_format_string_under_ann_is_parsed_from_its_header() -> None:
     result = read_vcf(
-        PUBLIC_VCF / "bcftools_split-vep.7.vcf", display_name="split-vep.7.vcf", sample_type="tissue"
+        PUBLIC_VCF / "bcftools_split-vep.7.vcf",
+        display_name="split-vep.7.vcf",
+        sample_type="tissue",
     )
     [call] = result.variants
     assert (call.gene, call.annotation_source) == ("FAM87B", "ANN")
