@@ -64,8 +64,9 @@ def serve(
         bool,
         typer.Option(
             "--demo/--no-demo",
-            help="First run (no patient yet): load the demo cohort in the background, after "
-            "any real upload; always print the sign-in address and a key of the demo site",
+            help="On a first run (demo never loaded here, no other site's patients) load the "
+            "demo cohort in the background, after any real upload; always print the sign-in "
+            "address and a key of the demo site",
         ),
     ] = False,
 ) -> None:
