@@ -429,7 +429,7 @@ def test_piped_output_is_tsv_and_json_on_request(api: Api) -> None:
         for part in re.split(r"^# ", piped.stdout, flags=re.M)
         if part
     )
-    assert set(sections) == {"patient", "samples", "resistance"}
+    assert set(sections) == {"patient", "samples", "resistance", "amendments"}
     samples = list(csv.DictReader(io.StringIO(sections["samples"]), delimiter="\t"))
     mrd = _api_json(api, f"/v1/patients/{pid}/mrd")
     calls = {c["sample_id"]: c for c in mrd["calls"]}  # type: ignore[index]
@@ -458,7 +458,12 @@ def test_a_simulated_folder_carries_its_clinical_events(api: Api) -> None:
     assert {e["type"] for e in events} >= {"surgery", "therapy_start"}
     files = len(list(csv.DictReader((folder / "manifest.csv").open())))
     assert files > 4  # more than the upload burst: the site's rate limit is waited out
-    result = run(api, "submit", str(folder))
+    # without --create-patient, new patients are refused: events and samples alike
+    refused = run(api, "submit", str(folder))
+    assert refused.returncode == 1
+    assert "events: 0 posted, 0 already recorded" in refused.stderr
+    assert "no patient 'EV-SIM-0001' at this site (--create-patient)" in refused.stderr
+    result = run(api, "submit", str(folder), "--create-patient")
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"accepted {files}, duplicate 0, failed 0" in result.stderr
     assert f"events: {len(events)} posted, 0 already recorded" in result.stderr
