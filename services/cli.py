@@ -200,7 +200,7 @@ def _announce(host: str, port: int, key: str, loader: subprocess.Popen[bytes] | 
     ]
     if loader is not None:
         lines.append(
-            "the demo cohort is loading in the background (about a minute; patients appear "
+            "the demo cohort is loading in the background (under a minute; patients appear "
             "as they load, and your own uploads go first)"
         )
     lines.append(f"API documentation: {base}/docs · stop with Ctrl-C")
