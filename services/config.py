@@ -26,6 +26,11 @@ class Settings(BaseSettings):
     # A gzip/BGZF upload whose content inflates past this is refused at upload (413): a zip
     # bomb never reaches a worker's disk or memory. Real VCF.gz files inflate about 5-15x.
     max_decompressed_bytes: int = Field(default=16 * 1024**3, gt=0)
+    # What one variant file may ask (services/genomics/sniff.py): refused at upload (422
+    # naming the file and line), and by the reader for a file that got past it (failed job).
+    max_sample_columns: int = Field(default=1_000, gt=0)
+    max_line_bytes: int = Field(default=16 * 1024**2, gt=0)
+    max_records: int = Field(default=50_000_000, gt=0)
     # A Redis-delivered message not acked within this many seconds is handed to another
     # worker; it must exceed the longest task (a 2M-record tissue VCF takes well under this).
     broker_visibility_timeout: int = 3600

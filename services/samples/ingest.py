@@ -119,7 +119,12 @@ class _ReadRequest:
         self.normal_sample = sample.normal_sample
         self.tracked = tracked
         self.reference_fasta = settings.reference_fasta
-        self.max_decompressed_bytes = settings.max_decompressed_bytes
+        self.limits = {
+            "max_decompressed_bytes": settings.max_decompressed_bytes,
+            "max_sample_columns": settings.max_sample_columns,
+            "max_line_bytes": settings.max_line_bytes,
+            "max_records": settings.max_records,
+        }
         # A tissue sample proposes the tracked set from its calls; its reads are not counted.
         self.alignment = (
             _Alignment.of(sample, settings.uploads_dir) if sample.sample_type != "tissue" else None
@@ -144,7 +149,7 @@ class _ReadRequest:
                 normal_sample=self.normal_sample,
                 tracked=self.tracked,
                 reference_fasta=self.reference_fasta,
-                max_decompressed_bytes=self.max_decompressed_bytes,
+                **self.limits,
             ) as stream,
             spool.open("wb") as out,
         ):
