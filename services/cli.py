@@ -69,11 +69,7 @@ def serve(
         )
     finally:
         if child is not None:
-            child.send_signal(signal.SIGTERM)
-            try:
-                child.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                child.kill()
+            _stop_child(child)
         if metrics_dir is not None:
             shutil.rmtree(metrics_dir, ignore_errors=True)
 
@@ -91,9 +87,12 @@ def _multiprocess_metrics_dir(data_dir: Path) -> Path | None:
     return path
 
 
+WORKER_QUEUES = ("ingest", "webhooks")
+
+
 @app.command()
 def worker(
-    concurrency: Annotated[int | None, typer.Option(help="Worker processes")] = None,
+    concurrency: Annotated[int | None, typer.Option(help="Worker processes (ingest)")] = None,
     beat: Annotated[
         bool | None,
         typer.Option(
@@ -101,26 +100,64 @@ def worker(
             help="Embed the periodic sweep (default: yes on the embedded broker)",
         ),
     ] = None,
+    queues: Annotated[
+        str,
+        typer.Option(
+            help="ingest (samples, analyses, the sweep), webhooks (deliveries, in threads), or "
+            "both: then the webhooks run in a second process beside this one"
+        ),
+    ] = "ingest,webhooks",
     loglevel: Annotated[str, typer.Option()] = "INFO",
 ) -> None:
-    """Run a Celery worker for the ingest, recompute, webhook and sweep tasks."""
-    from services.jobs.broker import QUEUE
+    """Run the Celery workers: ingest, recompute and sweep tasks, and webhook deliveries."""
+    from services.jobs.broker import QUEUE, WEBHOOK_QUEUE
     from workers.celery_app import app as celery_app
 
     settings = get_settings()
+    # the beat's schedule file and the embedded broker live there: a missing folder must not
+    # silently stop the sweep
+    settings.resolved_data_dir.mkdir(parents=True, exist_ok=True)
+    chosen = {q.strip() for q in queues.split(",") if q.strip()}
+    if not chosen or chosen - set(WORKER_QUEUES):
+        err.print(f"[red]--queues takes {' and/or '.join(WORKER_QUEUES)}[/red]")
+        raise typer.Exit(2)
+    common = [f"--loglevel={loglevel}", "--without-gossip", "--without-mingle"]
+    if chosen == {"webhooks"}:
+        celery_app.worker_main(
+            [
+                "worker",
+                *common,
+                "-Q",
+                WEBHOOK_QUEUE,
+                "--pool=threads",
+                f"--concurrency={settings.webhook_concurrency}",
+                f"--hostname=webhooks-{os.getpid()}@%h",
+            ]
+        )
+        return
     argv = [
         "worker",
-        f"--loglevel={loglevel}",
+        *common,
         "-Q",
         QUEUE,
         f"--concurrency={concurrency or settings.worker_concurrency}",
-        "--without-gossip",
-        "--without-mingle",
+        f"--hostname=ingest-{os.getpid()}@%h",
     ]
     if settings.embedded_broker if beat is None else beat:
         argv.append("--beat")
         argv.append(f"--schedule={settings.resolved_data_dir / 'celerybeat-schedule'}")
-    celery_app.worker_main(argv)
+    webhooks = None
+    if "webhooks" in chosen:
+        webhooks = subprocess.Popen(
+            [sys.executable, "-m", "services.cli", "worker", "--queues", "webhooks"]
+            + [f"--loglevel={loglevel}"],
+            env=os.environ.copy(),
+        )
+    try:
+        celery_app.worker_main(argv)
+    finally:
+        if webhooks is not None:
+            _stop_child(webhooks)
 
 
 @app.command()
@@ -128,7 +165,17 @@ def beat(loglevel: Annotated[str, typer.Option()] = "INFO") -> None:
     """Run the periodic scheduler alone (production: one beat per deployment)."""
     from workers.celery_app import app as celery_app
 
+    settings = get_settings()
+    settings.resolved_data_dir.mkdir(parents=True, exist_ok=True)
     celery_app.start(["beat", f"--loglevel={loglevel}"])
+
+
+def _stop_child(child: subprocess.Popen[bytes]) -> None:
+    child.send_signal(signal.SIGTERM)
+    try:
+        child.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        child.kill()
 
 
 @keys_app.command("create")

@@ -34,12 +34,27 @@ class Settings(BaseSettings):
     # A Redis-delivered message not acked within this many seconds is handed to another
     # worker; it must exceed the longest task (a 2M-record tissue VCF takes well under this).
     broker_visibility_timeout: int = 3600
-    # A job claimed by a worker that stopped heart-beating for this long is taken over.
-    job_lease_seconds: int = 600
+    # A claimed job's lease: its task renews it every third of this while it runs (a
+    # heartbeat), so a job whose worker died is taken over by the sweep after at most this
+    # plus one sweep interval, and a long honest task is never taken over.
+    job_lease_seconds: float = Field(default=30.0, gt=0)
+    # An ingest that stored its rows and waits for a later ingest of the same patient to do
+    # the analyses is run again, whole, if that has not happened after this long.
+    job_await_seconds: float = Field(default=600.0, gt=0)
+    # A job whose worker vanished (killed, out of memory, hard time limit) this many times is
+    # failed with what it was doing, instead of being handed to the next worker.
+    job_max_attempts: int = Field(default=3, ge=1)
+    # Per task run (ingest, recompute, clone fit): past it the task stops and its job fails.
+    task_time_limit_seconds: float = Field(default=1800.0, gt=30)
     # A queued job whose message was never seen by a worker is re-sent after this delay.
     job_resend_after_seconds: int = 30
     sweep_interval_seconds: float = 15.0
     worker_concurrency: int = 2
+    # Webhook deliveries run in a worker of their own (threads: the work is waiting on
+    # receivers), so that ingests never wait behind them.
+    webhook_concurrency: int = Field(default=8, ge=1)
+    # One attempt, connect to last byte, ends by this deadline whatever the receiver does.
+    webhook_deadline_seconds: float = Field(default=20.0, gt=0)
     # Multiplies the webhook retry schedule (1.0 = about three days); tests shrink it.
     webhook_retry_scale: float = Field(default=1.0, gt=0)
     # Signs the web view's session cookie; unset = a random key kept in data_dir/secret_key.

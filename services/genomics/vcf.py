@@ -490,6 +490,15 @@ class VcfStream:
         """'*' and symbolic ALT alleles seen so far."""
         return self._counter.skipped
 
+    @property
+    def position(self) -> str:
+        """Where the read is, for progress reports: "line N" of a text file read in full,
+        else "record N" (a BCF, or regions fetched through an index)."""
+        header_lines = self._reader.header_lines
+        if self.scan == "full" and header_lines is not None:
+            return f"line {header_lines + self._counter.records}"
+        return f"record {self._counter.records}"
+
     def calls(self) -> Iterator[VariantCall]:
         """The kept alleles in file order, each once within a window of positions: a copy is
         held back until no later record of a sorted file can repeat it, and of two copies
@@ -525,6 +534,10 @@ class _Reader:
         self._limits = limits
         self._index: Path | None = None
         self._canon: dict[str, str] = {}
+
+    @property
+    def header_lines(self) -> int | None:
+        return self._source.header_lines
 
     # -- orchestration --
 
