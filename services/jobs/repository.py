@@ -111,6 +111,18 @@ def ingest_queued_for_patient(session: Session, patient_pk: int, task: str) -> b
     )
 
 
+def samples_with_queued(session: Session, sample_pks: Sequence[int], task: str) -> set[int]:
+    if not sample_pks:
+        return set()
+    return set(
+        session.scalars(
+            select(Job.sample_pk).where(
+                Job.sample_pk.in_(sample_pks), Job.task == task, Job.status == "queued"
+            )
+        )
+    )
+
+
 def awaiting_analysis(session: Session, patient_pk: int, task: str) -> Sequence[Job]:
     """The patient's ingests that stored their rows and wait for its analyses."""
     return session.scalars(

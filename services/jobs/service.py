@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from contextvars import ContextVar
 from datetime import timedelta
 from types import TracebackType
@@ -170,6 +170,11 @@ def ingests_waiting(session: Session) -> bool:
 def ingest_queued_for_patient(session: Session, patient_pk: int) -> bool:
     """Whether another sample of the patient waits for an ingest worker."""
     return repository.ingest_queued_for_patient(session, patient_pk, INGEST_TASK)
+
+
+def samples_with_queued_ingest(session: Session, sample_pks: Sequence[int]) -> set[int]:
+    """Those of the samples whose ingest waits for a worker (not yet started)."""
+    return repository.samples_with_queued(session, sample_pks, INGEST_TASK)
 
 
 def awaiting_analysis(session: Session, patient_pk: int) -> bool:
