@@ -256,7 +256,9 @@ def test_leased_tokens_never_exceed_the_shared_budget(redis_url: str) -> None:
             "type": "http",
             "method": "GET",
             "path": "/v1/patients",
-            "headers": [(b"authorization", b"Bearer lease-test")],
+            # no key: the client address's bucket (an unknown key would spend it too)
+            "headers": [],
+            "client": ("192.0.2.7", 40000),
         }
         # 60 at once in one process: one lease request at a time, so none is refused (if each
         # took a lease of its own, 20 would drain the bucket and 40 be refused)
