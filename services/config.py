@@ -59,7 +59,10 @@ class Settings(BaseSettings):
     webhook_retry_scale: float = Field(default=1.0, gt=0)
     # Signs the web view's session cookie; unset = a random key kept in data_dir/secret_key.
     secret_key: str | None = None
-    ui_session_hours: int = 12
+    ui_session_hours: int = Field(default=12, ge=1)
+    # The session cookie's Secure flag: unset = always, except over plain http to this machine
+    # (localhost, 127.0.0.1: the embedded first run); true or false forces it.
+    ui_cookie_secure: bool | None = None
     log_level: str = "INFO"
     log_json: bool = False
     # /metrics reads job and webhook counts from the database at most this often.
