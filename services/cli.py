@@ -66,6 +66,11 @@ def serve(
             workers=workers,
             log_level=settings.log_level.lower(),
             access_log=False,
+            # the request head is capped (431); h11's own cap is the same, should it be used
+            http="services.api.protocol:BoundedHttpToolsProtocol",
+            h11_max_incomplete_event_size=settings.max_header_bytes,
+            proxy_headers=True,
+            forwarded_allow_ips=settings.forwarded_allow_ips,
         )
     finally:
         if child is not None:

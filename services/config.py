@@ -63,6 +63,12 @@ class Settings(BaseSettings):
     # The session cookie's Secure flag: unset = always, except over plain http to this machine
     # (localhost, 127.0.0.1: the embedded first run); true or false forces it.
     ui_cookie_secure: bool | None = None
+    # `ctdna serve`: a request whose request line and headers pass this is answered 431
+    # (services/api/protocol.py); the reverse proxy in deploy/ is stricter still.
+    max_header_bytes: int = Field(default=64 * 1024, ge=8 * 1024)
+    # Proxies whose X-Forwarded-For/-Proto `ctdna serve` believes (uvicorn's setting): the
+    # reverse proxy's address, or "*" when only the proxy can reach the API.
+    forwarded_allow_ips: str = "127.0.0.1"
     log_level: str = "INFO"
     log_json: bool = False
     # /metrics reads job and webhook counts from the database at most this often.
