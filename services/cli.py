@@ -24,15 +24,28 @@ err = Console(stderr=True)
 
 
 @app.command()
-def migrate() -> None:
-    """Apply the Alembic migrations to the configured database."""
-    from services.migrations import upgrade
+def migrate(
+    app_role: Annotated[
+        str | None,
+        typer.Option(
+            help="PostgreSQL role the service connects as: granted rows, never tables "
+            "(default CTDNA_DATABASE_APP_ROLE)"
+        ),
+    ] = None,
+) -> None:
+    """Apply the Alembic migrations to the configured database (as the tables' owner), then
+    grant the application role what the service needs."""
+    from services.migrations import grant_app_role, upgrade
 
     settings = get_settings()
     if settings.embedded_database:
         settings.resolved_data_dir.mkdir(parents=True, exist_ok=True)
     upgrade(settings.sqlalchemy_url)
     err.print(f"database at head: {_redact(settings.sqlalchemy_url)}")
+    role = app_role or settings.database_app_role
+    if role and not settings.embedded_database:
+        grant_app_role(settings.sqlalchemy_url, role)
+        err.print(f"granted role {role!r} rows, not tables (the audit trail: insert and read)")
 
 
 @app.command()

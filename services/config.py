@@ -19,6 +19,9 @@ class Settings(BaseSettings):
         default=None, description="Unset = embedded SQLite in data_dir"
     )
     broker_url: str | None = Field(default=None, description="Unset = embedded filesystem broker")
+    # PostgreSQL: the role the API, workers and beat connect as; `ctdna migrate` (run as the
+    # tables' owner) grants it rows but no table or trigger (services/migrations).
+    database_app_role: str | None = None
     reference_fasta: Path | None = None
     webhook_allowed_hosts: str = ""
 
