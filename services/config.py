@@ -48,7 +48,7 @@ class Settings(BaseSettings):
     # failed with what it was doing, instead of being handed to the next worker.
     job_max_attempts: int = Field(default=3, ge=1)
     # Per task run (ingest, recompute, clone fit): past it the task stops and its job fails.
-    task_time_limit_seconds: float = Field(default=1800.0, gt=30)
+    task_time_limit_seconds: float = Field(default=1800.0, gt=0)
     # A queued job whose message was never seen by a worker is re-sent after this delay.
     job_resend_after_seconds: int = 30
     sweep_interval_seconds: float = 15.0

@@ -159,3 +159,18 @@ def test_processes_creating_the_key_file_at_once_agree_on_it(tmp_path: Path) -> 
         thread.join()
     assert len(set(results)) == 1 and len(results[0]) == 64
     assert path.read_bytes() == results[0]
+
+
+def test_database_errors_never_carry_their_parameters() -> None:
+    from sqlalchemy import text
+    from sqlalchemy.exc import DBAPIError
+
+    from services.db import make_engine
+
+    engine = make_engine("sqlite://", pooled=False)
+    try:
+        with engine.connect() as conn, pytest.raises(DBAPIError) as failed:
+            conn.execute(text("SELECT * FROM no_such_table WHERE x = :secret"), {"secret": "P-77"})
+    finally:
+        engine.dispose()
+    assert "P-77" not in str(failed.value)

@@ -25,6 +25,7 @@ from tests.conftest import (
     start_api,
     start_receiver,
     start_worker,
+    upload_panel,
     wait_job,
 )
 
@@ -217,3 +218,36 @@ def test_a_job_whose_workers_vanish_three_times_fails_with_the_reason_and_alerts
         for worker in workers:
             worker.stop()
         receiver.process.stop()
+
+
+def test_an_ingest_past_its_time_limit_fails_with_the_reason_and_the_worker_lives_on(
+    pg_url: str, redis_url: str, tmp_path: Path
+) -> None:
+    vcf = tmp_path / "big_tumour.vcf.gz"
+    big_tissue_vcf(vcf, N_RECORDS)
+    env = service_env(
+        tmp_path,
+        CTDNA_DATABASE_URL=pg_url,
+        CTDNA_BROKER_URL=redis_url,
+        CTDNA_TASK_TIME_LIMIT_SECONDS="2",
+        CTDNA_SWEEP_INTERVAL_SECONDS="1",
+        CTDNA_JOB_RESEND_AFTER_SECONDS="2",
+    )
+    api, base = start_api(env, tmp_path, "--no-worker")
+    worker = start_worker(env, tmp_path, "--concurrency", "1", "--beat")
+    try:
+        key = create_key(env, "site-slow")
+        with httpx.Client(
+            base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=60
+        ) as client:
+            job = wait_job(client, upload_tissue(client, vcf, "S-slow"), timeout=60)
+            assert job["status"] == "failed", job
+            assert str(job["error"]).startswith("stopped after the 2-second time limit while "), job
+            assert job["workers_lost"] == 0
+            assert client.get("/v1/samples/S-slow").json()["status"] == "failed"
+            # the same worker still takes work
+            small = upload_panel(client, tmp_path, "P-chaos", "S-small").json()["job_id"]
+            assert wait_job(client, small)["status"] == "succeeded", worker.output()[-3000:]
+    finally:
+        api.stop()
+        worker.stop()
