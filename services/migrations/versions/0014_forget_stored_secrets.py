@@ -1,8 +1,8 @@
 """forget stored secrets: answers kept for an Idempotency-Key replay no longer hold secrets
 (services/api/idempotency.py); those kept before are deleted
 
-Revision ID: 0013
-Revises: 0012
+Revision ID: 0014
+Revises: 0013
 Create Date: 2026-12-02 15:30:00.000000
 """
 
@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from alembic import op
 
-revision = "0013"
-down_revision = "0012"
+revision = "0014"
+down_revision = "0013"
 branch_labels = None
 depends_on = None
 
