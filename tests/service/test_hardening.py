@@ -138,6 +138,7 @@ def test_a_million_sample_columns_end_in_a_clear_refusal_within_seconds(stack: S
             "/v1/samples",
             data={
                 "patient_id": "P-wide",
+                "create_patient": "true",
                 "sample_id": "S-wide",
                 "collection_date": "2025-02-01",
                 "sample_type": "plasma",
