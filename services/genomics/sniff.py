@@ -61,6 +61,10 @@ class InflatesTooFar(PayloadTooLarge):
     """Compressed content that inflates past the configured cap (a zip bomb, or just huge)."""
 
 
+class TooLarge(VcfError, PayloadTooLarge):
+    """A line longer, or more records, than the caps allow (413, naming the file and line)."""
+
+
 class UploadCheck:
     """Feed the upload's bytes in order; raises VcfError (not a VCF/BCF, corrupt or truncated
     gzip) or InflatesTooFar as soon as the bytes seen so far decide it.
@@ -338,14 +342,14 @@ class _TextScan:
     def _count_records(self, lines: int) -> None:
         self._records += lines
         if self._records > self._max_records:
-            raise VcfError(
+            raise TooLarge(
                 self._name,
                 f"the file has more than {self._max_records:,} records (CTDNA_MAX_RECORDS)",
             )
 
     def _check_length(self) -> None:
         if self._length > self._max_line:
-            raise VcfError(
+            raise TooLarge(
                 self._name,
                 f"line {self._line} is longer than {self._max_line:,} bytes (CTDNA_MAX_LINE_BYTES)",
                 line=self._line,

@@ -12,7 +12,7 @@ from pathlib import Path
 import pysam
 import pytest
 
-from services.errors import VcfError
+from services.errors import PayloadTooLarge, VcfError
 from services.genomics.sniff import UploadCheck
 from services.genomics.vcf import read_vcf
 
@@ -92,6 +92,7 @@ def test_a_line_longer_than_the_cap_is_refused_at_upload() -> None:
     with pytest.raises(VcfError, match=r"line 5 is longer than 16,777,216 bytes") as refused:
         feed_all(check, payload)
     assert refused.value.line == 5
+    assert isinstance(refused.value, PayloadTooLarge)  # a 413, like the other size caps
 
 
 def test_records_beyond_the_cap_are_refused_at_upload_and_by_the_reader(tmp_path: Path) -> None:
