@@ -80,6 +80,8 @@ def _lease() -> timedelta:
     return timedelta(seconds=get_settings().job_lease_seconds)
 
 
+HEARTBEAT_MAX_SECONDS = 2.0
+
 # What a task reports it is doing: text, or a callable the heartbeat asks when it beats (so a
 # loop over millions of records pays nothing per record).
 Progress = str | Callable[[], str]
@@ -87,11 +89,11 @@ _heartbeat: ContextVar[Heartbeat | None] = ContextVar("ctdna_job_heartbeat", def
 
 
 class Heartbeat:
-    """Renews the lease of the job the current task claimed, every third of the lease, from a
-    thread of its own, until the task ends; and records what the task reports doing
-    (`report_progress`). Use it around one task run: `with Heartbeat(job_id): run(job_id)`.
-    The claim made inside it names it as the lease's owner, so a beat never renews a lease
-    that another worker has taken over since."""
+    """Renews the lease of the job the current task claimed, every third of the lease (at most
+    HEARTBEAT_MAX_SECONDS apart), from a thread of its own, until the task ends; and records
+    what the task reports doing (`report_progress`). Use it around one task run:
+    `with Heartbeat(job_id): run(job_id)`. The claim made inside it names it as the lease's
+    owner, so a beat never renews a lease that another worker has taken over since."""
 
     def __init__(self, job_id: str) -> None:
         self.job_id = job_id
@@ -123,7 +125,8 @@ class Heartbeat:
         return progress
 
     def _run(self) -> None:
-        interval = get_settings().job_lease_seconds / 3
+        # A third of the lease, and often enough that `progress` says where a task is.
+        interval = min(get_settings().job_lease_seconds / 3, HEARTBEAT_MAX_SECONDS)
         while not self._stop.wait(interval):
             try:
                 with unit_of_work() as session:
