@@ -88,6 +88,10 @@ class JobRead(ApiModel):
     created_at: dt.datetime
     started_at: dt.datetime | None = None
     finished_at: dt.datetime | None = None
+    # What the running task last reported doing ("reading line 1200 of x.vcf"), and how many
+    # of its workers vanished (killed, out of memory, past the time limit) before an answer.
+    progress: str | None = None
+    workers_lost: int = 0
 
 
 class VariantRead(ApiModel):

@@ -8,6 +8,12 @@ from pydantic import Field, model_validator
 
 from schemas.common import ApiModel, GenomeBuild
 
+# A gene symbol (HGNC, clone name, Ensembl id) and a protein change as given by a person: no
+# formula, markup or control character can start or hide in them (they reach plots and CSV
+# exports). GENE_SYMBOL is services/genomics/annotate.py's, duplicated (a test guards it).
+GENE_SYMBOL = r"^[A-Za-z0-9][A-Za-z0-9._@/-]{0,31}$"
+PROTEIN_CHANGE = r"^[A-Za-z0-9][A-Za-z0-9.*=?_()>:+-]{0,127}$"
+
 
 class TrackedVariantIn(ApiModel):
     """A locus by its GRCh38 key ("chr3:179234297:A>G"), or by chrom/pos/ref/alt on a build."""
@@ -18,8 +24,8 @@ class TrackedVariantIn(ApiModel):
     ref: str | None = Field(default=None, min_length=1, max_length=1000, pattern=r"^[ACGTNacgtn]+$")
     alt: str | None = Field(default=None, min_length=1, max_length=1000, pattern=r"^[ACGTNacgtn]+$")
     build: GenomeBuild = "GRCh38"
-    gene: str | None = Field(default=None, max_length=32)
-    protein_change: str | None = Field(default=None, max_length=128)
+    gene: str | None = Field(default=None, max_length=32, pattern=GENE_SYMBOL)
+    protein_change: str | None = Field(default=None, max_length=128, pattern=PROTEIN_CHANGE)
     tumor_af: float | None = Field(default=None, gt=0, le=1)
 
     @model_validator(mode="after")

@@ -37,15 +37,28 @@ err = Console(stderr=True)
 
 
 @app.command()
-def migrate() -> None:
-    """Apply the Alembic migrations to the configured database."""
-    from services.migrations import upgrade
+def migrate(
+    app_role: Annotated[
+        str | None,
+        typer.Option(
+            help="PostgreSQL role the service connects as: granted rows, never tables "
+            "(default CTDNA_DATABASE_APP_ROLE)"
+        ),
+    ] = None,
+) -> None:
+    """Apply the Alembic migrations to the configured database (as the tables' owner), then
+    grant the application role what the service needs."""
+    from services.migrations import grant_app_role, upgrade
 
     settings = get_settings()
     if settings.embedded_database:
         settings.resolved_data_dir.mkdir(parents=True, exist_ok=True)
     upgrade(settings.sqlalchemy_url)
     err.print(f"database at head: {_redact(settings.sqlalchemy_url)}")
+    role = app_role or settings.database_app_role
+    if role and not settings.embedded_database:
+        grant_app_role(settings.sqlalchemy_url, role)
+        err.print(f"granted role {role!r} rows, not tables (the audit trail: insert and read)")
 
 
 @app.command()
@@ -102,15 +115,15 @@ def serve(
             workers=workers,
             log_level=settings.log_level.lower(),
             access_log=False,
+            # the request head is capped (431); h11's own cap is the same, should it be used
+            http="services.api.protocol:BoundedHttpToolsProtocol",
+            h11_max_incomplete_event_size=settings.max_header_bytes,
+            proxy_headers=True,
+            forwarded_allow_ips=settings.forwarded_allow_ips,
         )
     finally:
-        for child in children:
-            child.send_signal(signal.SIGTERM)
-        for child in children:
-            try:
-                child.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                child.kill()
+        for child in reversed(children):
+            _stop_child(child)
         if metrics_dir is not None:
             shutil.rmtree(metrics_dir, ignore_errors=True)
 
@@ -220,9 +233,12 @@ def _multiprocess_metrics_dir(data_dir: Path) -> Path | None:
     return path
 
 
+WORKER_QUEUES = ("ingest", "webhooks")
+
+
 @app.command()
 def worker(
-    concurrency: Annotated[int | None, typer.Option(help="Worker processes")] = None,
+    concurrency: Annotated[int | None, typer.Option(help="Worker processes (ingest)")] = None,
     beat: Annotated[
         bool | None,
         typer.Option(
@@ -230,28 +246,66 @@ def worker(
             help="Embed the periodic sweep (default: yes on the embedded broker)",
         ),
     ] = None,
+    queues: Annotated[
+        str,
+        typer.Option(
+            help="ingest (samples, analyses, the sweep), webhooks (deliveries, in threads), or "
+            "both: then the webhooks run in a second process beside this one"
+        ),
+    ] = "ingest,webhooks",
     loglevel: Annotated[str, typer.Option()] = "INFO",
     quiet: Annotated[bool, typer.Option(help="No start-up banner")] = False,
 ) -> None:
-    """Run a Celery worker for the ingest, recompute, webhook and sweep tasks."""
-    from services.jobs.broker import QUEUE
+    """Run the Celery workers: ingest, recompute and sweep tasks, and webhook deliveries."""
+    from services.jobs.broker import QUEUE, WEBHOOK_QUEUE
     from workers.celery_app import app as celery_app
 
     settings = get_settings()
+    # the beat's schedule file and the embedded broker live there: a missing folder must not
+    # silently stop the sweep
+    settings.resolved_data_dir.mkdir(parents=True, exist_ok=True)
+    chosen = {q.strip() for q in queues.split(",") if q.strip()}
+    if not chosen or chosen - set(WORKER_QUEUES):
+        err.print(f"[red]--queues takes {' and/or '.join(WORKER_QUEUES)}[/red]")
+        raise typer.Exit(2)
+    common = [f"--loglevel={loglevel}", "--without-gossip", "--without-mingle"]
+    if chosen == {"webhooks"}:
+        celery_app.worker_main(
+            [
+                "worker",
+                *common,
+                "-Q",
+                WEBHOOK_QUEUE,
+                "--pool=threads",
+                f"--concurrency={settings.webhook_concurrency}",
+                f"--hostname=webhooks-{os.getpid()}@%h",
+            ]
+        )
+        return
     argv = [
         *(["--quiet"] if quiet else []),
         "worker",
-        f"--loglevel={loglevel}",
+        *common,
         "-Q",
         QUEUE,
         f"--concurrency={concurrency or settings.worker_concurrency}",
-        "--without-gossip",
-        "--without-mingle",
+        f"--hostname=ingest-{os.getpid()}@%h",
     ]
     if settings.embedded_broker if beat is None else beat:
         argv.append("--beat")
         argv.append(f"--schedule={settings.resolved_data_dir / 'celerybeat-schedule'}")
-    celery_app.worker_main(argv)
+    webhooks = None
+    if "webhooks" in chosen:
+        webhooks = subprocess.Popen(
+            [sys.executable, "-m", "services.cli", "worker", "--queues", "webhooks"]
+            + [f"--loglevel={loglevel}"],
+            env=os.environ.copy(),
+        )
+    try:
+        celery_app.worker_main(argv)
+    finally:
+        if webhooks is not None:
+            _stop_child(webhooks)
 
 
 @app.command()
@@ -259,7 +313,17 @@ def beat(loglevel: Annotated[str, typer.Option()] = "INFO") -> None:
     """Run the periodic scheduler alone (production: one beat per deployment)."""
     from workers.celery_app import app as celery_app
 
+    settings = get_settings()
+    settings.resolved_data_dir.mkdir(parents=True, exist_ok=True)
     celery_app.start(["beat", f"--loglevel={loglevel}"])
+
+
+def _stop_child(child: subprocess.Popen[bytes]) -> None:
+    child.send_signal(signal.SIGTERM)
+    try:
+        child.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        child.kill()
 
 
 @keys_app.command("create")

@@ -80,19 +80,25 @@ READ_POOL_SIZE = 8
 
 
 def make_engine(url: str, *, pooled: bool = True) -> Engine:
+    # hide_parameters: an error names the statement, never the values (patient ids, the
+    # rows of a file, a receiver's answer), so that logs carry no patient data.
     if url.startswith("sqlite"):
         engine = create_engine(
             url,
             connect_args={"check_same_thread": False},
+            hide_parameters=True,
             **({} if pooled else {"poolclass": NullPool}),
         )
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "begin", _sqlite_begin)
         return engine
     if not pooled:
-        return create_engine(url, poolclass=NullPool, connect_args={"connect_timeout": 5})
+        return create_engine(
+            url, poolclass=NullPool, connect_args={"connect_timeout": 5}, hide_parameters=True
+        )
     return create_engine(
         url,
+        hide_parameters=True,
         pool_pre_ping=True,
         pool_size=10,
         max_overflow=20,
@@ -124,6 +130,7 @@ def get_statement_engine() -> Engine | None:
     return create_engine(
         settings.sqlalchemy_url,
         isolation_level="AUTOCOMMIT",
+        hide_parameters=True,
         pool_size=READ_POOL_SIZE,
         max_overflow=0,
         pool_timeout=5,

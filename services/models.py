@@ -3,7 +3,7 @@
 from services.alerts.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint, WebhookEvent
 from services.analysis.models import PatientAnalysis, ResistanceEventRecord, ResultAmendment
 from services.audit.models import AuditEntry
-from services.auth.models import ApiKey
+from services.auth.models import ApiKey, UiSession
 from services.db import Base
 from services.idempotency.models import IdempotentRequest
 from services.jobs.models import Job
@@ -26,6 +26,7 @@ __all__ = [
     "Sample",
     "SiteSettings",
     "TrackedVariant",
+    "UiSession",
     "Variant",
     "WebhookAttempt",
     "WebhookDelivery",

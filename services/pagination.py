@@ -103,10 +103,14 @@ def _typed(column: InstrumentedAttribute[Any], value: Any) -> Any:
             raise _invalid() from None
         if (moment.tzinfo is not None) == bool(kind.timezone):
             return moment
-    expected = int if isinstance(kind, Integer) else str if isinstance(kind, String) else None
-    if expected is not None and type(value) is expected:
+    if isinstance(kind, Integer) and type(value) is int and _INT64[0] <= value <= _INT64[1]:
+        return value
+    if isinstance(kind, String) and type(value) is str and "\x00" not in value:
         return value
     raise _invalid()
+
+
+_INT64 = (-(2**63), 2**63 - 1)  # what a BIGINT key can hold; a larger number names no row
 
 
 def _invalid() -> InvalidInput:

@@ -43,10 +43,28 @@ def public_data() -> Path:
     return PUBLIC_DATA
 
 
+# The role the service's processes connect as in tests, as in the documented deployment: it
+# owns nothing (services/migrations.grant_app_role). The tests themselves connect as the owner.
+APP_ROLE = "ctdna_app_test"
+# owner URL of each fresh database -> the same database as APP_ROLE (service_env swaps them)
+APP_URLS: dict[str, str] = {}
+
+
+def ensure_app_role() -> None:
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        # several test sessions may create it at once: the loser's error is expected
+        conn.execute(
+            "DO $$ BEGIN CREATE ROLE " + APP_ROLE + " LOGIN; "
+            "EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$"
+        )
+
+
 @contextlib.contextmanager
 def fresh_database() -> Iterator[str]:
-    """A new PostgreSQL database migrated with the real Alembic migrations, dropped after."""
-    from services.migrations import upgrade
+    """A new PostgreSQL database migrated with the real Alembic migrations, the application
+    role granted on it, dropped after. Yields the owner's URL; `service_env` gives the
+    service's processes the application role's."""
+    from services.migrations import grant_app_role, upgrade
 
     name = f"ctdna_test_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
@@ -55,8 +73,13 @@ def fresh_database() -> Iterator[str]:
     url = f"{base}/{name}".replace("postgresql://", "postgresql+psycopg://", 1)
     try:
         upgrade(url)
+        ensure_app_role()
+        grant_app_role(url, APP_ROLE)
+        host = base.split("@", 1)[-1]
+        APP_URLS[url] = f"postgresql+psycopg://{APP_ROLE}@{host}/{name}"
         yield url
     finally:
+        APP_URLS.pop(url, None)
         with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
@@ -114,9 +137,14 @@ class Process:
 
 
 def service_env(tmp: Path, **extra: str) -> dict[str, str]:
+    """The environment of a service process: a test database is reached as the application
+    role, like a deployment's API and workers (the tests' own connections are the owner's)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("CTDNA_")}
     env.update({"CTDNA_DATA_DIR": str(tmp), "PYTHONUNBUFFERED": "1"})
     env.update(extra)
+    database = env.get("CTDNA_DATABASE_URL")
+    if database in APP_URLS:
+        env["CTDNA_DATABASE_URL"] = APP_URLS[database]
     return env
 
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 import random
 
 import structlog
+from celery.exceptions import SoftTimeLimitExceeded
 from sqlalchemy.exc import OperationalError
 
 from services.analysis import service as analysis
-from services.jobs.service import INGEST_TASK, release
+from services.config import get_settings
+from services.jobs.service import INGEST_TASK, Heartbeat, release
 from services.samples import ingest
 from workers.celery_app import app
 
@@ -29,7 +31,8 @@ def ingest_sample(self: object, job_id: str) -> str:
         # leaving the job held under this task's lease; give it back so the retry can claim it.
         release(job_id)
     try:
-        outcome = ingest.run(job_id)
+        with Heartbeat(job_id):
+            outcome = ingest.run(job_id)
         analysis.release_deferred_clones()
         return outcome
     except OperationalError as exc:
@@ -38,6 +41,10 @@ def ingest_sample(self: object, job_id: str) -> str:
         retries = self.request.retries  # type: ignore[attr-defined]
         countdown = min(60, 2**retries) * random.uniform(0.5, 1.5)
         raise self.retry(exc=exc, countdown=countdown) from exc  # type: ignore[attr-defined]
+    except SoftTimeLimitExceeded:
+        log.warning("ingest.time_limit", job_id=job_id)
+        ingest.fail_stopped(job_id, get_settings().task_time_limit_seconds)
+        return "failed"
     except Exception as exc:
         # A bug, not a bad file (bad files are VcfError, handled inside): record it on the job
         # so nothing hangs, keep the worker alive, and leave the traceback in the log.

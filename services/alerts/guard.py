@@ -1,9 +1,10 @@
 """SSRF guard for webhook URLs: https only, and the host must resolve to public addresses only
 (no loopback, private, link-local, CGNAT, multicast, reserved, metadata, or IPv4 embedded in
-IPv6 through NAT64 / 6to4 / Teredo / mapped forms). Hosts in CTDNA_WEBHOOK_ALLOWED_HOSTS are
-exempt (and may use http), which is how an on-premises receiver or a test receiver is reached.
-The check runs at creation and again at send time, and the request is then sent to the address
-that was checked, so a DNS answer that changes in between (rebinding) cannot slip through."""
+IPv6 through NAT64 / 6to4 / Teredo / mapped / compatible / translated forms). Hosts in
+CTDNA_WEBHOOK_ALLOWED_HOSTS are exempt (and may use http), which is how an on-premises
+receiver or a test receiver is reached. The check runs at creation and again at send time, and
+the request is then sent to the address that was checked, so a DNS answer that changes in
+between (rebinding) cannot slip through."""
 
 from __future__ import annotations
 
@@ -37,6 +38,9 @@ _BLOCKED_V4 = [
     )
 ]
 _NAT64 = [ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48")]
+# IPv4 in the low 32 bits: IPv4-compatible (::/96, deprecated but still routed to the IPv4
+# address by some stacks: [::127.0.0.1]) and IPv4-translated (::ffff:0:0:0/96, SIIT).
+_LOW_32 = [ipaddress.ip_network("::/96"), ipaddress.ip_network("::ffff:0:0:0/96")]
 
 
 class UnsafeWebhookUrl(InvalidInput):
@@ -59,7 +63,7 @@ def _embedded_v4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None
         return address.sixtofour
     if address.teredo is not None:
         return address.teredo[1]
-    if any(address in net for net in _NAT64):
+    if any(address in net for net in (*_NAT64, *_LOW_32)):
         return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
     return None
 

@@ -1,4 +1,7 @@
-"""HTTP edge for webhook endpoints and deliveries."""
+"""HTTP edge for webhook endpoints and deliveries. Every route is audited: an endpoint decides
+where patient-identifying events go, and its deliveries are a record of what went. An answer
+holding a secret is marked no-store (never cached, never kept for an Idempotency-Key
+replay)."""
 
 from __future__ import annotations
 
@@ -59,60 +62,97 @@ def _delivery(d: WebhookDelivery, e: WebhookEvent, attempts: list[WebhookAttempt
     )
 
 
+NO_STORE = "no-store"
+
+
 @router.post(
     "/v1/webhook-endpoints", status_code=status.HTTP_201_CREATED, response_model=EndpointCreated
 )
-def create_endpoint(body: EndpointCreate, principal: Admin, session: SessionDep) -> EndpointCreated:
+def create_endpoint(
+    body: EndpointCreate,
+    principal: Admin,
+    session: SessionDep,
+    request: Request,
+    response: Response,
+) -> EndpointCreated:
     endpoint = service.create_endpoint(session, principal.site, body)
+    audit(session, request, principal)
+    response.headers["Cache-Control"] = NO_STORE
     return EndpointCreated(**_read(endpoint).model_dump(), secret=endpoint.secret)
 
 
 @router.get("/v1/webhook-endpoints", response_model=EndpointList)
-def list_endpoints(principal: Admin, session: SessionDep, page: Page) -> EndpointList:
+def list_endpoints(
+    principal: Admin, session: SessionDep, page: Page, request: Request
+) -> EndpointList:
     """The site's endpoints, oldest first, a page at a time (follow `next_cursor`)."""
     endpoints, next_cursor = service.list_endpoints(session, principal.site, page)
+    audit(session, request, principal)
     return EndpointList(items=[_read(e) for e in endpoints], next_cursor=next_cursor)
 
 
 @router.get("/v1/webhook-endpoints/{endpoint_id}", response_model=EndpointRead)
-def get_endpoint(endpoint_id: str, principal: Admin, session: SessionDep) -> EndpointRead:
-    return _read(service.get_endpoint_or_raise(session, principal.site, endpoint_id))
+def get_endpoint(
+    endpoint_id: str, principal: Admin, session: SessionDep, request: Request
+) -> EndpointRead:
+    endpoint = service.get_endpoint_or_raise(session, principal.site, endpoint_id)
+    audit(session, request, principal)
+    return _read(endpoint)
 
 
 @router.patch("/v1/webhook-endpoints/{endpoint_id}", response_model=EndpointRead)
 def update_endpoint(
-    endpoint_id: str, body: EndpointUpdate, principal: Admin, session: SessionDep
+    endpoint_id: str,
+    body: EndpointUpdate,
+    principal: Admin,
+    session: SessionDep,
+    request: Request,
 ) -> EndpointRead:
-    return _read(service.update_endpoint(session, principal.site, endpoint_id, body))
+    endpoint = service.update_endpoint(session, principal.site, endpoint_id, body)
+    audit(session, request, principal)
+    return _read(endpoint)
 
 
 @router.delete("/v1/webhook-endpoints/{endpoint_id}", status_code=204)
-def delete_endpoint(endpoint_id: str, principal: Admin, session: SessionDep) -> Response:
+def delete_endpoint(
+    endpoint_id: str, principal: Admin, session: SessionDep, request: Request
+) -> Response:
     service.delete_endpoint(session, principal.site, endpoint_id)
+    audit(session, request, principal)
     return Response(status_code=204)
 
 
 @router.post("/v1/webhook-endpoints/{endpoint_id}/rotate-secret", response_model=SecretRotated)
-def rotate_secret(endpoint_id: str, principal: Admin, session: SessionDep) -> SecretRotated:
+def rotate_secret(
+    endpoint_id: str,
+    principal: Admin,
+    session: SessionDep,
+    request: Request,
+    response: Response,
+) -> SecretRotated:
     endpoint, until = service.rotate_secret(session, principal.site, endpoint_id)
+    audit(session, request, principal)
+    response.headers["Cache-Control"] = NO_STORE
     return SecretRotated(id=endpoint.id, secret=endpoint.secret, previous_secret_valid_until=until)
 
 
 @router.get("/v1/webhook-endpoints/{endpoint_id}/deliveries", response_model=DeliveryList)
 def endpoint_deliveries(
-    endpoint_id: str, principal: Admin, session: SessionDep, page: Page
+    endpoint_id: str, principal: Admin, session: SessionDep, page: Page, request: Request
 ) -> DeliveryList:
     """Every delivery to the endpoint with its attempts, newest first, a page at a time."""
     rows, next_cursor = service.deliveries_for_endpoint(session, principal.site, endpoint_id, page)
+    audit(session, request, principal)
     return DeliveryList(items=[_delivery(*row) for row in rows], next_cursor=next_cursor)
 
 
 @router.get("/v1/webhook-events/{event_id}/deliveries", response_model=DeliveryList)
 def event_deliveries(
-    event_id: str, principal: Admin, session: SessionDep, page: Page
+    event_id: str, principal: Admin, session: SessionDep, page: Page, request: Request
 ) -> DeliveryList:
     """Every delivery of the event with its attempts, newest first, a page at a time."""
     rows, next_cursor = service.deliveries_for_event(session, principal.site, event_id, page)
+    audit(session, request, principal)
     return DeliveryList(items=[_delivery(*row) for row in rows], next_cursor=next_cursor)
 
 

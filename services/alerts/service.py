@@ -5,14 +5,24 @@ the change that caused them; the `webhooks.deliver` message is published after c
 attempt is recorded. Retries follow a fixed schedule with jitter over about three days; a 410
 disables the endpoint; an endpoint failing for longer than `disable_after` is disabled with
 the reason. The `webhook-id` is the event id, stable across retries, so a receiver can drop
-duplicates."""
+duplicates.
+
+An attempt is bounded whatever the receiver does: it ends by `webhook_deadline_seconds` from
+connect to last byte (a receiver dripping one byte every few seconds never trips a read
+timeout, so a watchdog shuts the socket), reads at most RESPONSE_READ_CAP bytes of the answer,
+and holds its delivery under a lease longer than that deadline, so no second attempt of the
+same delivery can start while one is in flight. Deliveries run on a queue (and worker) of their
+own, so ingests never wait behind slow receivers."""
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import random
 import secrets
+import socket
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -42,8 +52,17 @@ DELIVER_TASK = "webhooks.deliver"
 RETRY_SCHEDULE = (5, 300, 1800, 7200, 18000, 36000, 36000, 36000, 36000, 36000)
 DISABLE_AFTER = timedelta(days=5)
 SECRET_GRACE = timedelta(hours=24)
-TIMEOUT = httpx.Timeout(10.0, connect=5.0)
-LEASE = timedelta(seconds=60)
+# Per network operation, within the attempt's overall deadline.
+READ_TIMEOUT, CONNECT_TIMEOUT = 10.0, 5.0
+# Of the receiver's answer only the status matters; a short excerpt is kept for the attempt log.
+RESPONSE_READ_CAP = 64 * 1024
+EXCERPT_CHARS = 500
+
+
+def _lease() -> timedelta:
+    """How long a claimed delivery is held: well past the attempt's deadline, so that the lease
+    never runs out while the attempt is still in flight."""
+    return timedelta(seconds=max(60.0, 3 * get_settings().webhook_deadline_seconds))
 
 
 def new_secret() -> str:
@@ -264,14 +283,61 @@ def deliver(delivery_id: str) -> str:
     excerpt: str | None = None
     error: str | None = None
     start = time.perf_counter()
+    deadline = _Deadline(get_settings().webhook_deadline_seconds)
     try:
-        status_code, excerpt = _send(outgoing)
+        status_code, excerpt = _send(outgoing, deadline)
     except UnsafeWebhookUrl as exc:
         error = exc.detail
     except httpx.HTTPError as exc:
         error = f"{type(exc).__name__}: {exc}"[:500]
+        if deadline.expired:
+            error = f"no complete answer within the {deadline.seconds:g}-second deadline"
+    finally:
+        deadline.cancel()
     latency_ms = (time.perf_counter() - start) * 1000
     return _record(outgoing, status_code, excerpt, error, latency_ms)
+
+
+class _Deadline:
+    """The overall deadline of one attempt. httpx's timeouts are per network operation, so a
+    receiver sending one byte every few seconds would hold an attempt open for ever; this
+    shuts the connection's socket down when the deadline passes, whatever the attempt is
+    doing (TLS handshake, waiting for headers, reading the body). Armed through httpcore's
+    `trace` extension as soon as the TCP connection exists."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self._at = time.monotonic() + seconds
+        self._timer: threading.Timer | None = None
+        self._sock: socket.socket | None = None
+        self._lock = threading.Lock()
+        self.expired = False
+
+    def remaining(self) -> float:
+        return max(0.0, self._at - time.monotonic())
+
+    def trace(self, event: str, info: dict[str, Any]) -> None:
+        if event != "connection.connect_tcp.complete":
+            return
+        sock = info["return_value"].get_extra_info("socket")
+        with self._lock:
+            self._sock = sock
+            self._timer = threading.Timer(self.remaining(), self._expire)
+            self._timer.daemon = True
+            self._timer.start()
+
+    def _expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            if self._sock is not None:
+                with contextlib.suppress(OSError):
+                    self._sock.shutdown(socket.SHUT_RDWR)
+
+    def cancel(self) -> None:
+        with self._lock:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._sock = None
 
 
 def _claim(delivery_id: str) -> _Outgoing | None:
@@ -291,7 +357,7 @@ def _claim(delivery_id: str) -> _Outgoing | None:
                     WebhookDelivery.lease_expires_at < now,
                 ),
             )
-            .values(lease_expires_at=now + LEASE)
+            .values(lease_expires_at=now + _lease())
             .execution_options(synchronize_session=False)
         ).rowcount  # type: ignore[attr-defined]
         if claimed != 1:
@@ -323,7 +389,7 @@ def _claim(delivery_id: str) -> _Outgoing | None:
         )
 
 
-def _send(outgoing: _Outgoing) -> tuple[int, str]:
+def _send(outgoing: _Outgoing, deadline: _Deadline) -> tuple[int, str]:
     target = check_url(outgoing.url, get_settings().allowed_webhook_hosts)
     now = utcnow()
     # During a rotation's grace period both secrets sign (space-separated signatures, as the
@@ -347,12 +413,35 @@ def _send(outgoing: _Outgoing) -> tuple[int, str]:
     url = httpx.URL(outgoing.url)
     pinned = url.copy_with(host=target.address)
     headers["host"] = url.netloc.decode()
-    extensions = {"sni_hostname": target.host} if target.scheme == "https" else {}
-    with httpx.Client(timeout=TIMEOUT, follow_redirects=False) as client:
-        response = client.post(
-            pinned, content=outgoing.body.encode(), headers=headers, extensions=extensions
+    extensions: dict[str, Any] = {"trace": deadline.trace}
+    if target.scheme == "https":
+        extensions["sni_hostname"] = target.host
+    remaining = deadline.remaining()
+    timeout = httpx.Timeout(min(READ_TIMEOUT, remaining), connect=min(CONNECT_TIMEOUT, remaining))
+    with (
+        httpx.Client(timeout=timeout, follow_redirects=False) as client,
+        client.stream(
+            "POST",
+            pinned,
+            content=outgoing.body.encode(),
+            headers=headers,
+            extensions=extensions,
+        ) as response,
+    ):
+        # The status is the answer; of the body only the first bytes are read (a receiver
+        # answering 400 MB must not fill the worker's memory), and a body cut short by the
+        # deadline does not undo a status already received.
+        received = bytearray()
+        with contextlib.suppress(httpx.HTTPError):
+            for chunk in response.iter_raw():
+                received += chunk[: RESPONSE_READ_CAP - len(received)]
+                if len(received) >= RESPONSE_READ_CAP:
+                    break
+        text = received.decode(response.encoding or "utf-8", errors="replace")
+        # PostgreSQL text cannot hold NUL, and a receiver may answer anything
+        return response.status_code, text[:EXCERPT_CHARS].replace(
+            "\x00", "\N{REPLACEMENT CHARACTER}"
         )
-    return response.status_code, response.text[:500]
 
 
 def _record(

@@ -16,7 +16,7 @@ from services.analysis.router import router as analysis_router
 from services.api import docs, problems, ui
 from services.api.idempotency import Idempotency
 from services.api.metrics import DatabaseCollector, http_metrics
-from services.api.middleware import BodySizeLimit, DenialAudit, RequestContext
+from services.api.middleware import BodySizeLimit, DenialAudit, RequestContext, UploadGate
 from services.api.ratelimit import Limit, RateLimit
 from services.audit.router import router as audit_router
 from services.auth.router import router as keys_router
@@ -105,7 +105,9 @@ def create_app() -> FastAPI:
         )
 
     # The last added runs first: request id and metrics, body caps, rate limits, idempotency,
-    # the audit of refusals (inside idempotency: a replayed answer was audited when first made).
+    # the audit of refusals (inside idempotency: a replayed answer was audited when first made),
+    # the key and scope of an upload (before its body is read; its refusal audited).
+    app.add_middleware(UploadGate)
     app.add_middleware(DenialAudit)
     app.add_middleware(Idempotency, ttl=timedelta(hours=settings.idempotency_ttl_hours))
     app.add_middleware(

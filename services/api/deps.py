@@ -84,12 +84,25 @@ def _forget_revoked_keys(session: Session) -> None:
         _principals.clear()
 
 
-async def _principal(request: Request) -> Principal:
-    # async: a cached key costs no trip to the thread pool; a lookup goes there.
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
+def bearer_token(authorization: str) -> str | None:
+    scheme, _, token = authorization.partition(" ")
     token = token.strip()
-    if scheme.lower() != "bearer" or not token:
+    return token if scheme.lower() == "bearer" and token else None
+
+
+def known_key(authorization: str) -> bool:
+    """Whether the header carries a key this process has recently found valid (no database
+    read): the rate limiter charges any other credential to the client address."""
+    token = bearer_token(authorization)
+    return token is not None and _cached_principal(token) is not None
+
+
+async def authorize(authorization: str, scope: str | None = None) -> Principal:
+    """The principal of an Authorization header, holding `scope` if given; Unauthorized or
+    Forbidden otherwise. async: a cached key costs no trip to the thread pool; a lookup goes
+    there."""
+    token = bearer_token(authorization)
+    if token is None:
         raise Unauthorized(
             "missing bearer token: send Authorization: Bearer <api key> (an admin of the site "
             "makes keys with `ctdna keys create --site SITE --scopes ingest,read`)"
@@ -100,6 +113,13 @@ async def _principal(request: Request) -> Principal:
             "unknown or revoked API key: check it, or ask an admin of your site for a new one "
             "(`ctdna keys create --site SITE --scopes ingest,read`)"
         )
+    if scope is not None and not principal.has(scope):
+        raise Forbidden(f"this key lacks the '{scope}' scope")
+    return principal
+
+
+async def _principal(request: Request) -> Principal:
+    principal = await authorize(request.headers.get("authorization", ""))
     request.state.principal = principal
     return principal
 

@@ -5,11 +5,17 @@ A retry with the same key and the same request, from the same API key, within th
 `idempotency_ttl_hours` window, gets the stored status and body (with `Idempotent-Replayed:
 true`) and the effect is not repeated; the same key with another method, path or body is a 422;
 a retry while the first is still running is a 409 with Retry-After. Answers of 5xx are not
-kept, so the retry of a failed request runs again."""
+kept, so the retry of a failed request runs again.
+
+An answer marked `Cache-Control: no-store` holds a secret (a new API key, a webhook signing
+secret): its secret is never stored. What is kept is the answer without its `secret`, and a
+replay gets a 409 problem naming that resource (the effect is not repeated; the secret was
+shown once: rotate it if it was lost)."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 from datetime import timedelta
 
 import structlog
@@ -27,6 +33,9 @@ log = structlog.get_logger(__name__)
 
 HEADER = b"idempotency-key"
 MAX_KEY_LENGTH = 255
+# The stored form of an answer whose secret was left out (see the module docstring).
+REDACTED = "application/vnd.ctdna.redacted+json"
+SECRET_FIELDS = frozenset({"secret"})
 # Answers larger than this are not stored (none of the covered routes comes near it).
 MAX_STORED_BODY = 1024 * 1024
 
@@ -104,6 +113,18 @@ class Idempotency:
                 path,
                 headers=[(b"retry-after", b"1")],
             )
+        elif begun.outcome == "replay" and begun.content_type == REDACTED:
+            kept = json.loads(begun.body or b"{}")
+            await send_problem(
+                send,
+                409,
+                "this request was already carried out; the secret in its answer was shown "
+                "once and is not kept: rotate it if it was lost",
+                path,
+                headers=[(b"idempotent-replayed", b"true")],
+                original_status=kept["status"],
+                resource=kept["resource"],
+            )
         elif begun.outcome == "replay":
             await _send_stored(send, begun)
         else:
@@ -132,8 +153,11 @@ class Idempotency:
                 None,
             )
             keep = start["status"] < 500 and len(body) <= MAX_STORED_BODY
+            stored_type, stored = content_type, body
+            if _no_store(start.get("headers", ())):
+                stored_type, stored = REDACTED, _without_secrets(start["status"], body)
             await run_in_threadpool(
-                self._finish, key_id, key, start["status"] if keep else None, content_type, body
+                self._finish, key_id, key, start["status"] if keep else None, stored_type, stored
             )
             finished = True
             for held_message in held:
@@ -184,6 +208,26 @@ class Idempotency:
                     )
         except SQLAlchemyError as exc:
             log.warning("idempotency.record_failed", error=str(exc)[:200])
+
+
+def _no_store(headers: object) -> bool:
+    return any(
+        name.lower() == b"cache-control" and b"no-store" in value.lower()
+        for name, value in headers  # type: ignore[attr-defined]
+    )
+
+
+def _without_secrets(status: int, body: bytes) -> bytes:
+    """The answer as stored for a replay: its status and its resource without the secret."""
+    try:
+        resource = json.loads(body)
+    except ValueError:
+        resource = None
+    if isinstance(resource, dict):
+        resource = {k: v for k, v in resource.items() if k not in SECRET_FIELDS}
+    else:
+        resource = None  # nothing of it is kept
+    return json.dumps({"status": status, "resource": resource}).encode()
 
 
 def _covered(scope: Scope) -> bool:

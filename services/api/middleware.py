@@ -1,12 +1,15 @@
-"""Pure ASGI middleware: request body caps, request ids / access metrics, and the audit row of
-a refused request for patient data."""
+"""Pure ASGI middleware: request body caps, request ids / access metrics, the key check of an
+upload before its body, and the audit row of a refused request for patient data."""
 
 from __future__ import annotations
 
 import json
+import re
 import time
 import uuid
+from collections.abc import Iterator
 from http import HTTPStatus
+from typing import Any
 
 import structlog
 from fastapi.concurrency import run_in_threadpool
@@ -14,9 +17,11 @@ from prometheus_client import Counter, Histogram
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 from starlette.requests import Request
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.api import ui_auth
+from services.api.deps import Forbidden, Unauthorized, authorize
 from services.audit.service import DENIED_STATUSES, audit_denied, is_audited
 from services.auth.service import Principal, identify
 from services.db import unit_of_work
@@ -44,6 +49,68 @@ def is_upload(method: str, path: str) -> bool:
 
 class BodyTooLarge(Exception):
     pass
+
+
+class UploadGate:
+    """An upload's key and scope are checked before a byte of its body is read. FastAPI reads
+    a multipart body (spooling its files to disk) before it runs the route's dependencies, so
+    without this a request with no valid key costs its whole body in writes before its 401.
+    The refusal names its route and ids, for the audit row of DenialAudit around it, and
+    closes the connection rather than read the rest."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not is_upload(scope["method"], scope["path"]):
+            await self.app(scope, receive, send)
+            return
+        authorization = dict(scope.get("headers", ())).get(b"authorization", b"")
+        refusal: Unauthorized | Forbidden | None = None
+        try:
+            principal = await authorize(authorization.decode("latin-1"))
+        except Unauthorized as unauthorized:
+            refusal = unauthorized
+        else:
+            # who was refused, for the audit row (as the route's own dependency would)
+            scope.setdefault("state", {})["principal"] = principal
+            if not principal.has("ingest"):
+                refusal = Forbidden("this key lacks the 'ingest' scope")
+        if refusal is None:
+            await self.app(scope, receive, send)
+            return
+        _match_route(scope)
+        unauthorized = isinstance(refusal, Unauthorized)
+        await send_problem(
+            send,
+            401 if unauthorized else 403,
+            refusal.detail,
+            scope["path"],
+            headers=[
+                (b"connection", b"close"),
+                *([(b"www-authenticate", b"Bearer")] if unauthorized else []),
+            ],
+        )
+
+
+def _match_route(scope: Scope) -> None:
+    """Set the route (and its path parameters) a request would reach, as routing would."""
+    for route in _routes(getattr(scope.get("app"), "router", None)):
+        match, child = route.matches(scope)
+        if match == Match.FULL:
+            scope.update(child)
+            scope["route"] = route
+            return
+
+
+def _routes(router: object) -> Iterator[Any]:
+    """The app's routes, those of included routers included (no prefix is added at include)."""
+    for route in getattr(router, "routes", ()):
+        inner = getattr(route, "original_router", None)
+        if inner is not None:
+            yield from _routes(inner)
+        elif getattr(route, "path", None) is not None:
+            yield route
 
 
 class BodySizeLimit:
@@ -133,8 +200,13 @@ async def send_problem(
     await send({"type": "http.response.body", "body": body})
 
 
+REQUEST_ID = re.compile(rb"[A-Za-z0-9._:-]{1,64}")
+
+
 class RequestContext:
-    """A request id on every response and log line, and Prometheus request metrics."""
+    """A request id on every response and log line, and Prometheus request metrics. A request
+    whose path or query holds a NUL character is refused here (400): no id, cursor or filter
+    of ours can contain one, and PostgreSQL cannot even compare text with one."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -143,8 +215,21 @@ class RequestContext:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        incoming = dict(scope.get("headers", ())).get(b"x-request-id", b"").decode()[:64]
-        request_id = incoming or uuid.uuid4().hex
+        incoming = dict(scope.get("headers", ())).get(b"x-request-id", b"")
+        # a client's own id is kept only when it is a plain token; otherwise a new one
+        request_id = (
+            incoming.decode("ascii") if REQUEST_ID.fullmatch(incoming) else uuid.uuid4().hex
+        )
+        query = scope.get("query_string", b"")
+        if "\x00" in scope["path"] or b"\x00" in query or b"%00" in query:
+            await send_problem(
+                send,
+                400,
+                "the path or query contains a NUL character",
+                scope["path"].replace("\x00", "\N{REPLACEMENT CHARACTER}"),
+                headers=[(b"x-request-id", request_id.encode())],
+            )
+            return
         structlog.contextvars.bind_contextvars(request_id=request_id)
         start = time.perf_counter()
         status = 500
@@ -183,13 +268,20 @@ class DenialAudit:
             return
 
         async def audited_send(message: Message) -> None:
-            if message["type"] == "http.response.start" and message["status"] in DENIED_STATUSES:
+            if message["type"] == "http.response.start" and _refused(scope, message["status"]):
                 route = getattr(scope.get("route"), "path", None)
                 if route is not None and is_audited(route):
                     await run_in_threadpool(_record_denial, Request(scope), message["status"])
             await send(message)
 
         await self.app(scope, receive, audited_send)
+
+
+def _refused(scope: Scope, status: int) -> bool:
+    # The web view answers a request without a valid session with a redirect to sign in.
+    return status in DENIED_STATUSES or (
+        status == 303 and bool(scope.get("state", {}).get("login_required"))
+    )
 
 
 def _record_denial(request: Request, status: int) -> None:

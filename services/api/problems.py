@@ -8,7 +8,7 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from services.api.deps import Forbidden, Unauthorized
@@ -72,6 +72,13 @@ def install(app: FastAPI) -> None:
         # A uniqueness check passed, then a concurrent request committed the same record first.
         log.info("db.integrity_conflict", error=str(exc.orig)[:200])
         return problem(409, "a concurrent request changed the same record; retry", request)
+
+    @app.exception_handler(DataError)
+    async def _bad_value(request: Request, exc: DataError) -> JSONResponse:
+        # A value the database cannot hold (a NUL in text, a number out of range) that no
+        # validation caught: the request's fault, so a 4xx, not an internal error.
+        log.info("db.data_error", error=type(exc.orig).__name__)
+        return problem(422, "a value in the request cannot be stored or searched", request)
 
     @app.exception_handler(DBAPIError)
     async def _db_error(request: Request, exc: DBAPIError) -> JSONResponse:

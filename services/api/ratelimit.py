@@ -25,10 +25,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import structlog
+from fastapi.concurrency import run_in_threadpool
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from services.api import ui_auth
+from services.api.deps import bearer_token, known_key, lookup_principal
 from services.api.middleware import is_upload, send_problem
 
 log = structlog.get_logger(__name__)
@@ -148,14 +152,13 @@ class RateLimit:
         if scope["type"] != "http" or not scope["path"].startswith(LIMITED_PREFIXES):
             await self.app(scope, receive, send)
             return
-        identity = _credential_digest(scope) or _address(scope)
         upload = is_upload(scope["method"], scope["path"])
         limit = self.uploads if upload else self.reads
-        if identity is None or limit.rate <= 0:
+        if limit.rate <= 0:
             await self.app(scope, receive, send)
             return
-        decision = await self._take(f"{limit.name}:{identity}", limit)
-        if decision.allowed:
+        decision = await self._decide(scope, limit)
+        if decision is None or decision.allowed:
             await self.app(scope, receive, send)
             return
         retry_after = max(1, math.ceil(decision.retry_after))
@@ -168,6 +171,31 @@ class RateLimit:
             headers=[(b"retry-after", str(retry_after).encode())],
             retry_after=retry_after,
         )
+
+    async def _decide(self, scope: Scope, limit: Limit) -> Decision | None:
+        """The bucket(s) a request spends from; None when it has none (no client address).
+
+        A key this process knows to be valid, or a session cookie we signed, spends its own
+        bucket. Any other key spends the client address's bucket first (a flood of invented
+        keys is refused there, before any database read), then, if it turns out valid, its
+        own as well: a key's budget is exact, and unknown keys buy nothing."""
+        token = _bearer(scope)
+        if token is not None and not known_key(f"Bearer {token}"):
+            address = _address(scope)
+            if address is not None:
+                decision = await self._take(f"{limit.name}:{address}", limit)
+                if not decision.allowed:
+                    return decision
+            try:
+                principal = await run_in_threadpool(lookup_principal, token)
+            except SQLAlchemyError:
+                return None  # the route answers 503 itself
+            if principal is None:
+                return None  # the route answers 401
+        identity = _credential_digest(scope) or _address(scope)
+        if identity is None:
+            return None
+        return await self._take(f"{limit.name}:{identity}", limit)
 
     async def _take(self, key: str, limit: Limit) -> Decision:
         if self.redis_url is None:
@@ -207,23 +235,35 @@ class RateLimit:
         return Decision(True)
 
 
-def _credential_digest(scope: Scope) -> str | None:
-    """Whose budget a request spends: a digest of its Bearer key (or of its web-view session
-    cookie); see _address for a request with neither."""
+def _bearer(scope: Scope) -> str | None:
     for name, value in scope.get("headers", ()):
         if name == b"authorization":
-            scheme, _, token = value.partition(b" ")
-            if scheme.lower() == b"bearer" and token.strip():
-                return _digest(token.strip())
+            return bearer_token(value.decode("latin-1"))
+    return None
+
+
+def _credential_digest(scope: Scope) -> str | None:
+    """Whose budget a request spends: a digest of its Bearer key when this process knows the
+    key to be valid, or of its web-view session cookie when we signed it; see _address for
+    any other request. A credential nobody issued buys no budget of its own, so a flood of
+    random tokens or cookies spends one address's budget, not a fresh bucket per request."""
+    for name, value in scope.get("headers", ()):
+        if name == b"authorization":
+            authorization = value.decode("latin-1")
+            if known_key(authorization):
+                token = bearer_token(authorization)
+                assert token is not None
+                return _digest(token.encode("latin-1"))
         elif name == b"cookie" and UI_COOKIE in value:
             cookie = value.split(UI_COOKIE, 1)[1].split(b";", 1)[0]
-            return _digest(cookie)
+            if ui_auth.signed_session(cookie.decode("latin-1")) is not None:
+                return _digest(cookie)
     return None
 
 
 def _address(scope: Scope) -> str | None:
-    # A request without a key ends in 401, but on a route of patient data that 401 is an audit
-    # row: its client address has a budget, so that nobody can write rows without limit.
+    # A request without a valid key ends in 401, but on a route of patient data that 401 is an
+    # audit row: its client address has a budget, so that nobody can write rows without limit.
     client = scope.get("client")
     return f"address:{client[0]}" if client else None
 

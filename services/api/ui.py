@@ -30,7 +30,7 @@ from services.api.assets import LONG_CACHE, TYPES, packaged
 from services.api.deps import Reader, SessionDep, lookup_principal
 from services.audit.service import audit
 from services.auth.service import Principal, authenticate
-from services.db import get_session_factory
+from services.db import get_session_factory, unit_of_work
 from services.errors import NotFound
 from services.patients import repository
 from services.patients.models import Patient
@@ -50,6 +50,7 @@ CSS_VERSION = hashlib.sha256((STATIC / "ui.css").read_bytes()).hexdigest()[:12]
 templates.env.globals["css_version"] = CSS_VERSION
 # a therapy named by its class shows the class in words
 templates.env.filters["drug_class"] = drug_class_label
+templates.env.globals["logout_token"] = ui_auth.logout_token
 
 
 class LoginRequired(Exception):
@@ -142,11 +143,31 @@ def ui_root() -> RedirectResponse:
     return RedirectResponse("/ui/patients", status_code=303)
 
 
+def _login_page(
+    request: Request, next_url: str, error: str | None = None, status_code: int = 200
+) -> HTMLResponse:
+    """The sign-in form, with a fresh CSRF nonce cookie and the token bound to it."""
+    nonce = ui_auth.new_login_nonce()
+    response = templates.TemplateResponse(
+        request,
+        "login.html",
+        {"next": _safe_next(next_url), "error": error, "csrf_token": ui_auth.login_token(nonce)},
+        status_code=status_code,
+    )
+    response.set_cookie(
+        ui_auth.CSRF_COOKIE,
+        nonce,
+        httponly=True,
+        samesite="strict",
+        secure=ui_auth.secure_cookie(request),
+        path="/ui",
+    )
+    return response
+
+
 @router.get("/ui/login", response_class=HTMLResponse)
 def login_form(request: Request, next: str = "/ui/patients") -> HTMLResponse:
-    return templates.TemplateResponse(
-        request, "login.html", {"next": _safe_next(next), "error": None}
-    )
+    return _login_page(request, next)
 
 
 @router.post("/ui/login", response_model=None)
@@ -154,35 +175,55 @@ def login(
     request: Request,
     api_key: Annotated[str, Form(max_length=256)],
     next: Annotated[str, Form(max_length=512)] = "/ui/patients",
+    csrf_token: Annotated[str | None, Form(max_length=128)] = None,
 ) -> Response:
-    with get_session_factory()() as session:
-        principal = authenticate(session, api_key.strip())
-    if principal is None or not principal.has("read"):
-        return templates.TemplateResponse(
+    if not (ui_auth.same_origin(request) and ui_auth.valid_login(request, csrf_token)):
+        return _login_page(
             request,
-            "login.html",
-            {
-                "next": _safe_next(next),
-                "error": "Unknown, revoked or unscoped key: use a key of your site with the "
-                "read scope (`make run` prints one for the demo; an admin makes one with "
-                "`ctdna keys create --site SITE --scopes read`).",
-            },
-            status_code=401,
+            next,
+            "This sign-in form expired or was sent from another page; sign in again.",
+            status_code=403,
         )
+    with unit_of_work() as session:
+        principal = authenticate(session, api_key.strip())
+        if principal is None or not principal.has("read"):
+            return _login_page(
+                request,
+                next,
+                "Unknown, revoked or unscoped key: use a key of your site with the read scope "
+                "(`make run` prints one for the demo; an admin makes one with "
+                "`ctdna keys create --site SITE --scopes read`).",
+                401,
+            )
+        cookie = ui_auth.issue(session, principal.key_id)
     response = RedirectResponse(_safe_next(next), status_code=303)
     response.set_cookie(
         ui_auth.COOKIE,
-        ui_auth.issue(principal.key_id),
+        cookie,
         httponly=True,
         samesite="strict",
-        secure=request.url.scheme == "https",
-        max_age=12 * 3600,
+        secure=ui_auth.secure_cookie(request),
+        max_age=int(ui_auth.lifetime().total_seconds()),
     )
+    response.delete_cookie(ui_auth.CSRF_COOKIE, path="/ui")
     return response
 
 
-@router.post("/ui/logout")
-def logout() -> RedirectResponse:
+@router.post("/ui/logout", response_model=None)
+def logout(
+    request: Request, csrf_token: Annotated[str | None, Form(max_length=128)] = None
+) -> Response:
+    """End the session (the same cookie no longer reads, wherever it was copied to)."""
+    cookie = request.cookies.get(ui_auth.COOKIE)
+    if ui_auth.signed_session(cookie) is not None:
+        if not (ui_auth.same_origin(request) and ui_auth.valid_logout(request, csrf_token)):
+            return Response(
+                "sign-out refused: the form expired or was sent from another page",
+                status_code=403,
+                media_type="text/plain; charset=utf-8",
+            )
+        with unit_of_work() as session:
+            ui_auth.end(session, cookie)
     response = RedirectResponse("/ui/login", status_code=303)
     response.delete_cookie(ui_auth.COOKIE)
     return response
@@ -396,4 +437,6 @@ def api_plot(
 
 
 async def login_redirect(request: Request, exc: LoginRequired) -> Response:
+    # a refusal, audited as one (middleware.DenialAudit) like the API's 401
+    request.state.login_required = True
     return RedirectResponse(f"/ui/login?next={quote(exc.next_url)}", status_code=303)

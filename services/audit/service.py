@@ -31,6 +31,9 @@ AUDITED_ROUTES = (
     "/v1/jobs",
     "/v1/audit",
     "/v1/keys",
+    "/v1/exports",
+    "/v1/webhook-endpoints",
+    "/v1/webhook-events",
     "/v1/webhook-deliveries",
     "/ui/patients",
 )
@@ -96,8 +99,8 @@ def audit_denied(
         request,
         site=site,
         key_id=key_id,
-        patient_id=patient_id[:128] if patient_id else None,
-        sample_id=str(params["sample_id"])[:128] if params.get("sample_id") else None,
+        patient_id=patient_id or None,
+        sample_id=str(params["sample_id"]) if params.get("sample_id") else None,
         status_code=status_code,
         outcome="denied",
     )
@@ -146,13 +149,18 @@ def _row(
         "site": site,
         "key_id": key_id,
         "method": request.method,
-        "route": getattr(route, "path", request.url.path)[:256],
-        "patient_id": patient_id,
-        "sample_id": sample_id,
+        "route": _text(getattr(route, "path", request.url.path), 256),
+        "patient_id": _text(patient_id, 128),
+        "sample_id": _text(sample_id, 128),
         "status_code": status_code,
         "outcome": outcome,
-        "client": request.client.host[:64] if request.client else None,
+        "client": _text(request.client.host, 64) if request.client else None,
     }
+
+
+def _text(value: str | None, length: int) -> str | None:
+    # Whatever a refused request named, its row must be writable: PostgreSQL text holds no NUL.
+    return value[:length].replace("\x00", "\N{REPLACEMENT CHARACTER}") if value else value
 
 
 def list_entries(

@@ -3,7 +3,7 @@ own site (another site's key id is a 404)."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, status
+from fastapi import APIRouter, Request, Response, status
 
 from schemas.keys import KeyCreate, KeyCreated, KeyList, KeyRead
 from services.api.deps import Admin, Page, SessionDep
@@ -28,11 +28,13 @@ def _read(key: ApiKey) -> KeyRead:
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=KeyCreated)
 def create_key(
-    body: KeyCreate, principal: Admin, session: SessionDep, request: Request
+    body: KeyCreate, principal: Admin, session: SessionDep, request: Request, response: Response
 ) -> KeyCreated:
-    """A key for the caller's own site; the secret is in this answer only."""
+    """A key for the caller's own site; the secret is in this answer only (not kept for an
+    Idempotency-Key replay either)."""
     key, secret = service.create_key(session, site=principal.site, scopes=frozenset(body.scopes))
     audit(session, request, principal)
+    response.headers["Cache-Control"] = "no-store"
     return KeyCreated(**_read(key).model_dump(), secret=secret)
 
 
@@ -53,8 +55,11 @@ def revoke_key(key_id: str, principal: Admin, session: SessionDep, request: Requ
 
 
 @router.post("/{key_id}/rotate", response_model=KeyCreated)
-def rotate_key(key_id: str, principal: Admin, session: SessionDep, request: Request) -> KeyCreated:
+def rotate_key(
+    key_id: str, principal: Admin, session: SessionDep, request: Request, response: Response
+) -> KeyCreated:
     """A new secret with the same scopes; the old key stops working when this answers."""
     key, secret = service.rotate_key(session, key_id, site=principal.site)
     audit(session, request, principal)
+    response.headers["Cache-Control"] = "no-store"
     return KeyCreated(**_read(key).model_dump(), secret=secret)

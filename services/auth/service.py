@@ -1,4 +1,5 @@
-"""API keys: creation (secret shown once), verification by hash, revocation, rotation."""
+"""API keys: creation (secret shown once), verification by hash, revocation, rotation; and the
+web view's sessions, which a sign-out ends."""
 
 from __future__ import annotations
 
@@ -6,11 +7,12 @@ import hashlib
 import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import timedelta
 
-from sqlalchemy import select
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
-from services.auth.models import ApiKey
+from services.auth.models import ApiKey, UiSession
 from services.db import utcnow
 from services.errors import Conflict, InvalidInput, NotFound
 from services.pagination import Keyset, PageRequest
@@ -129,3 +131,52 @@ def list_keys(session: Session, site: str | None = None) -> list[ApiKey]:
     if site:
         stmt = stmt.where(ApiKey.site == site)
     return list(session.scalars(stmt))
+
+
+# --- web-view sessions ------------------------------------------------------------------------
+
+
+def start_session(session: Session, key_id: str, lifetime: timedelta) -> str:
+    """A new sign-in of the key; returns the session id (only its hash is stored)."""
+    session_id = secrets.token_urlsafe(32)
+    now = utcnow()
+    session.add(
+        UiSession(
+            id_hash=hash_key(session_id),
+            key_id=key_id,
+            created_at=now,
+            expires_at=now + lifetime,
+        )
+    )
+    session.flush()
+    return session_id
+
+
+def session_principal(session: Session, session_id: str) -> Principal | None:
+    """Who a session is, while it has not ended, expired, or lost its key."""
+    key = session.scalar(
+        select(ApiKey)
+        .join(UiSession, UiSession.key_id == ApiKey.id)
+        .where(
+            UiSession.id_hash == hash_key(session_id),
+            UiSession.ended_at.is_(None),
+            UiSession.expires_at > utcnow(),
+            ApiKey.revoked_at.is_(None),
+        )
+    )
+    return Principal(key_id=key.id, site=key.site, scopes=key.scope_set) if key else None
+
+
+def end_session(session: Session, session_id: str) -> None:
+    session.execute(
+        update(UiSession)
+        .where(UiSession.id_hash == hash_key(session_id), UiSession.ended_at.is_(None))
+        .values(ended_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+
+
+def purge_sessions(session: Session) -> int:
+    """Forget sessions past their expiry (run by the periodic sweep)."""
+    result = session.execute(delete(UiSession).where(UiSession.expires_at < utcnow()))
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]

@@ -32,6 +32,7 @@ from services.exports.service import (
     anchor,
     current_therapy,
     first_event,
+    inert,
     last_follow_up,
     lines_of,
     resistance_summary,
@@ -458,8 +459,9 @@ def _value(value: Any, missing: str) -> str:
     if value is None or value == "":
         return missing
     text = str(value)
-    # A tab or newline inside a value would shift every later column.
-    return text.replace("\t", " ").replace("\n", " ")
+    # A tab or newline inside a value would shift every later column; a leading formula
+    # character would make the cell live in a spreadsheet.
+    return inert(text.replace("\t", " ").replace("\n", " ").replace("\r", " "))
 
 
 def _tsv(columns: Sequence[str], rows: Iterable[dict[str, Any]], missing: str = "") -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -174,7 +175,24 @@ def _cell(value: Any) -> Any:
         return "true" if value else "false"
     if isinstance(value, dt.date):
         return value.isoformat()
+    if isinstance(value, str):
+        return inert(value)
     return value
+
+
+# A cell a spreadsheet would evaluate: a formula (= + - @), or one led by a tab or carriage
+# return (OWASP "CSV injection"); the fullwidth forms count, some spreadsheets fold them.
+_LIVE = tuple("=+-@\t\r\uff1d\uff0b\uff0d\uff20")
+_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
+
+def inert(text: str) -> str:
+    """The text of a CSV/TSV cell, never evaluated by a spreadsheet: a leading formula
+    character gets a quote before it (the text is kept, shown as written). A number stays a
+    number ("-12" days before surgery)."""
+    if text.startswith(_LIVE) and not _NUMBER.fullmatch(text):
+        return "'" + text
+    return text
 
 
 def calls_rows(export: PatientExport) -> list[dict[str, Any]]:

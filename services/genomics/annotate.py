@@ -38,6 +38,18 @@ _PROTEIN_BODY = re.compile(r"[A-Za-z0-9*=?_\-]+")
 _SYNONYMOUS = re.compile(r"([A-Z*])(\d+)\1")
 
 
+# What a gene symbol looks like (HGNC symbols, clone names such as RP11-34P13.7, Ensembl
+# ids): the file's annotation is free text, and a "symbol" that is a formula, markup or longer
+# than the column is not one (the gene then comes from the monitored regions). Duplicated in
+# schemas/variants.py (GENE_SYMBOL), guarded by a test.
+GENE_SYMBOL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@/-]{0,31}")
+MAX_PROTEIN_CHANGE = 128
+
+
+def is_gene_symbol(text: str) -> bool:
+    return GENE_SYMBOL.fullmatch(text) is not None
+
+
 def normalize_protein_change(text: str | None) -> str | None:
     """HGVS p. in the one-letter short form: "ENSP0001.4:p.(His1047Arg)" -> "p.H1047R".
 
@@ -59,7 +71,8 @@ def normalize_protein_change(text: str | None) -> str | None:
     short = _THREE_LETTER.sub(lambda m: _ONE_LETTER[m.group(0)], body)
     # ANNOVAR and SnpEff 3 write a synonymous change as "L100L"; HGVS says "L100=".
     same = _SYNONYMOUS.fullmatch(short)
-    return f"p.{same.group(1)}{same.group(2)}=" if same is not None else "p." + short
+    change = f"p.{same.group(1)}{same.group(2)}=" if same is not None else "p." + short
+    return change if len(change) <= MAX_PROTEIN_CHANGE else None
 
 
 # --- hotspot table ----------------------------------------------------------------------------
@@ -515,7 +528,8 @@ def annotate(
         source = from_file.source if agrees and from_file is not None else "hotspots"
         return Annotation(spot.gene, spot.protein_change, True, source)
     if from_file is not None:
-        gene = from_file.gene or gene_at(build, chrom, pos)
+        named = from_file.gene if from_file.gene and is_gene_symbol(from_file.gene) else None
+        gene = named or gene_at(build, chrom, pos)
         return Annotation(gene, from_file.protein_change, False, from_file.source)
     gene = gene_at(build, chrom, pos)
     return Annotation(gene, None, False, "regions" if gene is not None else None)

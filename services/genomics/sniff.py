@@ -22,6 +22,15 @@ _GZIP_MAGIC = b"\x1f\x8b"
 _INFLATE_CHUNK = 1 << 20  # inflate at most this much per call: memory stays flat on a bomb
 _HEAD = 256  # bytes of (inflated) content needed to judge the first line
 _VERSION = re.compile(rb"##fileformat=VCFv(\d+)\.(\d+)")
+_FIXED_COLUMNS = 8  # #CHROM ... INFO; then FORMAT and one column per sample
+
+# What one file may ask of the service (CTDNA_MAX_SAMPLE_COLUMNS, CTDNA_MAX_LINE_BYTES,
+# CTDNA_MAX_RECORDS). A plasma VCF has one to three sample columns and a panel a few hundred
+# records; a whole-genome tissue VCF a few million. Past these a file is refused at upload,
+# in flat memory, and the reader refuses it again (a BCF's records, a file stored earlier).
+MAX_SAMPLE_COLUMNS = 1_000
+MAX_LINE_BYTES = 16 * 1024**2
+MAX_RECORDS = 50_000_000
 
 # What the first bytes of common wrong uploads are, so the answer can say what was sent.
 _LOOKS_LIKE: tuple[tuple[bytes, str], ...] = (
@@ -52,6 +61,10 @@ class InflatesTooFar(PayloadTooLarge):
     """Compressed content that inflates past the configured cap (a zip bomb, or just huge)."""
 
 
+class TooLarge(VcfError, PayloadTooLarge):
+    """A line longer, or more records, than the caps allow (413, naming the file and line)."""
+
+
 class UploadCheck:
     """Feed the upload's bytes in order; raises VcfError (not a VCF/BCF, corrupt or truncated
     gzip) or InflatesTooFar as soon as the bytes seen so far decide it.
@@ -61,9 +74,20 @@ class UploadCheck:
     and keeping none but the first few, which must be a VCF's first line or BCF 2's magic.
     """
 
-    def __init__(self, display_name: str, *, max_decompressed_bytes: int) -> None:
+    def __init__(
+        self,
+        display_name: str,
+        *,
+        max_decompressed_bytes: int,
+        max_sample_columns: int = MAX_SAMPLE_COLUMNS,
+        max_line_bytes: int = MAX_LINE_BYTES,
+        max_records: int = MAX_RECORDS,
+    ) -> None:
         self._name = display_name
         self._max = max_decompressed_bytes
+        self._limits = (max_sample_columns, max_line_bytes, max_records)
+        self._scan: _TextScan | _BcfScan | None = None  # chosen once the content is judged
+        self._unscanned = b""  # content seen before it was judged
         self._raw_head = b""  # the upload's first bytes, until the kind is known
         self._kind: str | None = None  # "gzip" | "plain"
         self._content_head = b""  # the (inflated) content's first bytes, until judged
@@ -88,7 +112,7 @@ class UploadCheck:
             self._kind = "gzip" if self._raw_head[:2] == _GZIP_MAGIC else "plain"
             chunk, self._raw_head = self._raw_head, b""
         if self._kind == "plain":
-            self._look(chunk)
+            self._content(chunk)
         else:
             self._inflate(chunk)
 
@@ -98,13 +122,15 @@ class UploadCheck:
             if not self._raw_head:
                 raise VcfError(self._name, "the file is empty (0 bytes)")
             self._kind = "plain"
-            self._look(self._raw_head)
+            self._content(self._raw_head)
         if self._kind == "gzip" and not self._trailing:
             member_open = self._inflater is not None and not self._inflater.eof
             if member_open or self._pending == _GZIP_MAGIC[:1]:
                 raise VcfError(self._name, "the gzip stream is truncated (the upload is cut short)")
         if not self._judged:
             self._judge(final=True)
+        if self._scan is not None:
+            self._scan.finish()
 
     # -- gzip --
 
@@ -138,9 +164,26 @@ class UploadCheck:
                 f"{self._name}: the compressed content inflates beyond {self._max:,} bytes "
                 "(the CTDNA_MAX_DECOMPRESSED_BYTES cap); refusing it"
             )
-        self._look(out)
+        self._content(out)
 
     # -- content --
+
+    def _content(self, data: bytes) -> None:
+        """Judge the first bytes of the (inflated) content, then scan all of it."""
+        if self._scan is not None:
+            self._scan.feed(data)
+            return
+        self._unscanned += data
+        self._look(data)
+        if self._judged:
+            head = self._unscanned
+            self._unscanned = b""
+            columns, line_bytes, records = self._limits
+            if head.startswith(b"BCF"):
+                self._scan = _BcfScan(self._name, columns)
+            else:
+                self._scan = _TextScan(self._name, columns, line_bytes, records)
+            self._scan.feed(head)
 
     def _look(self, data: bytes) -> None:
         if self._judged:
@@ -193,6 +236,153 @@ class UploadCheck:
             f"not a VCF or BCF file: it looks like {what}{inside}, and a VCF starts with "
             "'##fileformat=VCFv4.x'. Send a VCF, a bgzip-compressed VCF.gz or a BCF",
         )
+
+
+class _TextScan:
+    """The lines of a text VCF as they stream in: the sample columns of its #CHROM line, the
+    length of every line and the number of records, each against its cap. Work per chunk, not
+    per line, once the header is behind (a header is a few thousand lines at most)."""
+
+    def __init__(
+        self,
+        name: str,
+        max_columns: int,
+        max_line: int,
+        max_records: int,
+        *,
+        header_only: bool = False,
+    ) -> None:
+        self._name = name
+        self._max_columns = max_columns
+        self._max_line = max_line
+        self._max_records = max_records
+        self._header_only = header_only
+        self._line = 1  # number of the line being read
+        self._length = 0  # bytes of it seen so far
+        self._start = b""  # its first bytes, until they tell a header line from the rest
+        self._tabs = 0  # tabs of the #CHROM line so far
+        self._in_header = True
+        self._records = 0
+        self.done = False  # header_only: the #CHROM line has been read
+
+    def feed(self, data: bytes) -> None:
+        at = 0
+        while at < len(data) and self._in_header and not self.done:
+            at = self._header_piece(data, at)
+        if at < len(data) and not self._in_header and not self._header_only:
+            self._records_piece(data, at)
+
+    def finish(self) -> None:
+        if self._in_header:
+            if self._start.startswith(b"#") and not self._start.startswith(b"##"):
+                self._chrom_line_done()
+        elif self._length and not self._header_only:
+            self._count_records(1)  # a last record without its newline
+
+    def _header_piece(self, data: bytes, at: int) -> int:
+        end = data.find(b"\n", at)
+        stop = len(data) if end == -1 else end
+        if len(self._start) < 2:
+            self._start += data[at : min(stop, at + 2 - len(self._start))]
+        if self._start[:1] not in (b"", b"#"):
+            # A record before any #CHROM line (the reader says so): lines from here on are
+            # records.
+            self._in_header = False
+            return at
+        chrom = self._start.startswith(b"#") and not self._start.startswith(b"##")
+        if chrom:
+            self._tabs += data.count(b"\t", at, stop)
+        self._length += stop - at
+        self._check_length()
+        if end == -1:
+            return len(data)
+        if chrom:
+            self._chrom_line_done()
+        self._line += 1
+        self._length = 0
+        self._start = b""
+        return end + 1
+
+    def _chrom_line_done(self) -> None:
+        samples = max(0, self._tabs + 1 - _FIXED_COLUMNS - 1)
+        if samples > self._max_columns:
+            raise VcfError(
+                self._name,
+                f"the #CHROM line names {samples:,} sample columns; at most "
+                f"{self._max_columns:,} are accepted (CTDNA_MAX_SAMPLE_COLUMNS): send the "
+                "sample's own VCF (bcftools view -s SAMPLE)",
+                line=self._line if not self._header_only else None,
+            )
+        self._in_header = False
+        self.done = self._header_only
+
+    def _records_piece(self, data: bytes, at: int) -> None:
+        first = data.find(b"\n", at)
+        if first == -1:
+            self._length += len(data) - at
+            self._check_length()
+            return
+        self._length += first - at
+        self._check_length()
+        last = data.rfind(b"\n")
+        lines = data.count(b"\n", at)
+        if last - first > self._max_line:
+            # a chunk larger than the cap can hide a long line between its first and last
+            # newlines (the inflater and the upload copy chunks of 1 MiB; this is a guard)
+            for offset, line in enumerate(data[first + 1 : last].split(b"\n"), start=1):
+                if len(line) > self._max_line:
+                    self._line += offset
+                    self._length = len(line)
+                    self._check_length()
+        self._count_records(lines)
+        self._line += lines
+        self._length = len(data) - last - 1
+        self._check_length()
+
+    def _count_records(self, lines: int) -> None:
+        self._records += lines
+        if self._records > self._max_records:
+            raise TooLarge(
+                self._name,
+                f"the file has more than {self._max_records:,} records (CTDNA_MAX_RECORDS)",
+            )
+
+    def _check_length(self) -> None:
+        if self._length > self._max_line:
+            raise TooLarge(
+                self._name,
+                f"line {self._line} is longer than {self._max_line:,} bytes (CTDNA_MAX_LINE_BYTES)",
+                line=self._line,
+            )
+
+
+class _BcfScan:
+    """A BCF's header text (after its magic and length) scanned for its sample columns; the
+    binary records are the reader's to judge."""
+
+    def __init__(self, name: str, max_columns: int) -> None:
+        self._head = b""
+        self._text: _TextScan = _TextScan(name, max_columns, MAX_BCF_HEADER, 0, header_only=True)
+        self._left: int | None = None
+
+    def feed(self, data: bytes) -> None:
+        if self._left is None:
+            self._head += data
+            if len(self._head) < 9:
+                return
+            self._left = int.from_bytes(self._head[5:9], "little")
+            data, self._head = self._head[9:], b""
+        if self._left > 0 and not self._text.done:
+            piece = data[: self._left]
+            self._left -= len(piece)
+            self._text.feed(piece)
+
+    def finish(self) -> None:
+        if not self._text.done:
+            self._text.finish()
+
+
+MAX_BCF_HEADER = 1 << 31  # l_text is a uint32; the decompression cap bounds it anyway
 
 
 def _is_text(head: bytes) -> bool:

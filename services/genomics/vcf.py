@@ -18,6 +18,7 @@ import gzip
 import re
 import tempfile
 import zlib
+from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +41,7 @@ from services.genomics.build import (
     trim_alleles,
 )
 from services.genomics.regions import GENE_REGIONS, IntervalSet, gene_at
-from services.genomics.sniff import UTF8_BOM
+from services.genomics.sniff import MAX_LINE_BYTES, MAX_RECORDS, MAX_SAMPLE_COLUMNS, UTF8_BOM
 from services.genomics.types import Build, Locus, SampleType, ScanMode, VariantCall, VcfReadResult
 
 # What htslib/pysam raise on bad input: OSError for I/O and truncation, ValueError for parse
@@ -55,7 +56,6 @@ _HTSLIB_ERRORS: tuple[type[Exception], ...] = (
 _INDEX_ERRORS: tuple[type[Exception], ...] = (*_HTSLIB_ERRORS, SamtoolsError)
 
 MAX_DECOMPRESSED_BYTES = 16 * 1024**3  # plain-gzip inflation cap (CTDNA_MAX_DECOMPRESSED_BYTES)
-_MAX_HEADER_LINE = 16 * 1024**2  # VEP headers are long, but not this long
 _GENE_PADDING = 1_000  # bp around gene spans when fetching, so left-alignment can move in
 _TRACK_WINDOW = 250  # bp around a tracked locus: unnormalised indels sit right of their key
 _FIXED_COLUMNS = ["#CHROM", "POS", "ID", "REF", "ALT", "QUAL", "FILTER", "INFO"]
@@ -79,6 +79,9 @@ def read_vcf(
     tracked: frozenset[Locus] = frozenset(),
     reference_fasta: Path | None = None,
     max_decompressed_bytes: int = MAX_DECOMPRESSED_BYTES,
+    max_sample_columns: int = MAX_SAMPLE_COLUMNS,
+    max_line_bytes: int = MAX_LINE_BYTES,
+    max_records: int = MAX_RECORDS,
 ) -> VcfReadResult:
     """Read the variants of one sample that the service stores, all in memory.
 
@@ -102,6 +105,9 @@ def read_vcf(
         tracked=tracked,
         reference_fasta=reference_fasta,
         max_decompressed_bytes=max_decompressed_bytes,
+        max_sample_columns=max_sample_columns,
+        max_line_bytes=max_line_bytes,
+        max_records=max_records,
     ) as stream:
         kept: dict[tuple[str, int, str, str], VariantCall] = {}
         for call in stream.calls():
@@ -133,6 +139,9 @@ def open_vcf(
     tracked: frozenset[Locus] = frozenset(),
     reference_fasta: Path | None = None,
     max_decompressed_bytes: int = MAX_DECOMPRESSED_BYTES,
+    max_sample_columns: int = MAX_SAMPLE_COLUMNS,
+    max_line_bytes: int = MAX_LINE_BYTES,
+    max_records: int = MAX_RECORDS,
 ) -> Iterator[VcfStream]:
     """The same read as `read_vcf`, as a stream: the header's decisions (build, sample
     columns) at once, then the calls one at a time, so memory does not grow with the file.
@@ -141,13 +150,17 @@ def open_vcf(
     VcfError from the `calls()` iterator when it is reached. The stream holds the same allele
     once within a window of positions (a sorted file repeats an allele only there); an
     unsorted file may yield the same allele again later, and the first copy should win.
+
+    A file over the caps (sample columns, line length, records; sniff.MAX_*) is a VcfError:
+    the upload refuses such files first, this refuses a BCF's records and files kept earlier.
     """
+    limits = _Limits(max_decompressed_bytes, max_sample_columns, max_line_bytes, max_records)
     with _quiet_htslib(), tempfile.TemporaryDirectory(prefix="ctdna-vcf-") as tmp:
         workdir = Path(tmp)
-        source = _sniff(path, display_name, workdir, max_decompressed_bytes)
+        source = _sniff(path, display_name, workdir, limits)
         reference = _open_reference(reference_fasta, display_name)
         try:
-            reader = _Reader(source, display_name, workdir)
+            reader = _Reader(source, display_name, workdir, limits)
             yield reader.open(
                 sample_type=sample_type,
                 genome_build=genome_build,
@@ -165,6 +178,14 @@ def open_vcf(
 
 
 @dataclass(frozen=True, slots=True)
+class _Limits:
+    decompressed_bytes: int
+    sample_columns: int
+    line_bytes: int
+    records: int
+
+
+@dataclass(frozen=True, slots=True)
 class _Source:
     path: Path
     kind: _Kind
@@ -172,7 +193,7 @@ class _Source:
 
 
 def _sniff(
-    path: Path, display_name: str, workdir: Path, max_bytes: int, inflated: bool = False
+    path: Path, display_name: str, workdir: Path, limits: _Limits, inflated: bool = False
 ) -> _Source:
     try:
         size = path.stat().st_size
@@ -189,23 +210,23 @@ def _sniff(
         # (Windows editors write one): both are inflated to plain text first.
         if not _is_bgzf(head) or _starts_with_bom(path, display_name):
             plain = workdir / "inflated.vcf"
-            _inflate(path, plain, display_name, max_bytes)
-            return _sniff(plain, display_name, workdir, max_bytes, inflated=True)
+            _inflate(path, plain, display_name, limits.decompressed_bytes)
+            return _sniff(plain, display_name, workdir, limits, inflated=True)
         with _gzip_errors(display_name):
             with gzip.open(path, "rb") as stream:
                 magic = stream.read(5)
                 if magic[:3] == b"BCF":
                     return _bcf_source(path, magic, display_name)
             with gzip.open(path, "rb") as stream:
-                return _Source(path, "bgzf_vcf", _check_text_header(stream, display_name))
+                return _Source(path, "bgzf_vcf", _check_text_header(stream, display_name, limits))
     if head[:3] == b"BCF":
         return _bcf_source(path, head, display_name)  # uncompressed BCF
     if head.startswith(UTF8_BOM) and not inflated:
         plain = workdir / "inflated.vcf"
-        _inflate(path, plain, display_name, max_bytes)
-        return _sniff(plain, display_name, workdir, max_bytes, inflated=True)
+        _inflate(path, plain, display_name, limits.decompressed_bytes)
+        return _sniff(plain, display_name, workdir, limits, inflated=True)
     with path.open("rb") as stream:
-        return _Source(path, "vcf", _check_text_header(stream, display_name))
+        return _Source(path, "vcf", _check_text_header(stream, display_name, limits))
 
 
 def _starts_with_bom(path: Path, display_name: str) -> bool:
@@ -262,7 +283,7 @@ class _LineSource(Protocol):
     def readline(self, size: int = -1, /) -> bytes: ...
 
 
-def _check_text_header(stream: _LineSource, display_name: str) -> int:
+def _check_text_header(stream: _LineSource, display_name: str, limits: _Limits) -> int:
     """Validate a text header line by line; return the number of header lines.
 
     htslib's own messages for these cases go to stderr and surface as "invalid file", so we
@@ -286,22 +307,31 @@ def _check_text_header(stream: _LineSource, display_name: str) -> int:
         )
     number = 1
     while True:
-        raw = stream.readline(_MAX_HEADER_LINE)
+        raw = stream.readline(limits.line_bytes + 1)
         number += 1
         if not raw:
             raise VcfError(display_name, "the header ends without a #CHROM line", line=number)
-        if not raw.endswith(b"\n") and len(raw) >= _MAX_HEADER_LINE:
-            raise VcfError(display_name, "header line too long", line=number)
+        if len(raw.rstrip(b"\r\n")) > limits.line_bytes:
+            raise VcfError(
+                display_name,
+                f"line {number} is longer than {limits.line_bytes:,} bytes (CTDNA_MAX_LINE_BYTES)",
+                line=number,
+            )
         line = raw.rstrip(b"\r\n")
         if line.startswith(b"##"):
             continue
         if not line.startswith(b"#"):
             raise VcfError(display_name, "a record comes before the #CHROM line", line=number)
-        _check_chrom_line(line.decode("utf-8", "replace"), display_name, number)
+        _check_chrom_line(
+            line.decode("utf-8", "replace"), display_name, number, limits.sample_columns
+        )
         return number
 
 
-def _check_chrom_line(line: str, display_name: str, number: int) -> None:
+def _check_chrom_line(line: str, display_name: str, number: int, max_samples: int) -> None:
+    # Counted before the line is split: a million columns are refused without a million
+    # strings.
+    _check_sample_count(line.count("\t") + 1 - 9, display_name, max_samples, number)
     columns = line.split("\t")
     if columns[:8] != _FIXED_COLUMNS:
         if line.split()[:8] == _FIXED_COLUMNS:
@@ -320,9 +350,19 @@ def _check_chrom_line(line: str, display_name: str, number: int) -> None:
             "empty sample name in the #CHROM line (a trailing tab or a double tab?)",
             line=number,
         )
-    duplicated = sorted({s for s in samples if samples.count(s) > 1})
+    duplicated = sorted(name for name, n in Counter(samples).items() if n > 1)
     if duplicated:
         raise VcfError(display_name, f"duplicate sample names {duplicated}", line=number)
+
+
+def _check_sample_count(samples: int, display_name: str, cap: int, line: int | None) -> None:
+    if samples > cap:
+        raise VcfError(
+            display_name,
+            f"the #CHROM line names {samples:,} sample columns; at most {cap:,} are accepted "
+            "(CTDNA_MAX_SAMPLE_COLUMNS): send the sample's own VCF (bcftools view -s SAMPLE)",
+            line=line,
+        )
 
 
 @contextlib.contextmanager
@@ -450,6 +490,15 @@ class VcfStream:
         """'*' and symbolic ALT alleles seen so far."""
         return self._counter.skipped
 
+    @property
+    def position(self) -> str:
+        """Where the read is, for progress reports: "line N" of a text file read in full,
+        else "record N" (a BCF, or regions fetched through an index)."""
+        header_lines = self._reader.header_lines
+        if self.scan == "full" and header_lines is not None:
+            return f"line {header_lines + self._counter.records}"
+        return f"record {self._counter.records}"
+
     def calls(self) -> Iterator[VariantCall]:
         """The kept alleles in file order, each once within a window of positions: a copy is
         held back until no later record of a sorted file can repeat it, and of two copies
@@ -478,12 +527,17 @@ class VcfStream:
 
 
 class _Reader:
-    def __init__(self, source: _Source, display_name: str, workdir: Path) -> None:
+    def __init__(self, source: _Source, display_name: str, workdir: Path, limits: _Limits) -> None:
         self._source = source
         self._name = display_name
         self._workdir = workdir
+        self._limits = limits
         self._index: Path | None = None
         self._canon: dict[str, str] = {}
+
+    @property
+    def header_lines(self) -> int | None:
+        return self._source.header_lines
 
     # -- orchestration --
 
@@ -538,9 +592,12 @@ class _Reader:
     def _read_header(self) -> _Header:
         with self._open() as vcf:
             try:
-                return _copy_header(vcf.header)
+                header = _copy_header(vcf.header)
             except _HTSLIB_ERRORS as exc:
                 raise VcfError(self._name, f"invalid header ({exc})") from exc
+        # a text header was counted before htslib read it; a BCF's is counted here
+        _check_sample_count(len(header.samples), self._name, self._limits.sample_columns, None)
+        return header
 
     def _build_index(self) -> None:
         """Index a BGZF VCF or a BCF into the work directory; on failure, stream instead."""
@@ -620,6 +677,12 @@ class _Reader:
                 except _HTSLIB_ERRORS as exc:
                     raise self._record_error(exc, counter.records + 1, indexed) from exc
                 counter.records += 1
+                if counter.records > self._limits.records:
+                    raise VcfError(
+                        self._name,
+                        f"the file has more than {self._limits.records:,} records "
+                        "(CTDNA_MAX_RECORDS)",
+                    )
                 line = None if indexed or header_lines is None else header_lines + counter.records
                 try:
                     chrom, pos = rec.chrom, rec.pos

@@ -11,6 +11,10 @@ from celery import Celery
 from services.config import Settings, get_settings
 
 QUEUE = "ctdna"
+# Webhook deliveries wait on receivers: they have a queue and a worker process of their own,
+# so that samples never wait behind them (`ctdna worker --queues`).
+WEBHOOK_QUEUE = "ctdna-webhooks"
+WEBHOOK_TASK = "webhooks.deliver"  # services.alerts.service.DELIVER_TASK
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -29,6 +33,12 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_send_task_events": False,
         "task_send_sent_event": False,
         "enable_utc": True,
+        "task_routes": {WEBHOOK_TASK: {"queue": WEBHOOK_QUEUE}},
+        # Every task run is bounded: the soft limit lets a task fail its job with the reason,
+        # the hard one (30 s later) ends a run that does not stop. A delivery is bounded by
+        # its own deadline (services/alerts/service.py) well before these.
+        "task_soft_time_limit": settings.task_time_limit_seconds,
+        "task_time_limit": settings.task_time_limit_seconds + 30,
     }
     if settings.embedded_broker:
         folder = settings.resolved_data_dir / "broker"

@@ -41,3 +41,9 @@ class Job(Base):
     # Why the job was queued (a new sample, a correction, a new background...): the reason an
     # amendment of a result it causes carries.
     reason: Mapped[str | None] = mapped_column(String(1000))
+    # Who holds the claim: its heartbeat renews the lease only while it is still theirs.
+    lease_owner: Mapped[str | None] = mapped_column(String(32))
+    # Claims whose worker vanished (killed, out of memory, hard time limit) before an answer;
+    # past CTDNA_JOB_MAX_ATTEMPTS the job fails with what it was doing (`progress`).
+    workers_lost: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    progress: Mapped[str | None] = mapped_column(String(256))

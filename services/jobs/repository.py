@@ -35,29 +35,60 @@ def subject(session: Session, job: Job) -> tuple[str | None, str | None]:
     )
 
 
-def claim(session: Session, job_id: str, lease: timedelta) -> bool:
-    """Atomically take a job: queued, or running under a lease that has expired (its worker
-    died). Exactly one of several concurrent claimants wins."""
+def claim(session: Session, job_id: str, lease: timedelta, owner: str) -> bool:
+    """Atomically take a queued job for `owner`. Exactly one of several concurrent claimants
+    wins. A job whose worker vanished is first put back in the queue by the sweep, which
+    counts the loss (`take_over_expired`)."""
     now = utcnow()
     result = session.execute(
         update(Job)
-        .where(
-            Job.id == job_id,
-            or_(
-                Job.status == "queued",
-                (Job.status == "running") & (Job.lease_expires_at < now),
-            ),
-        )
+        .where(Job.id == job_id, Job.status == "queued")
         .values(
             status="running",
             started_at=now,
             lease_expires_at=now + lease,
+            lease_owner=owner,
             attempts=Job.attempts + 1,
             stored_at=None,
+            progress=None,
         )
         .execution_options(synchronize_session=False)
     )
     return result.rowcount == 1  # type: ignore[attr-defined,no-any-return]
+
+
+def renew(
+    session: Session, job_id: str, owner: str, lease: timedelta, progress: str | None
+) -> bool:
+    """Extend the lease of a job `owner` still holds (and say what it is doing); False when
+    the job is no longer theirs (finished, given back, taken over)."""
+    now = utcnow()
+    values: dict[str, Any] = {"lease_expires_at": now + lease}
+    if progress is not None:
+        values["progress"] = progress[:256]
+    result = session.execute(
+        update(Job)
+        .where(
+            Job.id == job_id,
+            Job.status == "running",
+            Job.lease_owner == owner,
+            Job.stored_at.is_(None),
+        )
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount == 1  # type: ignore[attr-defined,no-any-return]
+
+
+def expired(session: Session, now: datetime, limit: int = 500) -> Sequence[Job]:
+    """Running jobs whose lease ran out, locked (others sweeping at once skip them)."""
+    return session.scalars(
+        select(Job)
+        .where(Job.status == "running", Job.lease_expires_at < now)
+        .order_by(Job.created_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    ).all()
 
 
 def any_queued(session: Session, task: str) -> bool:
@@ -93,6 +124,18 @@ def ingest_queued_for_patient(session: Session, patient_pk: int, task: str) -> b
     )
 
 
+def samples_with_queued(session: Session, sample_pks: Sequence[int], task: str) -> set[int]:
+    if not sample_pks:
+        return set()
+    return set(
+        session.scalars(
+            select(Job.sample_pk).where(
+                Job.sample_pk.in_(sample_pks), Job.task == task, Job.status == "queued"
+            )
+        )
+    )
+
+
 def awaiting_analysis(session: Session, patient_pk: int, task: str) -> Sequence[Job]:
     """The patient's ingests that stored their rows and wait for its analyses."""
     return session.scalars(
@@ -120,19 +163,14 @@ def deferred(session: Session, task: str, limit: int = 500) -> Sequence[str]:
     ).all()
 
 
-def due_for_resend(
-    session: Session, *, resend_before: datetime, now: datetime, limit: int = 500
-) -> Sequence[Job]:
-    """Jobs whose message may never have reached a worker, or whose worker vanished."""
+def due_for_resend(session: Session, *, resend_before: datetime, limit: int = 500) -> Sequence[Job]:
+    """Queued jobs whose message may never have reached a worker."""
     stmt = (
         select(Job)
         .where(
-            or_(
-                (Job.status == "queued")
-                & or_(Job.sent_at.is_(None), Job.sent_at < resend_before)
-                & (Job.created_at < resend_before),
-                (Job.status == "running") & (Job.lease_expires_at < now),
-            )
+            Job.status == "queued",
+            or_(Job.sent_at.is_(None), Job.sent_at < resend_before),
+            Job.created_at < resend_before,
         )
         .order_by(Job.created_at)
         .limit(limit)

@@ -30,4 +30,6 @@ def get_job(job_id: str, principal: Reader, session: SessionDep, request: Reques
         created_at=job.created_at,
         started_at=job.started_at,
         finished_at=job.finished_at,
+        progress=job.progress,
+        workers_lost=job.workers_lost,
     )

@@ -57,6 +57,7 @@ def run(job_id: str) -> str:
         request = _ReadRequest(sample, tracked)
 
     log.info("ingest.start", job_id=job_id, sample_id=request.sample_id, attempt=attempt)
+    jobs.report_progress(f"reading the header of {request.file_name}")
     claimed = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="ctdna-ingest-") as spool_dir:
         try:
@@ -68,6 +69,7 @@ def run(job_id: str) -> str:
             return "failed"
 
         read = time.perf_counter()
+        jobs.report_progress(f"storing the {result.calls} rows of {request.file_name}")
         with unit_of_work() as session:
             if not _still_ours(session, job_id, attempt):
                 log.warning("ingest.lost_lease", job_id=job_id)
@@ -89,19 +91,20 @@ def run(job_id: str) -> str:
 
 def fail_unexpected(job_id: str, error: BaseException) -> None:
     """Record a failure nobody planned for (a bug), so the job does not hang in 'running'."""
+    jobs.fail(
+        job_id,
+        f"internal error ({type(error).__name__}); the operators have the details in the "
+        "worker log",
+        failed,
+    )
+
+
+def fail_stopped(job_id: str, seconds: float) -> None:
+    """The task ran into its time limit: fail the job with what it was doing."""
     with unit_of_work() as session:
-        job = session.get(Job, job_id, with_for_update=True)
-        if job is None or job.status in ("succeeded", "failed"):
-            return
-        jobs.finish(
-            session,
-            job,
-            error=f"internal error ({type(error).__name__}); "
-            "the operators have the details in the worker log",
-        )
-        sample = session.get(Sample, job.sample_pk) if job.sample_pk else None
-        if sample is not None and sample.status == "pending":
-            sample.status = "failed"
+        job = session.get(Job, job_id)
+        where = jobs.doing(job) if job is not None else "starting"
+    jobs.fail(job_id, f"stopped after the {seconds:g}-second time limit while {where}", failed)
 
 
 class _ReadRequest:
@@ -119,7 +122,12 @@ class _ReadRequest:
         self.normal_sample = sample.normal_sample
         self.tracked = tracked
         self.reference_fasta = settings.reference_fasta
-        self.max_decompressed_bytes = settings.max_decompressed_bytes
+        self.limits = {
+            "max_decompressed_bytes": settings.max_decompressed_bytes,
+            "max_sample_columns": settings.max_sample_columns,
+            "max_line_bytes": settings.max_line_bytes,
+            "max_records": settings.max_records,
+        }
         # A tissue sample proposes the tracked set from its calls; its reads are not counted.
         self.alignment = (
             _Alignment.of(sample, settings.uploads_dir) if sample.sample_type != "tissue" else None
@@ -144,10 +152,12 @@ class _ReadRequest:
                 normal_sample=self.normal_sample,
                 tracked=self.tracked,
                 reference_fasta=self.reference_fasta,
-                max_decompressed_bytes=self.max_decompressed_bytes,
+                **self.limits,
             ) as stream,
             spool.open("wb") as out,
         ):
+            name = self.file_name
+            jobs.report_progress(lambda: f"reading {stream.position} of {name}")
             batch: list[dict[str, object]] = []
             for call in stream.calls():
                 row = _row(call)
@@ -289,6 +299,15 @@ def _fail(session: Session, job_id: str, attempt: int, error: str) -> None:
     job = session.get(Job, job_id)
     assert job is not None
     jobs.finish(session, job, error=error)
+    failed(session, job)
+
+
+def failed(session: Session, job: Job) -> None:
+    """What a failed ingest job leaves (in the transaction that failed it): the sample marked
+    failed unless it was processed before, the waiting analyses done, `sample.failed` sent.
+    Also for a job failed by the sweep after its workers were lost, or stopped by its time
+    limit."""
+    error = job.error or "failed"
     sample = session.get(Sample, job.sample_pk)
     assert sample is not None
     patient = session.get(Patient, sample.patient_pk)
@@ -342,6 +361,7 @@ def _store(session: Session, job_id: str, result: _Read) -> float:
     patient = session.get(Patient, sample.patient_pk)
     assert patient is not None
     session.flush()
+    jobs.report_progress(f"computing the analyses of patient {patient.patient_id}")
     analysis_started = time.perf_counter()
     _analyse_or_await(session, patient, job)
     if sample.sample_type == "normal":

@@ -94,11 +94,13 @@ def upload_sample(
         create_patient=create_patient,
     )
     pair = _alignment_pair(alignment, alignment_index)
+    # The files are kept (moved to their content address) only once the sample is accepted:
+    # a refusal (409, 404...) leaves nothing in the upload folder.
     with service.UploadBatch() as uploads:
         stored = uploads.variant_file(file.file, form.file_name)
         aligned = uploads.alignment(*pair) if pair else None
+        accepted = service.accept_upload(session, principal.site, form, stored, aligned)
         uploads.commit()
-    accepted = service.accept_upload(session, principal.site, form, stored, aligned)
     audit(
         session, request, principal, patient_id=form.patient_id, sample_id=accepted.sample.sample_id
     )
@@ -168,8 +170,8 @@ def put_alignment(
     assert pair is not None
     with service.UploadBatch() as uploads:
         aligned = uploads.alignment(*pair)
+        accepted = service.attach_alignment(session, principal.site, sample, aligned)
         uploads.commit()
-    accepted = service.attach_alignment(session, principal.site, sample, aligned)
     audit(session, request, principal, patient_id=patient.patient_id, sample_id=sample.sample_id)
     return _accepted(accepted)
 

@@ -93,7 +93,14 @@ class UploadBatch:
     def variant_file(self, source: BinaryIO, file_name: str) -> StoredFile:
         """A VCF or BCF, refused when it is not one, is over the size cap, or inflates past
         the decompression cap."""
-        check = UploadCheck(file_name, max_decompressed_bytes=self._settings.max_decompressed_bytes)
+        settings = self._settings
+        check = UploadCheck(
+            file_name,
+            max_decompressed_bytes=settings.max_decompressed_bytes,
+            max_sample_columns=settings.max_sample_columns,
+            max_line_bytes=settings.max_line_bytes,
+            max_records=settings.max_records,
+        )
         staged = self._stage(source, check)
         return StoredFile(sha256=staged.sha256, size=staged.size, path=staged.final_path)
 

@@ -37,11 +37,14 @@ def resolve_locus(item: TrackedVariantIn) -> Locus:
 
 
 def set_tracked(session: Session, patient: Patient, items: Sequence[TrackedVariantIn]) -> int:
-    """Replace the tracked set with an explicit list; returns the number of re-extraction jobs."""
+    """Replace the tracked set with an explicit list; returns the number of re-extraction jobs
+    queued. Concurrent replacements of one patient's set run one after the other (the patient
+    row is locked first), so the last one wins whole: sets never merge."""
     loci: dict[str, tuple[Locus, TrackedVariantIn]] = {}
     for item in items:
         locus = resolve_locus(item)
         loci.setdefault(locus.key, (locus, item))
+    session.execute(select(Patient.id).where(Patient.id == patient.id).with_for_update())
     session.execute(delete(TrackedVariant).where(TrackedVariant.patient_pk == patient.id))
     now = utcnow()
     for key, (locus, item) in loci.items():
@@ -69,7 +72,9 @@ def reextract_patient(session: Session, patient: Patient) -> int:
     """Queue a re-extraction of every non-tissue sample of the patient at its new tracked loci
     (tissue proposes the set, it is not re-read for it), and of every normal sample of the site:
     a panel of normals is read at every locus the site tracks, so new loci get their controls.
-    Returns the number of jobs."""
+    A sample whose ingest is already queued gets no second one: that ingest reads the tracked
+    set when it starts, so a burst of changes costs one re-extraction per sample. Returns the
+    number of jobs queued."""
     samples = session.scalars(
         select(Sample).where(
             Sample.status.not_in(("failed", "retracted")),
@@ -79,7 +84,9 @@ def reextract_patient(session: Session, patient: Patient) -> int:
             & (Sample.patient_pk != patient.id),
         )
     ).all()
-    for sample in samples:
+    waiting = jobs.samples_with_queued_ingest(session, [s.id for s in samples])
+    queued = [s for s in samples if s.id not in waiting]
+    for sample in queued:
         jobs.create_job(
             session,
             task=jobs.INGEST_TASK,
@@ -87,7 +94,7 @@ def reextract_patient(session: Session, patient: Patient) -> int:
             sample_pk=sample.id,
             reason=f"tracked loci of patient {patient.patient_id} changed",
         )
-    return len(samples)
+    return len(queued)
 
 
 def list_tracked(session: Session, patient: Patient) -> Sequence[TrackedVariant]:

@@ -256,7 +256,9 @@ def test_leased_tokens_never_exceed_the_shared_budget(redis_url: str) -> None:
             "type": "http",
             "method": "GET",
             "path": "/v1/patients",
-            "headers": [(b"authorization", b"Bearer lease-test")],
+            # no key: the client address's bucket (an unknown key would spend it too)
+            "headers": [],
+            "client": ("192.0.2.7", 40000),
         }
         # 60 at once in one process: one lease request at a time, so none is refused (if each
         # took a lease of its own, 20 would drain the bucket and 40 be refused)
@@ -368,8 +370,11 @@ def test_idempotent_posts_replay_without_repeating(stack: Stack) -> None:
         hook = {"url": "http://127.0.0.1:9/hook", "events": ["sample.failed"]}
         hook_key = {"Idempotency-Key": str(uuid.uuid4())}
         created = [admin.post("/v1/webhook-endpoints", json=hook, headers=hook_key) for _ in "ab"]
-        assert [r.status_code for r in created] == [201, 201]
-        assert created[0].json() == created[1].json()  # same id, same secret shown again
+        # the replay names the endpoint made the first time, and never shows its secret again
+        assert [r.status_code for r in created] == [201, 409]
+        assert created[1].headers["idempotent-replayed"] == "true"
+        assert created[1].json()["resource"]["id"] == created[0].json()["id"]
+        assert created[0].json()["secret"] not in created[1].text
         urls = [e["url"] for e in admin.get("/v1/webhook-endpoints").json()["items"]]
         assert urls.count(hook["url"]) == 1
         admin.delete(f"/v1/webhook-endpoints/{created[0].json()['id']}")

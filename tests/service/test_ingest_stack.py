@@ -215,8 +215,11 @@ def _rejected_uploads(tmp_path: Path, public_data: Path) -> dict[str, tuple[byte
     """name -> (bytes, status, words the problem's detail must contain)."""
     vcf = PANEL_VCF.read_bytes()
     bam_like = _bgzf(b"BAM\x01" + bytes(range(256)) * 8, tmp_path)
-    # 64 MiB of one VCF-looking line inflates past the stack's 32 MiB cap from 65 KiB.
-    bomb = gzip.compress(b"##fileformat=VCFv4.2\n##" + b"A" * (64 * 1024**2), compresslevel=9)
+    # 64 MiB of VCF-looking header lines inflate past the stack's 32 MiB cap from 65 KiB
+    # (short lines: one 64 MiB line would meet the line-length cap first, also a 413).
+    bomb = gzip.compress(
+        b"##fileformat=VCFv4.2\n" + (b"##" + b"A" * 1021 + b"\n") * 65536, compresslevel=9
+    )
     return {
         "report.pdf": (b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj\n", 422, "PDF document"),
         "reads.bam": (bam_like, 422, "BAM file"),
