@@ -46,7 +46,6 @@ from services.genomics.background import (
     BackgroundCounts,
     BackgroundParams,
     fit_background,
-    substitution_class,
 )
 from services.genomics.clones import CloneParams, clones_per_sample, fit_clones
 from services.genomics.longitudinal import LocusObservation, LocusSeries, LongitudinalParams
@@ -125,11 +124,8 @@ def patient_series(patient: MetastaticPatient) -> list[LocusSeries]:
     """One series per panel locus, with the background posterior mean, as the service builds
     them (``_backgrounds`` + ``_series``: no tissue, so no truncal flag)."""
     keys = [key_of(h) for h, _, _ in patient.draws[0].counts]
-    classes = {key_of(h): substitution_class(h.ref, h.alt) for h, _, _ in patient.draws[0].counts}
     backgrounds = fit_background(
-        {key: patient.controls.get(key, ()) for key in keys},
-        BackgroundParams(),
-        substitution_class_by_locus=classes,
+        {key: patient.controls.get(key, ()) for key in keys}, BackgroundParams()
     )
     observations: dict[str, list[LocusObservation]] = {key: [] for key in keys}
     for draw in patient.draws:
