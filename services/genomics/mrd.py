@@ -44,8 +44,10 @@ upper bound) and the sample's own LoD95, see ``_lod95``.
 
 from __future__ import annotations
 
+import hashlib
 import math
-from collections.abc import Callable, Sequence
+import zlib
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 from enum import StrEnum
@@ -55,7 +57,14 @@ import numpy.typing as npt
 from scipy import optimize, special
 
 from services.errors import InvalidInput
-from services.genomics.background import LocusBackground
+from services.genomics.background import (
+    BackgroundCounts,
+    BackgroundParams,
+    LocusBackground,
+    lognormal_factors,
+    null_pmf,
+    update_with_negative_draws,
+)
 
 FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
@@ -94,32 +103,38 @@ class MrdParams:
     patient's calls, checked on simulated cohorts by ``benchmarks.mrd``);
     ``threshold_specificity`` is the level each sample's threshold is calibrated at. A conformal
     threshold holds the false-positive rate at its level *in expectation*, so one calibrated at
-    exactly 99 % gives a validation cohort's specificity that lands either side of 99 % (about
-    half the time below). Calibrating at 99.5 % (half the false-positive budget) keeps a cohort
-    of ~1,000 null draws at >= 99 % with ~99 % probability (binomial), at the cost of a slightly
-    higher LoD; the LoD95 reported is the one of the threshold actually used.
+    exactly 99 % gives a validation cohort's specificity that lands either side of 99 %;
+    calibrating a little above it keeps a cohort at >= 99 % at the cost of a slightly higher
+    LoD (the LoD95 reported is the one of the threshold actually used).
+    ``confirmation_specificity``: a POSITIVE past this stricter threshold confirms a molecular
+    relapse on its own (domain-anchors §6.7); otherwise two consecutive POSITIVE draws do.
 
     ``n_null_simulations`` posterior-predictive null replicates per sample; it must be at least
-    1 / (1 - threshold_specificity) - 1 for the conformal threshold to exist (any such n is
-    valid; more replicates give a threshold closer to the exact quantile, i.e. a little more
-    power).
+    1 / (1 - confirmation_specificity) - 1 for the conformal thresholds to exist.
     ``em_iterations`` / ``em_tolerance`` cap and stop the p_hat solver (the name keeps INVAR2's
     200 EM iterations as the cap). ``lod_power`` is the detection probability that defines the
     reported limit of detection, ``ci_level`` the profile-likelihood interval's coverage.
+    ``clonal_g``: P(mutant read | tumour molecule) of a tracked locus with no tissue allele
+    fraction (clonal, heterozygous, copy-neutral: 1/2); ``purity_bounds`` clamp a tumour purity
+    estimated from the tissue (2 x the median tissue VAF of the tracked loci).
     """
 
-    version: str = "mrd-2"
+    version: str = "mrd-3"
     specificity: float = 0.99
     threshold_specificity: float = 0.995
+    confirmation_specificity: float = 0.999
     min_informative_reads: int = 20_000
     min_days_post_surgery: int = 14
     min_loci_with_reads: int = 2
     outlier_alpha: float = 0.05
     em_iterations: int = 200
     em_tolerance: float = 1e-10
-    n_null_simulations: int = 2000
+    n_null_simulations: int = 3000
     ci_level: float = 0.95
     lod_power: float = 0.95
+    clonal_g: float = 0.5
+    purity_bounds: tuple[float, float] = (0.05, 1.0)
+    own_negative_lag_days: int = 0
 
     def __post_init__(self) -> None:
         if not 0.5 < self.specificity <= self.threshold_specificity < 1.0:
@@ -127,10 +142,12 @@ class MrdParams:
                 "need 0.5 < specificity <= threshold_specificity < 1, got "
                 f"{self.specificity} and {self.threshold_specificity}"
             )
-        if math.floor((1.0 - self.threshold_specificity) * (self.n_null_simulations + 1)) < 1:
+        if not self.threshold_specificity <= self.confirmation_specificity < 1.0:
+            raise InvalidInput("need threshold_specificity <= confirmation_specificity < 1")
+        if math.floor((1.0 - self.confirmation_specificity) * (self.n_null_simulations + 1)) < 1:
             raise InvalidInput(
                 f"{self.n_null_simulations} null simulations cannot calibrate "
-                f"specificity {self.threshold_specificity}"
+                f"specificity {self.confirmation_specificity}"
             )
         if self.em_iterations < 1 or not 0.0 < self.em_tolerance < 1e-3:
             raise InvalidInput("the p_hat solver needs >= 1 iteration and a tolerance in (0, 1e-3)")
@@ -138,22 +155,29 @@ class MrdParams:
             raise InvalidInput("ci_level and lod_power must be in (0, 1)")
         if self.min_loci_with_reads < 1:
             raise InvalidInput("min_loci_with_reads must be >= 1")
+        if not 0.0 < self.clonal_g <= 1.0:
+            raise InvalidInput("clonal_g must be in (0, 1]")
 
 
 @dataclass(frozen=True, slots=True)
 class MrdCall:
     """The MRD call of one sample, with everything needed to explain it.
 
-    ``tumor_fraction`` is p_hat on the INVAR ctDNA-fraction scale (relative to the tissue AFs
-    given). ``loci_detected`` counts retained loci with >= 1 mutant read; ``dropped_loci`` are
+    ``tumor_fraction`` is p_hat, the ctDNA fraction of the cfDNA (the loci's g are the
+    tissue allele fractions corrected by the tumour purity, see ``allele_weights``).
+    ``loci_detected`` counts retained loci with >= 1 mutant read; ``dropped_loci`` are
     outlier-suppressed, ``excluded_loci`` blacklisted by the background model.
-    ``threshold``/``p_value``/``lod95`` are None only when no locus is informative.
+    ``threshold``/``p_value``/``lod95`` are None only when no locus could be scored.
+    ``confirmed``: the score also passes the stricter confirmation threshold. ``flags`` qualify
+    a call that stands despite a gate (a POSITIVE below the informative-reads gate or early
+    after surgery).
     """
 
     call: MrdStatus
     reason: str
     score: float
     threshold: float | None
+    confirmation_threshold: float | None
     p_value: float | None
     tumor_fraction: float
     ci_low: float
@@ -164,11 +188,14 @@ class MrdCall:
     loci_used: int
     informative_reads: int
     mutant_reads: int
+    background_reads: float
     dropped_loci: tuple[str, ...]
     excluded_loci: tuple[str, ...]
     days_since_surgery: int | None
     n_null_simulations: int
     params_version: str
+    confirmed: bool = False
+    flags: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -387,28 +414,19 @@ def _log_choose(depth: FloatArray, k: FloatArray) -> FloatArray:
     return result
 
 
-def beta_binomial_pmf(depth: IntArray, alpha: FloatArray, beta: FloatArray) -> FloatArray:
-    """(k x loci) pmf of M ~ BetaBinomial(R, alpha, beta): e ~ Beta(alpha, beta), then
-    M ~ Binomial(R, e) -- the posterior predictive count of a locus with no ctDNA."""
+def binomial_pmf(depth: IntArray, rate: FloatArray, sigma: float = 0.0) -> FloatArray:
+    """(k x loci) pmf of M ~ Binomial(R, rate x F), F the lognormal draw-to-draw factor of
+    spread ``sigma`` (mean 1; none when 0): the null when the error rates are known."""
+    factors, weights = lognormal_factors(sigma, 16)
+    rates = np.clip(np.asarray(rate)[None, :] * factors[:, None], 1e-300, 0.5)
 
     def log_pmf(k: FloatArray, r: FloatArray) -> FloatArray:
-        result: FloatArray = (
-            _log_choose(r, k)
-            + special.betaln(k + alpha, r - k + beta)
-            - special.betaln(alpha, beta)
+        terms = (
+            _log_choose(r, k)[None, :, :]
+            + k[None, :, :] * np.log(rates)[:, None, :]
+            + (r - k)[None, :, :] * np.log1p(-rates)[:, None, :]
         )
-        return result
-
-    return _pmf_table(log_pmf, depth)
-
-
-def binomial_pmf(depth: IntArray, rate: FloatArray) -> FloatArray:
-    """(k x loci) pmf of M ~ Binomial(R, rate) (the null when the error rates are known)."""
-
-    safe = np.clip(rate, 1e-300, 1.0 - 1e-16)
-
-    def log_pmf(k: FloatArray, r: FloatArray) -> FloatArray:
-        result: FloatArray = _log_choose(r, k) + k * np.log(safe) + (r - k) * np.log1p(-safe)
+        result: FloatArray = special.logsumexp(terms, axis=0, b=weights[:, None, None])
         return result
 
     return _pmf_table(log_pmf, depth)
@@ -538,18 +556,16 @@ def _prepare(
     keys = [ev.key for ev in evidence]
     if len(set(keys)) != len(keys):
         raise InvalidInput("duplicate locus keys in MRD evidence")
+    if any(ev.depth > 0 and not ev.background.known for ev in evidence):
+        return None  # the assay has too little background to call on: no call at all
     used = tuple(ev for ev in evidence if not ev.background.blacklisted and ev.depth > 0)
     if not used:
         return None
     depth = np.array([ev.depth for ev in used], dtype=np.int64)
     af = np.array([ev.tumor_af for ev in used])
     e = np.array([ev.background.mean for ev in used])
-    null_pmf = beta_binomial_pmf(
-        depth,
-        np.array([ev.background.alpha for ev in used]),
-        np.array([ev.background.beta for ev in used]),
-    )
-    null_alt = _draw_counts(null_pmf, params.n_null_simulations, rng)
+    pmf = null_pmf([ev.background for ev in used], depth)
+    null_alt = _draw_counts(pmf, params.n_null_simulations, rng)
     distinct, inverse = _distinct_rows(null_alt)
     return _Prepared(
         used=used,
@@ -557,7 +573,7 @@ def _prepare(
         depth=depth.astype(np.float64),
         e=e,
         g=af * (1.0 - e) + (1.0 - af) * e,
-        null_pmf=null_pmf,
+        null_pmf=pmf,
         null_distinct=distinct,
         null_inverse=inverse,
     )
@@ -565,27 +581,36 @@ def _prepare(
 
 def _status(
     *,
+    background_known: bool,
     informative: int,
     n_kept: int,
     passes: bool,
     detected: int,
     days_since_surgery: int | None,
     params: MrdParams,
-) -> tuple[MrdStatus, str]:
-    """The call rule of domain-anchors §6 (gates first, then the calibrated score)."""
-    if informative < params.min_informative_reads:
-        return MrdStatus.INDETERMINATE, "low_informative_reads"
+) -> tuple[MrdStatus, str, tuple[str, ...]]:
+    """The call rule of domain-anchors §6: a POSITIVE needs a known background, the calibrated
+    score and mutant reads at >= ``min_loci_with_reads`` loci, and then stands (flagged) even
+    below the informative-reads gate or early after surgery; those gates guard the draws that
+    would otherwise be NEGATIVE."""
+    if not background_known:
+        return MrdStatus.INDETERMINATE, "background_unknown", ()
     if n_kept < params.min_loci_with_reads:
-        return MrdStatus.INDETERMINATE, "too_few_loci"
+        return MrdStatus.INDETERMINATE, "too_few_loci", ()
+    early = days_since_surgery is not None and days_since_surgery < params.min_days_post_surgery
+    thin = informative < params.min_informative_reads
     if passes and detected >= params.min_loci_with_reads:
-        return MrdStatus.POSITIVE, "score_above_threshold"
+        flags = (("low_informative_reads",) if thin else ()) + (("early_postop",) if early else ())
+        return MrdStatus.POSITIVE, "score_above_threshold", flags
     if days_since_surgery is not None and days_since_surgery < 0:
-        return MrdStatus.INDETERMINATE, "pre_surgery"
-    if days_since_surgery is not None and days_since_surgery < params.min_days_post_surgery:
-        return MrdStatus.INDETERMINATE, "early_postop"
+        return MrdStatus.INDETERMINATE, "pre_surgery", ()
+    if early:
+        return MrdStatus.INDETERMINATE, "early_postop", ()
+    if thin:
+        return MrdStatus.INDETERMINATE, "low_informative_reads", ()
     if passes:
-        return MrdStatus.NEGATIVE, "signal_at_too_few_loci"
-    return MrdStatus.NEGATIVE, "score_below_threshold"
+        return MrdStatus.NEGATIVE, "signal_at_too_few_loci", ()
+    return MrdStatus.NEGATIVE, "score_below_threshold", ()
 
 
 def _finish(
@@ -596,29 +621,41 @@ def _finish(
     null_scores: FloatArray | None,
     params: MrdParams,
 ) -> MrdCall:
-    score = p_hat = low = 0.0
+    score = p_hat = low = background = 0.0
     high = 1.0
-    threshold = p_value = lod = None
+    threshold = confirmation = p_value = lod = None
     detected = informative = mutant = n_kept = 0
     dropped: tuple[str, ...] = ()
-    passes = False
+    passes = confirmed = False
     if prepared is not None and observed is not None and null_scores is not None:
         score, p_hat = float(observed.score[0]), float(observed.p_hat[0])
         kept = ~observed.dropped[0]
         threshold = calibrated_threshold(null_scores, params.threshold_specificity)
+        confirmation = calibrated_threshold(null_scores, params.confirmation_specificity)
         passes = score >= threshold
+        confirmed = score >= confirmation
         p_value = empirical_p_value(score, null_scores)
         alt, depth = prepared.alt[kept], prepared.depth[kept]
         e, g = prepared.e[kept], prepared.g[kept]
         n_kept = int(kept.sum())
         informative, mutant = int(depth.sum()), int(alt.sum())
+        background = float((depth * e).sum())
         detected = int(np.count_nonzero(alt > 0))
         dropped = tuple(
             ev.key for ev, d in zip(prepared.used, observed.dropped[0], strict=True) if d
         )
         lod = _lod95(prepared.null_pmf[:, kept], depth, e, g, params)
         low, high = _profile_interval(alt, depth, e, g, p_hat, params.ci_level)
-    status, reason = _status(
+    known = not any(ev.depth > 0 and not ev.background.known for ev in evidence)
+    if prepared is None:
+        # No score, but the reads are what they are: reported as informative and mutant.
+        usable = [ev for ev in evidence if ev.depth > 0 and not ev.background.blacklisted]
+        n_kept = len(usable)
+        informative = sum(ev.depth for ev in usable)
+        mutant = sum(ev.alt_reads for ev in usable)
+        detected = sum(1 for ev in usable if ev.alt_reads > 0)
+    status, reason, flags = _status(
+        background_known=known,
         informative=informative,
         n_kept=n_kept,
         passes=passes,
@@ -631,6 +668,7 @@ def _finish(
         reason=reason,
         score=score,
         threshold=threshold,
+        confirmation_threshold=confirmation,
         p_value=p_value,
         tumor_fraction=p_hat,
         ci_low=low if status is MrdStatus.POSITIVE else 0.0,
@@ -641,11 +679,14 @@ def _finish(
         loci_used=n_kept,
         informative_reads=informative,
         mutant_reads=mutant,
+        background_reads=background,
         dropped_loci=dropped,
         excluded_loci=tuple(ev.key for ev in evidence if ev.background.blacklisted),
         days_since_surgery=days_since_surgery,
         n_null_simulations=params.n_null_simulations,
         params_version=params.version,
+        confirmed=status is MrdStatus.POSITIVE and confirmed,
+        flags=flags,
     )
 
 
@@ -727,8 +768,10 @@ def oracle_threshold(
     specificity: float,
     n_simulations: int,
     rng: np.random.Generator,
+    sigma: float = 0.0,
 ) -> FloatArray:
-    """Conformal thresholds of ``oracle_lr`` from Binomial(R_i, true e_i) null replicates.
+    """Conformal thresholds of ``oracle_lr`` from null replicates drawn from the true model:
+    Binomial(R_i, e_i x F), F the lognormal draw-to-draw factor of spread ``sigma``.
 
     Inputs are samples x loci (or one sample's loci); returns one threshold per sample.
     """
@@ -738,7 +781,9 @@ def oracle_threshold(
     blocks: list[_Block] = []
     inverses = []
     for r, e, a in zip(depth, rates, af, strict=True):
-        distinct, inverse = _distinct_rows(_draw_counts(binomial_pmf(r, e), n_simulations, rng))
+        distinct, inverse = _distinct_rows(
+            _draw_counts(binomial_pmf(r, e, sigma), n_simulations, rng)
+        )
         blocks.append(
             _Block(distinct.astype(np.float64), r.astype(np.float64), e, a * (1 - e) + (1 - a) * e)
         )
@@ -752,22 +797,295 @@ def oracle_threshold(
     )
 
 
-def molecular_relapse(
-    calls: Sequence[tuple[date, MrdCall]], *, surgery_date: date | None = None
-) -> date | None:
-    """Date of the first POSITIVE call after surgery (domain-anchors §6.7), else None.
+class PatientStatus(StrEnum):
+    """A patient's ctDNA status after surgery (the brief's ``/mrd`` status values)."""
 
-    A call counts as post-surgical when it is dated after ``surgery_date`` (if given) and its
-    own ``days_since_surgery`` is not negative (if known).
+    POSITIVE = "positive"
+    POSITIVE_UNCONFIRMED = "positive_unconfirmed"
+    NEGATIVE = "negative"
+    INDETERMINATE = "indeterminate"
+    NOT_APPLICABLE = "not_applicable"
+
+
+@dataclass(frozen=True, slots=True)
+class PlasmaDraw:
+    """One plasma draw of a patient: the counts (alt reads, depth) of the tracked loci its file
+    reported (a locus a file did not report is missing evidence, not zero reads), and the
+    assay it was run on (its background model)."""
+
+    sample_id: str
+    collection_date: date
+    counts: Mapping[str, tuple[int, int]]
+    assay: str = "default"
+
+
+@dataclass(frozen=True, slots=True)
+class DrawCall:
+    """A draw of the series with its call and the patient status after it."""
+
+    sample_id: str
+    collection_date: date
+    assay: str
+    call: MrdCall
+    status_after: PatientStatus
+    loci_reported: int
+    fingerprint: str
+
+
+@dataclass(frozen=True, slots=True)
+class MrdSeries:
+    """A patient's post-surgery MRD story: every call, the status, the molecular relapse.
+
+    ``molecular_relapse_date`` is the first POSITIVE draw of the first confirmed positive
+    run (confirmed by the next informative draw being POSITIVE too, or by its own score past
+    the confirmation threshold); ``relapse_confirmed_date`` the draw that confirmed it;
+    ``lead_time_days`` runs from the molecular to the clinical relapse.
     """
-    for when, result in sorted(calls, key=lambda item: item[0]):
-        if surgery_date is not None and when <= surgery_date:
-            continue
-        if result.days_since_surgery is not None and result.days_since_surgery < 0:
-            continue
-        if result.call is MrdStatus.POSITIVE:
-            return when
-    return None
+
+    calls: tuple[DrawCall, ...]
+    status: PatientStatus
+    reason: str
+    molecular_relapse_date: date | None
+    relapse_confirmed_date: date | None
+    lead_time_days: int | None
+
+
+def patient_seed(site: str, patient_id: str) -> tuple[int, ...]:
+    """The seed of a patient's null replicates: the same data give the same calls in any
+    process, and no call depends on which other patients exist."""
+    return (zlib.crc32(f"{site}/{patient_id}".encode()),)
+
+
+def allele_weights(
+    tissue_afs: Mapping[str, float | None],
+    params: MrdParams,
+    *,
+    purity: float | None = None,
+) -> dict[str, float]:
+    """The allele fraction of each tracked variant in tumour DNA, which makes p_hat the ctDNA
+    fraction of the cfDNA (INVAR's g with tissue AF divided by tumour purity; domain-anchors
+    §4.6: a clonal heterozygous copy-neutral variant is at 1/2). The purity is the one given
+    (a pathologist's estimate, ``tumor_purity``) or 2 x the median tissue VAF of the tracked
+    loci, clamped to ``purity_bounds``; a locus without a tissue AF gets ``clonal_g``."""
+    known = [af for af in tissue_afs.values() if af is not None and af > 0]
+    low, high = params.purity_bounds
+    if purity is None and known:
+        purity = 2.0 * float(np.median(known))
+    if purity is None:
+        return {key: params.clonal_g for key in tissue_afs}
+    purity = min(max(purity, low), high)
+    return {
+        key: params.clonal_g if af is None or af <= 0 else min(1.0, af / purity)
+        for key, af in tissue_afs.items()
+    }
+
+
+def _draw_fingerprint(
+    evidence: Sequence[LocusEvidence], days: int, params: MrdParams, seed: Sequence[int]
+) -> str:
+    """What a call depends on, exactly: its evidence, backgrounds, timing, rule and seed."""
+    text = repr(
+        (
+            params,
+            days,
+            tuple(seed),
+            [
+                (e.key, e.alt_reads, e.depth, e.tumor_af, e.background.fingerprint())
+                for e in evidence
+            ],
+        )
+    )
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class StatusWalk:
+    """The patient status after each call of a series, and where it ends."""
+
+    after: tuple[PatientStatus, ...]
+    status: PatientStatus
+    reason: str
+    molecular_relapse_date: date | None
+    relapse_confirmed_date: date | None
+
+
+def patient_status(calls: Sequence[tuple[date, MrdCall]]) -> StatusWalk:
+    """The patient status through a post-surgery series of calls, in date order
+    (domain-anchors §6.7, §4.8):
+
+    * a POSITIVE draw makes the patient ``positive_unconfirmed``; a second consecutive
+      POSITIVE (INDETERMINATE draws in between neither break nor confirm), or one past the
+      confirmation threshold, confirms the molecular relapse (``positive``), dated at the first
+      POSITIVE of that run; a NEGATIVE before confirmation makes the patient ``negative``;
+    * once ``positive`` the status is sticky: an INDETERMINATE draw, or a NEGATIVE whose LoD95
+      is above the last positive tumour fraction (it could not have seen it), leaves it
+      positive; only a NEGATIVE sensitive enough to have seen the last positive level clears it;
+    * otherwise the status follows the latest draw (``indeterminate`` when it is).
+    """
+    state = PatientStatus.INDETERMINATE
+    reason = "no informative draw yet"
+    run_start: date | None = None
+    relapse: date | None = None
+    confirmed_on: date | None = None
+    last_positive: float | None = None
+    after: list[PatientStatus] = []
+    for when, call in calls:
+        if state is PatientStatus.POSITIVE:
+            if call.call is MrdStatus.POSITIVE:
+                last_positive = call.tumor_fraction
+                reason = "molecular relapse confirmed; ctDNA still detected"
+            elif (
+                call.call is MrdStatus.NEGATIVE
+                and call.lod95 is not None
+                and last_positive is not None
+                and call.lod95 <= last_positive
+            ):
+                state, run_start, last_positive = PatientStatus.NEGATIVE, None, None
+                reason = "cleared: a negative draw sensitive enough to see the last positive level"
+            elif call.call is MrdStatus.NEGATIVE:
+                reason = (
+                    "still positive: the latest negative draw's LoD95 is above the last "
+                    "positive tumour fraction, so it cannot clear it"
+                )
+            else:
+                reason = "still positive: the latest draw was indeterminate"
+        elif call.call is MrdStatus.POSITIVE:
+            if call.confirmed or run_start is not None:
+                state = PatientStatus.POSITIVE
+                relapse = relapse or run_start or when
+                confirmed_on = confirmed_on or when
+                reason = (
+                    "molecular relapse: confirmed by a second consecutive positive draw"
+                    if run_start is not None
+                    else "molecular relapse: one draw past the confirmation threshold"
+                )
+            else:
+                state, run_start = PatientStatus.POSITIVE_UNCONFIRMED, when
+                reason = "one positive draw: a second consecutive positive draw confirms it"
+            last_positive = call.tumor_fraction
+        elif call.call is MrdStatus.NEGATIVE:
+            state, run_start, last_positive = PatientStatus.NEGATIVE, None, None
+            reason = call.reason
+        elif state is PatientStatus.POSITIVE_UNCONFIRMED:
+            reason = "one positive draw, the next indeterminate: awaiting confirmation"
+        else:
+            state, reason = PatientStatus.INDETERMINATE, call.reason
+        after.append(state)
+    return StatusWalk(
+        after=tuple(after),
+        status=state,
+        reason=reason,
+        molecular_relapse_date=relapse,
+        relapse_confirmed_date=confirmed_on,
+    )
+
+
+def call_series(
+    draws: Sequence[PlasmaDraw],
+    tracked: Mapping[str, float],
+    backgrounds: Mapping[str, Mapping[str, LocusBackground]],
+    *,
+    surgery_dates: Sequence[date],
+    clinical_relapse_date: date | None,
+    params: MrdParams,
+    background_params: BackgroundParams,
+    seed: Sequence[int],
+    reuse: Mapping[str, tuple[str, MrdCall]] | None = None,
+) -> MrdSeries:
+    """The MRD series of one patient: every plasma draw on or after the first surgery, called
+    in date order, and the patient status that follows (the one composition the service, the
+    benchmark and the cohort tests run).
+
+    ``tracked``: locus key -> allele fraction in tumour DNA (``allele_weights``).
+    ``backgrounds``: per assay, the locus backgrounds of the tracked loci (the assay model and
+    the loci's independent controls); each draw is called on its assay's, updated with the
+    patient's own earlier NEGATIVE draws of that assay. ``seed``: the patient's seed; each
+    draw's null replicates come from (seed, crc32(sample_id)), so a call depends on nothing but
+    its inputs. ``reuse``: sample_id -> (fingerprint, call) computed before; a call whose
+    fingerprint is unchanged is reused rather than recomputed.
+    """
+    if not surgery_dates:
+        raise InvalidInput("an MRD series needs a surgery date")
+    surgeries = sorted(surgery_dates)
+    ordered = sorted(
+        (d for d in draws if d.collection_date >= surgeries[0]),
+        key=lambda d: (d.collection_date, d.sample_id),
+    )
+    # The patient's NEGATIVE draws, (date, assay, evidence), added as controls of later draws
+    # at least ``own_negative_lag_days`` older than the draw being called.
+    negatives: list[tuple[date, str, list[LocusEvidence]]] = []
+    computed: list[tuple[PlasmaDraw, MrdCall, int, str]] = []
+    for draw in ordered:
+        latest = max(s for s in surgeries if s <= draw.collection_date)
+        days = (draw.collection_date - latest).days
+        base = backgrounds.get(draw.assay, {})
+        own: dict[str, list[BackgroundCounts]] = {}
+        for when, assay, items in negatives:
+            lag = (draw.collection_date - when).days
+            if assay == draw.assay and lag >= params.own_negative_lag_days:
+                for item in items:
+                    own.setdefault(item.key, []).append(
+                        BackgroundCounts(item.alt_reads, item.depth)
+                    )
+        current = update_with_negative_draws(base, own, background_params) if own else base
+        evidence = [
+            LocusEvidence(
+                key=key,
+                alt_reads=min(alt, depth),
+                depth=depth,
+                tumor_af=tracked[key],
+                background=current[key],
+            )
+            for key in sorted(tracked)
+            if key in draw.counts and key in current
+            for alt, depth in (draw.counts[key],)
+            if depth > 0
+        ]
+        draw_seed = [*seed, zlib.crc32(draw.sample_id.encode())]
+        fingerprint = _draw_fingerprint(evidence, days, params, draw_seed)
+        hit = (reuse or {}).get(draw.sample_id)
+        if hit is not None and hit[0] == fingerprint:
+            call = hit[1]
+        else:
+            call = call_sample(
+                evidence,
+                days_since_surgery=days,
+                params=params,
+                rng=np.random.default_rng(draw_seed),
+            )
+        if call.call is MrdStatus.NEGATIVE:
+            negatives.append((draw.collection_date, draw.assay, evidence))
+        computed.append((draw, call, len(evidence), fingerprint))
+    walk = patient_status([(draw.collection_date, call) for draw, call, _, _ in computed])
+    calls = tuple(
+        DrawCall(
+            sample_id=draw.sample_id,
+            collection_date=draw.collection_date,
+            assay=draw.assay,
+            call=call,
+            status_after=status,
+            loci_reported=reported,
+            fingerprint=fingerprint,
+        )
+        for (draw, call, reported, fingerprint), status in zip(computed, walk.after, strict=True)
+    )
+    if not calls:
+        return MrdSeries(
+            calls=(),
+            status=PatientStatus.NOT_APPLICABLE,
+            reason="no plasma sample collected after surgery",
+            molecular_relapse_date=None,
+            relapse_confirmed_date=None,
+            lead_time_days=None,
+        )
+    return MrdSeries(
+        calls=calls,
+        status=walk.status,
+        reason=walk.reason,
+        molecular_relapse_date=walk.molecular_relapse_date,
+        relapse_confirmed_date=walk.relapse_confirmed_date,
+        lead_time_days=lead_time_days(walk.molecular_relapse_date, clinical_relapse_date),
+    )
 
 
 def lead_time_days(
