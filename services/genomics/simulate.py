@@ -3,23 +3,28 @@
 Used by the statistical tests, by ``ctdna simulate`` and by the demo loader. The generative
 model is the one the MRD caller assumes (``services.genomics.mrd``), so the truth is known:
 
-* per locus (key ``chrom:pos:ref>alt``, GRCh38) a true background error rate
+* per locus (key ``chrom:pos:ref>alt``, GRCh38) a true mean background error rate
   e ~ Beta(shape, shape (1 - m) / m), mean m = ``error_mean`` (x ``ct_error_factor`` for C>T
-  class loci, the deamination-prone class); a panel of ``n_controls`` control samples per locus
-  with M ~ Binomial(R, e);
+  class loci, the deamination-prone class); in every draw (plasma, control or normal) the
+  locus' rate is e x exp(sigma Z - sigma^2 / 2), Z ~ N(0, 1), sigma = ``dispersion_sigma``
+  (draw-to-draw variation of real assays; 0 = a fixed rate); a panel of ``n_controls``
+  control samples per locus (0 = no panel of normals) with M ~ Binomial(R, rate);
+* optionally (``matched_normal``) a buffy-coat normal per patient, sequenced once, whose
+  counts at the tracked loci every plasma VCF of the patient carries in a NORMAL column;
 * per patient ``n_loci`` tracked clonal SNVs at random GRCh38 positions plus up to
   ``max_hotspot_loci`` ESR1/PIK3CA hotspots from ``data/hotspots.tsv``; tissue allele fraction
   AF = purity / 2 x a copy-number factor; a tissue sample that also holds decoys that tracking
   must reject (subclonal, germline, clonal-haematopoiesis DNMT3A R882H, a non-PASS call);
-* per draw a ctDNA fraction p: 0 for cured patients; for relapsing patients
-  p(t) = ``fraction_at_relapse`` x 2^((t - t_relapse) / ``doubling_days``), counted as 0 below
-  ``min_fraction`` (no shedding yet), capped at ``max_fraction``; unique molecules per locus
-  around a per-draw input level (1,500-6,000; some low-input draws); mutant molecules
-  M_i ~ Binomial(R_i, p g_i + (1 - p) e_i), g_i = AF_i (1 - e_i) + (1 - AF_i) e_i (INVAR).
+* per draw a ctDNA fraction f (tumour-derived share of the cfDNA): 0 for cured patients; for
+  relapsing patients f(t) = ``fraction_at_relapse`` x 2^((t - t_relapse) / ``doubling_days``),
+  counted as 0 below ``min_fraction`` (no shedding yet), capped at ``max_fraction``; unique
+  molecules per locus around a per-draw input level (1,500-6,000; some low-input draws);
+  mutant molecules M_i ~ Binomial(R_i, f g_i + (1 - f) e_ij), g_i = a_i (1 - e_ij) +
+  (1 - a_i) e_ij (INVAR), a_i the allele fraction of the variant in tumour DNA (1/2 x a copy
+  number factor; the tissue VAF is purity x a_i).
 
-p is on the INVAR scale, relative to the tissue AFs given to the caller. REF bases of the random
-SNVs are random (no reference FASTA is shipped): a reader that checks REF against a FASTA will
-flag them; the hotspot and DNMT3A records carry the true GRCh38 REF.
+REF bases of the random SNVs are random (no reference FASTA is shipped): a reader that checks
+REF against a FASTA will flag them; the hotspot and DNMT3A records carry the true GRCh38 REF.
 """
 
 from __future__ import annotations
@@ -97,6 +102,9 @@ class SimulationParams:
     error_mean: float = 4e-5
     error_shape: float = 2.0
     ct_error_factor: float = 2.0
+    dispersion_sigma: float = 0.0
+    matched_normal: bool = False
+    matched_normal_depth_range: tuple[int, int] = (1500, 6000)
     purity_range: tuple[float, float] = (0.3, 0.65)
     copy_factor_range: tuple[float, float] = (0.85, 1.1)
     tissue_depth_range: tuple[int, int] = (400, 1000)
@@ -104,10 +112,10 @@ class SimulationParams:
     first_draw_days: tuple[int, int] = (7, 42)
     draw_interval_days: int = 90
     draw_jitter_days: int = 14
-    fraction_at_relapse: float = 1e-2
+    fraction_at_relapse: float = 5e-3
     doubling_days: float = 45.0
-    min_fraction: float = 1e-5
-    max_fraction: float = 0.3
+    min_fraction: float = 5e-6
+    max_fraction: float = 0.15
     surgery_start: date = date(2022, 1, 3)
     surgery_span_days: int = 365
     tissue_decoys: bool = True
@@ -122,11 +130,14 @@ class SimulationParams:
             raise InvalidInput("relapse_fraction and low_input_rate must be probabilities")
         if not 0.0 < self.error_mean * self.ct_error_factor < 0.5 or self.error_shape <= 0:
             raise InvalidInput("error rates must be in (0, 0.5) with a positive shape")
+        if self.dispersion_sigma < 0:
+            raise InvalidInput("dispersion_sigma must be >= 0")
 
 
 @dataclass(frozen=True, slots=True)
 class SimLocus:
-    """A tracked SNV with its tissue AF and true background error rate (the truth)."""
+    """A tracked SNV with its tissue AF, its allele fraction in tumour DNA and its true mean
+    background error rate (the truth)."""
 
     key: str
     gene: str
@@ -138,6 +149,7 @@ class SimLocus:
     error_rate: float
     hotspot: bool
     protein: str
+    allele_fraction: float = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,6 +200,12 @@ class SimPatient:
     tissue: tuple[SimTissueVariant, ...]
     draws: tuple[SimDraw, ...]
     dialect: str = "mutect2"  # the caller dialect of this patient's VCFs (truth for readers)
+    # (alt reads, depth) of the buffy-coat normal at each locus, in locus order, if sequenced
+    normal: tuple[tuple[int, int], ...] | None = None
+
+    @property
+    def normal_sample_id(self) -> str:
+        return f"{self.patient_id}-NORMAL"
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,6 +246,19 @@ def locus_key(chrom: str, pos: int, ref: str, alt: str) -> str:
     return f"{chrom}:{pos}:{ref}>{alt}"
 
 
+def draw_rates(
+    rate: float | np.ndarray, size: int, rng: np.random.Generator, params: SimulationParams
+) -> np.ndarray:
+    """Each draw's error rate at a locus of mean ``rate``: the mean times a lognormal factor of
+    spread ``dispersion_sigma`` with mean 1 (the rate itself when sigma is 0)."""
+    sigma = params.dispersion_sigma
+    if sigma == 0.0:
+        return np.broadcast_to(np.asarray(rate, dtype=np.float64), (size,)).copy()
+    factor = np.exp(sigma * rng.standard_normal(size) - sigma * sigma / 2.0)
+    result: np.ndarray = np.minimum(np.asarray(rate) * factor, 0.5)
+    return result
+
+
 class _Truth:
     """Cohort-wide per-locus truth: error rates and control panels, shared by a key."""
 
@@ -246,7 +277,7 @@ class _Truth:
             rate = float(self.rng.beta(p.error_shape, p.error_shape * (1.0 - mean) / mean))
             depths = self.rng.integers(*p.control_depth_range, size=p.n_controls, endpoint=True)
             self.error_rates[key] = rate
-            alts = self.rng.binomial(depths, rate)
+            alts = self.rng.binomial(depths, draw_rates(rate, p.n_controls, self.rng, p))
             self.controls[key] = tuple(
                 BackgroundCounts(int(m), int(d)) for m, d in zip(alts, depths, strict=True)
             )
@@ -298,7 +329,7 @@ def _tissue_variant(
 def fraction_at(
     days_since_surgery: int, relapse_day: int | None, params: SimulationParams
 ) -> float:
-    """True ctDNA fraction of a patient on a given day (0 for a cured patient)."""
+    """True ctDNA fraction (tumour share of the cfDNA) on a given day (0 for a cured patient)."""
     if relapse_day is None:
         return 0.0
     fraction = params.fraction_at_relapse * 2.0 ** (
@@ -326,9 +357,9 @@ def simulate_plasma(
     depths = np.maximum(
         np.rint(level * rng.lognormal(0.0, params.depth_locus_sd, size=len(loci))), 50
     ).astype(np.int64)
-    af = np.array([locus.tumor_af for locus in loci])
-    e = np.array([locus.error_rate for locus in loci])
-    g = af * (1.0 - e) + (1.0 - af) * e
+    a = np.array([locus.allele_fraction for locus in loci])
+    e = draw_rates(np.array([locus.error_rate for locus in loci]), len(loci), rng, params)
+    g = a * (1.0 - e) + (1.0 - a) * e
     alt = rng.binomial(depths, fraction * g + (1.0 - fraction) * e)
     return SimDraw(
         sample_id=sample_id,
@@ -372,12 +403,14 @@ def _simulate_patient(
             pos=pos,
             ref=ref,
             alt=alt,
-            tumor_af=purity / 2.0 * float(rng.uniform(*params.copy_factor_range)),
+            tumor_af=purity * fraction,
             error_rate=truth.error_rate(locus_key(chrom, pos, ref, alt), ref, alt),
             hotspot=hot,
             protein=protein,
+            allele_fraction=fraction,
         )
         for gene, chrom, pos, ref, alt, hot, protein in sites
+        for fraction in (0.5 * float(rng.uniform(*params.copy_factor_range)),)
     )
     tissue = [
         _tissue_variant(
@@ -403,6 +436,15 @@ def _simulate_patient(
             )
     tissue.sort(key=lambda v: (_chrom_order(v.chrom), v.pos))
 
+    normal: tuple[tuple[int, int], ...] | None = None
+    if params.matched_normal:
+        low, high = params.matched_normal_depth_range
+        normal_depths = rng.integers(low, high, size=len(loci), endpoint=True)
+        rates = draw_rates(np.array([lo.error_rate for lo in loci]), len(loci), rng, params)
+        normal = tuple(
+            (int(m), int(d))
+            for m, d in zip(rng.binomial(normal_depths, rates), normal_depths, strict=True)
+        )
     relapsing = bool(rng.random() < params.relapse_fraction)
     days: list[int] = []
     day = int(rng.integers(*params.first_draw_days, endpoint=True))
@@ -440,6 +482,7 @@ def _simulate_patient(
         tissue_sample_id=f"{patient_id}-TISSUE",
         tissue=tuple(tissue),
         draws=draws,
+        normal=normal,
     )
 
 
@@ -479,13 +522,14 @@ def substitution_classes(cohort: Cohort) -> dict[str, str]:
 def locus_evidence(
     patient: SimPatient, draw: SimDraw, backgrounds: Mapping[str, LocusBackground]
 ) -> list[LocusEvidence]:
-    """The MRD caller's input for one simulated draw (tissue AF = the simulated truth)."""
+    """The MRD caller's input for one simulated draw, the loci weighted by their true allele
+    fraction in tumour DNA (so the fraction estimated is the ctDNA fraction)."""
     return [
         LocusEvidence(
             key=locus.key,
             alt_reads=alt,
             depth=depth,
-            tumor_af=locus.tumor_af,
+            tumor_af=locus.allele_fraction,
             background=backgrounds[locus.key],
         )
         for locus, alt, depth in zip(patient.loci, draw.alt_reads, draw.depths, strict=True)
@@ -507,16 +551,21 @@ def _phred_likelihoods(alt_reads: int, depth: int, error: float = 1e-3) -> tuple
     return tuple(round(-10.0 * (value - best)) for value in log10)
 
 
-def _dialect_header(header: pysam.VariantHeader, dialect: str, sample: str) -> list[str]:
-    """Declare the dialect's fields; returns the sample columns to add, tumour last."""
+def _dialect_header(
+    header: pysam.VariantHeader, dialect: str, sample: str, normal: str | None
+) -> tuple[list[str], str, str | None]:
+    """Declare the dialect's fields; returns (sample columns in file order, the tumour column,
+    the normal column or None), each named as the caller names them."""
     formats = header.formats
     if dialect == "mutect2":
         header.add_line(f"##tumor_sample={sample}")
+        if normal:
+            header.add_line(f"##normal_sample={normal}")
         formats.add("GT", 1, "String", "Genotype")
         formats.add("AD", "R", "Integer", "Allelic depths for the ref and alt alleles")
         formats.add("AF", "A", "Float", "Allele fractions of alternate alleles in the tumor")
         formats.add("DP", 1, "Integer", "Approximate read depth")
-        return [sample]
+        return ([normal, sample] if normal else [sample]), sample, normal
     if dialect == "strelka2":
         header.info.add("SOMATIC", 0, "Flag", "Somatic mutation")
         formats.add("DP", 1, "Integer", "Read depth for tier1")
@@ -524,7 +573,7 @@ def _dialect_header(header: pysam.VariantHeader, dialect: str, sample: str) -> l
             formats.add(f"{base}U", 2, "Integer", f"Number of '{base}' alleles used in tiers 1,2")
         formats.add("TAR", 2, "Integer", "Reads strongly supporting alternate allele for tiers 1,2")
         formats.add("TIR", 2, "Integer", "Reads strongly supporting indel allele for tiers 1,2")
-        return ["NORMAL", "TUMOR"]
+        return ["NORMAL", "TUMOR"], "TUMOR", ("NORMAL" if normal else None)
     if dialect == "varscan2":
         formats.add("GT", 1, "String", "Genotype")
         formats.add("DP", 1, "Integer", "Read Depth")
@@ -532,8 +581,11 @@ def _dialect_header(header: pysam.VariantHeader, dialect: str, sample: str) -> l
         formats.add("AD", 1, "Integer", "Depth of variant-supporting bases (reads2)")
         formats.add("FREQ", 1, "String", "Variant allele frequency")
         formats.add("DP4", 1, "String", "Strand read counts: ref/fwd, ref/rev, var/fwd, var/rev")
-        return [sample]
+        if normal:  # VarScan2 somatic names its two columns NORMAL and TUMOR
+            return ["NORMAL", "TUMOR"], "TUMOR", "NORMAL"
+        return [sample], sample, None
     if dialect == "vardict":
+        header.add_line("##source=VarDict")
         formats.add("GT", 1, "String", "Genotype")
         formats.add("DP", 1, "Integer", "Total Depth")
         formats.add("VD", 1, "Integer", "Variant Depth")
@@ -541,7 +593,8 @@ def _dialect_header(header: pysam.VariantHeader, dialect: str, sample: str) -> l
         formats.add("AF", "A", "Float", "Allele Frequency")
         formats.add("RD", 2, "Integer", "Reference forward, reverse reads")
         formats.add("ALD", 2, "Integer", "Variant forward, reverse reads")
-        return [sample]
+        # VarDict paired mode: the tumour column first, the matched normal second
+        return ([sample, normal] if normal else [sample]), sample, normal
     if dialect == "bcftools":
         header.info.add("DP", 1, "Integer", "Raw read depth")
         header.info.add(
@@ -552,23 +605,28 @@ def _dialect_header(header: pysam.VariantHeader, dialect: str, sample: str) -> l
         )
         formats.add("GT", 1, "String", "Genotype")
         formats.add("PL", "G", "Integer", "List of Phred-scaled genotype likelihoods")
-        return [sample]
+        formats.add("AD", "R", "Integer", "Allelic depths (normal column)")
+        return ([normal, sample] if normal else [sample]), sample, normal
     raise InvalidInput(f"unknown VCF dialect {dialect!r}; one of {DIALECTS}")
 
 
 def _fill_dialect(
     record: pysam.VariantRecord,
     dialect: str,
-    columns: list[str],
+    column: str,
     alleles: tuple[str, str],
     alt_reads: int,
     depth: int,
+    *,
+    info: bool = True,
 ) -> None:
+    """Write one column's counts in the dialect; ``info`` False for the matched-normal column
+    (bcftools keeps a single sample's counts in INFO; with two columns each has its AD)."""
     ref_reads = depth - alt_reads
     # strand splits: deterministic halves (the counts, not the strands, are simulated)
     ref_fwd, alt_fwd = ref_reads // 2, alt_reads // 2
     genotype = (0, 1) if alt_reads > 0 else (0, 0)
-    call = record.samples[columns[-1]]
+    call = record.samples[column]
     if dialect == "mutect2":
         call["GT"] = genotype
         call["AD"] = (ref_reads, alt_reads)
@@ -601,10 +659,15 @@ def _fill_dialect(
         call["RD"] = (ref_fwd, ref_reads - ref_fwd)
         call["ALD"] = (alt_fwd, alt_reads - alt_fwd)
     else:
-        record.info["DP"] = depth
-        record.info["DP4"] = (ref_fwd, ref_reads - ref_fwd, alt_fwd, alt_reads - alt_fwd)
+        # bcftools call: strand counts in INFO/DP4 for a single sample; with a matched normal
+        # each column has its own FORMAT/AD (multi-sample calling), INFO left to the tumour.
         call["GT"] = genotype
-        call["PL"] = _phred_likelihoods(alt_reads, depth)
+        if info:
+            record.info["DP"] = depth
+            record.info["DP4"] = (ref_fwd, ref_reads - ref_fwd, alt_fwd, alt_reads - alt_fwd)
+            call["PL"] = _phred_likelihoods(alt_reads, depth)
+        if not info or len(record.samples) > 1:
+            call["AD"] = (ref_reads, alt_reads)
 
 
 def write_records(
@@ -614,12 +677,15 @@ def write_records(
     params: SimulationParams,
     *,
     dialect: str = "mutect2",
+    normal: tuple[str, Sequence[tuple[int, int]]] | None = None,
 ) -> Path:
     """Write a bgzipped, tabix-indexed VCF of one sample's counts in a caller's dialect.
 
     Records are (chrom, pos, ref, alt, alt_reads, depth, filter). Every dialect carries the
     same alt reads and depth (see ``DIALECTS``); Strelka2 writes the sample as TUMOR next to
-    an empty NORMAL column, as its somatic workflow names them.
+    a NORMAL column (empty without a normal), as its somatic workflow names them. ``normal``
+    = (its sample name, its (alt reads, depth) per record, in record order) adds a
+    matched-normal column.
     """
     out_path = Path(path)
     if not out_path.name.endswith(".vcf.gz"):
@@ -630,12 +696,19 @@ def write_records(
     for chrom in sorted({r[0] for r in records}, key=_chrom_order):
         header.contigs.add(chrom, length=GRCH38_CONTIG_LENGTHS[chrom], assembly="GRCh38")
     header.filters.add(_WEAK_FILTER, None, None, "Simulated low-confidence call")
-    columns = _dialect_header(header, dialect, sample)
+    columns, tumor, normal_column = _dialect_header(
+        header, dialect, sample, normal[0] if normal else None
+    )
     for column in columns:
         header.add_sample(column)
-    ordered = sorted(records, key=lambda r: (_chrom_order(r[0]), r[1]))
+    normal_counts = list(normal[1]) if normal else [None] * len(records)
+    if len(normal_counts) != len(records):
+        raise InvalidInput("the normal column needs one (alt reads, depth) per record")
+    ordered = sorted(
+        zip(records, normal_counts, strict=True), key=lambda r: (_chrom_order(r[0][0]), r[0][1])
+    )
     with pysam.VariantFile(str(out_path), "wz", header=header) as vcf:
-        for chrom, pos, ref, alt, alt_reads, depth, filter_ in ordered:
+        for (chrom, pos, ref, alt, alt_reads, depth, filter_), counts in ordered:
             record = vcf.new_record(
                 contig=chrom,
                 start=pos - 1,
@@ -643,7 +716,9 @@ def write_records(
                 alleles=(ref, alt),
                 filter=filter_,
             )
-            _fill_dialect(record, dialect, columns, (ref, alt), alt_reads, depth)
+            if normal_column is not None and counts is not None:
+                _fill_dialect(record, dialect, normal_column, (ref, alt), *counts, info=False)
+            _fill_dialect(record, dialect, tumor, (ref, alt), alt_reads, depth)
             vcf.write(record)
     pysam.tabix_index(str(out_path), preset="vcf", force=True)
     return out_path
@@ -658,7 +733,8 @@ def write_plasma_vcf(
     dialect: str | None = None,
 ) -> Path:
     """Force-called plasma VCF: every tracked locus, 0 alt reads included, FILTER PASS, in the
-    patient's dialect unless ``dialect`` is given."""
+    patient's dialect unless ``dialect`` is given; with the patient's buffy-coat normal in a
+    normal column when it was sequenced (the same counts in every draw: one normal)."""
     records = [
         (locus.chrom, locus.pos, locus.ref, locus.alt, alt, depth, "PASS")
         for locus, alt, depth in zip(patient.loci, draw.alt_reads, draw.depths, strict=True)
@@ -669,6 +745,7 @@ def write_plasma_vcf(
         records,
         params or SimulationParams(),
         dialect=dialect or patient.dialect,
+        normal=(patient.normal_sample_id, patient.normal) if patient.normal else None,
     )
 
 
