@@ -36,10 +36,16 @@ TEXT_MIN_WIDTH = 16
 
 
 BADGES = {
+    # a patient's status (schemas.analyses.MrdPatientStatus)
+    "positive": ("POSITIVE", "bold white on red"),
+    "positive_unconfirmed": ("POSITIVE, UNCONFIRMED", "bold white on dark_orange"),
+    "negative": ("NEGATIVE", "bold white on green"),
+    "indeterminate": ("INDETERMINATE", "bold black on yellow"),
+    "not_applicable": ("n/a", "dim"),
+    # the call of one draw
     "POSITIVE": ("POSITIVE", "bold white on red"),
     "NEGATIVE": ("NEGATIVE", "bold white on green"),
     "INDETERMINATE": ("INDETERMINATE", "bold black on yellow"),
-    "NOT_APPLICABLE": ("n/a", "dim"),
 }
 
 
@@ -56,7 +62,7 @@ class Column:
 
 
 def badge(status: str | None) -> Text:
-    label, style = BADGES.get(status or "NOT_APPLICABLE", (status or "n/a", ""))
+    label, style = BADGES.get(status or "not_applicable", (status or "n/a", ""))
     return Text(f" {label} ", style=style)
 
 

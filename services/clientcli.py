@@ -336,7 +336,7 @@ def patient(
     aside = [f"{by_status[k]} {k}" for k in ("failed", "retracted", "pending") if by_status.get(k)]
     summary = {
         "patient_id": detail["patient_id"],
-        "mrd_status": mrd.get("status") or "NOT_APPLICABLE",
+        "mrd_status": mrd.get("status") or "not_applicable",
         "reason": reason_text(mrd.get("reason")),
         "molecular_relapse_date": mrd.get("molecular_relapse_date"),
         "lead_time_days": mrd.get("lead_time_days"),
@@ -510,6 +510,8 @@ COLUMN_ALIASES = {
     "normal_sample": ("normal_sample",),
     "plasma_ml": ("plasma_ml",),
     "cfdna_ng_per_ml": ("cfdna_ng_per_ml",),
+    "assay": ("assay", "panel"),
+    "tumor_purity": ("tumor_purity", "purity"),
     "alignment": ("alignment", "bam", "cram"),
     "alignment_index": ("alignment_index", "bai", "crai", "index"),
 }
@@ -621,7 +623,7 @@ def _check_row(values: dict[str, str], folder: Path) -> list[str]:
         )
     elif values.get("sample_type"):
         values["sample_type"] = values["sample_type"].lower()
-    for name in ("plasma_ml", "cfdna_ng_per_ml"):
+    for name in ("plasma_ml", "cfdna_ng_per_ml", "tumor_purity"):
         if values.get(name):
             try:
                 float(values[name])
@@ -650,6 +652,12 @@ def submit(
     normal_sample: Annotated[str | None, typer.Option()] = None,
     plasma_ml: Annotated[float | None, typer.Option()] = None,
     cfdna_ng_per_ml: Annotated[float | None, typer.Option()] = None,
+    assay: Annotated[
+        str | None, typer.Option(help="Panel/assay name; backgrounds pool within one assay")
+    ] = None,
+    tumor_purity: Annotated[
+        float | None, typer.Option(help="Tumour purity of a tissue sample, (0, 1]")
+    ] = None,
     alignment: Annotated[
         Path | None,
         typer.Option(exists=True, readable=True, help="The sample's BAM/CRAM (single file)"),
@@ -688,9 +696,10 @@ def submit(
     A folder: `ctdna submit FOLDER [--manifest M] [--events E]`, the manifest a CSV or TSV
     with the columns file, patient_id, sample_id, collection_date (or collected_at) and
     optionally sample_type, genome_build, tumor_sample, normal_sample, plasma_ml,
-    cfdna_ng_per_ml, alignment and alignment_index (a BAM/CRAM and its index, sent with the
-    VCF); the events file has the columns patient_id, type, date and optionally drug,
-    drug_class, note (and specimen, site, er, pr, her2_ihc, her2_ish for receptor_status).
+    cfdna_ng_per_ml, assay, tumor_purity, alignment and alignment_index (a BAM/CRAM and its
+    index, sent with the VCF); the events file has the columns patient_id, type, date and
+    optionally drug, drug_class, note (and specimen, site, er, pr, her2_ihc, her2_ish for
+    receptor_status).
     Every row of both is checked before anything is sent, and a bad row is named by its
     line. Events already recorded for the patient are not posted again. A patient the site
     does not have is refused (404) unless `--create-patient` is given (or the site creates
@@ -744,6 +753,8 @@ def submit(
         "normal_sample": normal_sample,
         "plasma_ml": plasma_ml,
         "cfdna_ng_per_ml": cfdna_ng_per_ml,
+        "assay": assay,
+        "tumor_purity": tumor_purity,
     }
     form.update({k: str(v) for k, v in optional.items() if v is not None})
     form.update(creation)

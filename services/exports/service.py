@@ -251,7 +251,7 @@ def summary_row(export: PatientExport) -> dict[str, Any]:
         "last_draw": max(
             (s.collection_date for s in done if s.sample_type == "plasma"), default=None
         ),
-        "mrd_status": mrd.get("status") or "NOT_APPLICABLE",
+        "mrd_status": mrd.get("status") or "not_applicable",
         "molecular_relapse_date": mrd.get("molecular_relapse_date"),
         "lead_time_days": mrd.get("lead_time_days"),
         "resistance": "emerging" if events else "",

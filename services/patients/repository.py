@@ -10,6 +10,7 @@ from sqlalchemy import and_, case, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, aliased
 
+from schemas.analyses import MRD_PATIENT_STATUSES
 from services.analysis.models import PatientAnalysis
 from services.pagination import Keyset, PageRequest
 from services.patients.models import Patient, PatientEvent
@@ -49,7 +50,7 @@ def list_with_counts(
 
 def samples_by_status(session: Session, patient_pks: Sequence[int]) -> dict[int, dict[str, int]]:
     """patient pk -> {sample status: count} (pending, processed, failed, retracted), counted
-    for these patients only, on ix_samples_patient_date."""
+    for these patients only, on ix_samples_patient_status."""
     counts: dict[int, dict[str, int]] = {}
     if patient_pks:
         for patient_pk, status, n in session.execute(
@@ -78,7 +79,7 @@ def samples(session: Session, patient_pk: int) -> Sequence[Sample]:
 
 
 OVERVIEW_SORTS = ("attention", "patient", "last_draw", "status")
-OVERVIEW_STATUSES = ("POSITIVE", "NEGATIVE", "INDETERMINATE", "NOT_APPLICABLE", "resistance")
+OVERVIEW_STATUSES = (*MRD_PATIENT_STATUSES, "resistance")
 
 
 def overview(
@@ -113,7 +114,7 @@ def overview(
 
     mrd_row, resistance_row = aliased(PatientAnalysis), aliased(PatientAnalysis)
     mrd, resistance = mrd_row.status, resistance_row.status
-    mrd_or_na = func.coalesce(mrd, "NOT_APPLICABLE")
+    mrd_or_na = func.coalesce(mrd, "not_applicable")
     where = [Patient.site == site]
     if query:
         escaped = query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
@@ -132,7 +133,11 @@ def overview(
         .where(*where)
     )
     total = session.scalar(patients.with_only_columns(func.count())) or 0
-    rank = case({"POSITIVE": 0, "INDETERMINATE": 2, "NEGATIVE": 3}, value=mrd_or_na, else_=4)
+    rank = case(
+        {"positive": 0, "positive_unconfirmed": 1, "indeterminate": 2, "negative": 3},
+        value=mrd_or_na,
+        else_=4,
+    )
     urgent = case((resistance == "emerging", 0), else_=rank)
     orders: dict[str, list[Any]] = {
         "attention": [urgent, rank, last_draw.desc().nulls_last(), Patient.patient_id],
@@ -176,7 +181,7 @@ def overview(
             "failed": counts.get(r[0], {}).get("failed", 0),
             "retracted": counts.get(r[0], {}).get("retracted", 0),
             "last_draw": r[2],
-            "mrd_status": r[3] or "NOT_APPLICABLE",
+            "mrd_status": r[3] or "not_applicable",
             "resistance": r[4],
             "therapy": therapy[r[0]],
         }

@@ -5,6 +5,8 @@ methods section (`TERMS`)."""
 
 from __future__ import annotations
 
+from schemas.analyses import MRD_STATUS_LABELS
+
 DRUG_CLASS_LABELS = {
     "aromatase_inhibitor": "aromatase inhibitor",
     "serd": "oestrogen-receptor degrader (SERD)",
@@ -35,12 +37,15 @@ REASONS = {
     "too_few_loci": "too few tracked loci reported in this draw",
     "early_postop": "under 14 days after surgery (too early to call)",
     "pre_surgery": "drawn before surgery",
+    "background_unknown": "too little background data for this assay yet to call (post "
+    "normal plasma or matched normals; the call follows once the site has enough)",
 }
 STATUS_TEXT = {
+    **MRD_STATUS_LABELS,
+    # the call of one draw
     "POSITIVE": "ctDNA positive",
     "NEGATIVE": "ctDNA negative",
     "INDETERMINATE": "indeterminate",
-    "NOT_APPLICABLE": "MRD not applicable",
 }
 CALL_TEXT = {
     "POSITIVE": "positive",

@@ -228,7 +228,7 @@ def report_context(
         "trends": trends,
         "clones": clones,
         "resistance": resistance,
-        "status": mrd.get("status") or "NOT_APPLICABLE",
+        "status": mrd.get("status") or "not_applicable",
         "status_text": STATUS_TEXT.get(mrd.get("status") or "", mrd.get("status") or ""),
         "status_reason": reason_text(mrd.get("reason")),
         "emerging": bool(events),
