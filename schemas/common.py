@@ -22,6 +22,12 @@ Reason = Annotated[
     str,
     StringConstraints(strip_whitespace=True, min_length=1, max_length=1000, pattern=r"^[^\x00]*$"),
 ]
+AssayName = Annotated[
+    str,
+    StringConstraints(
+        strip_whitespace=True, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._\-]*$"
+    ),
+]
 GenomeBuild = Literal["GRCh37", "GRCh38"]
 JobStatus = Literal["queued", "running", "succeeded", "failed"]
 

@@ -27,6 +27,8 @@ class SampleRead(ApiModel):
     normal_sample: str | None
     plasma_ml: float | None
     cfdna_ng_per_ml: float | None
+    assay: str = "default"
+    tumor_purity: float | None = None
     file_name: str
     file_sha256: str
     file_size: int

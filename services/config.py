@@ -85,6 +85,9 @@ class Settings(BaseSettings):
     rate_limit_reads_burst: int = Field(default=200, ge=1)
     # A stored answer to an Idempotency-Key is replayed for this long.
     idempotency_ttl_hours: float = Field(default=24.0, gt=0)
+    # MRD backgrounds pool the controls of one assay of one site; true pools every site's
+    # controls of the same assay name (recorded in every call's parameters).
+    cross_site_controls: bool = False
 
     @field_validator("database_url")
     @classmethod

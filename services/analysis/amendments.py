@@ -42,6 +42,9 @@ CALL_FIELDS = ("call",)
 # follow a correction of the sample without amending what was reported.
 DRAW_FIELDS = ("collection_date", "days_since_surgery", "event_date")
 PATIENT_FIELDS = ("status", "molecular_relapse_date")
+# The patient status after a draw follows the series (the patient-level status is what is
+# amended): an issued call keeps its value, its place in the series is the current one.
+SERIES_FIELDS = ("status_after",)
 EVENT_FIELDS = ("status", "first_detected_date", "implication")
 VERSION_FIELDS = ("rule_version", "background_version", "params_version", "map_version")
 REASON_CHARS = 2000
@@ -220,7 +223,8 @@ def _same(a: Mapping[str, Any], b: Mapping[str, Any], fields: Sequence[str]) -> 
 
 def _as_issued(issued: dict[str, Any], computed: Mapping[str, Any]) -> dict[str, Any]:
     """The issued result, with the draw's own fields as they are now."""
-    return {**issued, **{f: computed[f] for f in DRAW_FIELDS if f in computed}}
+    live = (*DRAW_FIELDS, *SERIES_FIELDS)
+    return {**issued, **{f: computed[f] for f in live if f in computed}}
 
 
 def _bare(result: Mapping[str, Any]) -> dict[str, Any]:

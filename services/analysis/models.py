@@ -1,12 +1,13 @@
 """Precomputed analyses of a patient (MRD calls, trends, clones, resistance) stored as the JSON
-bodies the API returns, the resistance events already announced (so each fires once), and the
-amendments of results already issued (services/analysis/amendments.py)."""
+bodies the API returns, the resistance events already announced (so each fires once), the
+amendments of results already issued (services/analysis/amendments.py), and the fitted
+background model of each assay of a site (so every call names the model it used)."""
 
 from __future__ import annotations
 
 from datetime import date, datetime
 
-from sqlalchemy import Date, ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy import Date, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from services.db import Base, UtcDateTime, utcnow
@@ -61,3 +62,23 @@ class ResultAmendment(Base):
     reason: Mapped[str] = mapped_column(String(2000))
     method_version: Mapped[str] = mapped_column(String(256))
     amended_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class BackgroundModel(Base):
+    """One fit of an assay's background model (``services.genomics.background.AssayModel``).
+
+    ``scope`` is the site it was fitted on, or ``*`` when the site pools controls across sites
+    (CTDNA_CROSS_SITE_CONTROLS); ``n_samples`` counts the samples it saw, so a refit happens
+    when the assay has grown by half. Rows are never updated: a refit adds one, and each
+    MRD call records the digest of the model it used."""
+
+    __tablename__ = "background_models"
+    __table_args__ = (Index("ix_background_models_scope_assay", "scope", "assay", "id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    scope: Mapped[str] = mapped_column(String(64))
+    assay: Mapped[str] = mapped_column(String(64))
+    n_samples: Mapped[int] = mapped_column(Integer)
+    digest: Mapped[str | None] = mapped_column(String(32))
+    body: Mapped[str | None] = mapped_column(Text)  # None: too little background to fit
+    fitted_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-import time
 import zlib
 from collections import OrderedDict, defaultdict
 from collections.abc import Sequence
@@ -23,24 +22,22 @@ from typing import Any
 
 import numpy as np
 import structlog
-from scipy import special
 from sqlalchemy import delete, exists, select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
+from schemas.analyses import MrdBody
 from services.alerts import service as alerts
 from services.analysis import amendments
+from services.analysis import backgrounds as site_backgrounds
 from services.analysis.models import PatientAnalysis, ResistanceEventRecord
 from services.analysis.serialize import dumps, jsonable
 from services.db import unit_of_work, utcnow
 from services.errors import InvalidInput
 from services.genomics.background import (
-    BackgroundCounts,
     BackgroundParams,
     LocusBackground,
-    fit_background,
-    substitution_class,
-    update_with_negative_draws,
+    locus_backgrounds,
 )
 from services.genomics.clones import CloneParams, fit_clones, sample_heterogeneity
 from services.genomics.longitudinal import (
@@ -60,13 +57,14 @@ from services.genomics.longitudinal import (
     tumour_fractions,
 )
 from services.genomics.mrd import (
-    LocusEvidence,
     MrdCall,
     MrdParams,
     MrdStatus,
-    call_sample,
-    lead_time_days,
-    molecular_relapse,
+    PatientStatus,
+    PlasmaDraw,
+    allele_weights,
+    call_series,
+    patient_seed,
 )
 from services.genomics.regions import MONITORED_GENES
 from services.genomics.resistance import (
@@ -77,7 +75,6 @@ from services.genomics.resistance import (
 )
 from services.genomics.therapy import TherapyEvent, TherapyLine, therapy_lines
 from services.genomics.tracking import TissueCandidate, TrackingParams, select_tracked
-from services.genomics.types import Locus
 from services.jobs import service as jobs
 from services.jobs.models import Job
 from services.patients.models import Patient, PatientEvent
@@ -90,12 +87,7 @@ log = structlog.get_logger(__name__)
 KINDS = ("mrd", "trends", "clones", "resistance")
 CLONES_TASK = "patients.clones"
 RECOMPUTE_TASK = "patients.recompute"
-NOT_APPLICABLE = "NOT_APPLICABLE"
-# Tissue AF assumed for a tracked locus posted without one: a clonal heterozygous variant in a
-# tumour of moderate purity. The INVAR likelihood only needs it up to a scale.
-DEFAULT_TUMOR_AF = 0.3
-CROSS_PATIENT_CONTROL_LIMIT = 400
-CROSS_PATIENT_CONTROL_MARGIN = 40  # room for the rows of the patient being analysed
+NOT_APPLICABLE = str(PatientStatus.NOT_APPLICABLE)
 MAX_DROPPED_SHOWN = 200
 
 MRD_PARAMS = MrdParams()
@@ -171,14 +163,15 @@ def recompute(session: Session, patient: Patient, reason: str) -> None:
     data = _load(session, patient)
     if _propose_tracked(session, data):
         data = _load(session, patient)
-    tracked, backgrounds, series = _evidence(session, data)
+    evidence = _evidence(session, data)
+    series = evidence.series
     lines = therapy_lines(
         TherapyEvent(type=e.type, date=e.event_date, drug=e.drug, drug_class=e.drug_class)
         for e in data.events
         if e.type in ("therapy_start", "therapy_stop")
     )
     previous_mrd = stored_body(session, patient.id, "mrd")
-    mrd_body = _mrd(data, tracked, backgrounds, json.loads(previous_mrd) if previous_mrd else None)
+    mrd_body = _mrd(data, evidence, json.loads(previous_mrd) if previous_mrd else None)
     trends_body = _trends(data, series, lines)
     resistance_body, new_events = _resistance(session, data, series, lines)
     issued = {"mrd": previous_mrd, "resistance": stored_body(session, patient.id, "resistance")}
@@ -301,7 +294,7 @@ def run_clones(job_id: str, *, defer: bool = True) -> str:
         patient = session.get(Patient, job.patient_pk)
         if patient is not None:
             data = _load(session, patient)
-            _, _, series = _evidence(session, data)
+            series = _evidence(session, data).series
             rng = np.random.default_rng(_seed(patient))
             _store(session, patient.id, "clones", _clones(data, series, rng), None)
         jobs.finish(session, job)
@@ -354,13 +347,29 @@ def _load(session: Session, patient: Patient) -> _Patient:
     return data
 
 
-def _evidence(
-    session: Session, data: _Patient
-) -> tuple[list[TrackedVariant], dict[str, LocusBackground], list[LocusSeries]]:
-    """The kept tracked loci, their background posteriors and the per-variant series."""
+@dataclass(frozen=True, slots=True)
+class _Evidence:
+    """What the analyses of one recompute rest on: the kept tracked loci, per assay the
+    locus backgrounds and the stored model they come from, and the per-variant series."""
+
+    tracked: list[TrackedVariant]
+    backgrounds: dict[str, dict[str, LocusBackground]]
+    models: dict[str, site_backgrounds.StoredModel]
+    series: list[LocusSeries]
+
+
+def _evidence(session: Session, data: _Patient) -> _Evidence:
     tracked = [t for t in data.tracked if t.kept]
-    backgrounds = _backgrounds(session, data, {t.locus_key for t in tracked})
-    return tracked, backgrounds, _series(data, tracked, backgrounds)
+    monitored = {
+        key
+        for rows in data.rows_by_sample.values()
+        for key, row in rows.items()
+        if row.in_monitored_gene
+    }
+    models, backgrounds = _backgrounds(
+        session, data, sorted({t.locus_key for t in tracked} | monitored)
+    )
+    return _Evidence(tracked, backgrounds, models, _series(data, tracked, backgrounds))
 
 
 def _seed(patient: Patient) -> int:
@@ -459,174 +468,111 @@ def _propose_tracked(session: Session, data: _Patient) -> bool:
 # --- background ---------------------------------------------------------------------------------
 
 
-def _backgrounds(session: Session, data: _Patient, keys: set[str]) -> dict[str, LocusBackground]:
-    """Per-locus error posteriors from, in order of relevance: the matched-normal columns and
-    the normal samples of this patient, and other patients' plasma at loci they do not track
-    (cross-patient controls, as in INVAR/MRDetect)."""
-    monitored = {
-        key
-        for rows in data.rows_by_sample.values()
-        for key, row in rows.items()
-        if row.in_monitored_gene
-    }
-    wanted = sorted(keys | monitored)
-    observations: dict[str, list[BackgroundCounts]] = {key: [] for key in wanted}
-    normal_samples = {s.id for s in data.samples if s.sample_type == "normal"}
-    for sample_pk, rows in data.rows_by_sample.items():
-        for key, row in rows.items():
-            if key not in observations:
-                continue
-            if row.normal_depth and row.normal_alt_reads is not None:
-                observations[key].append(BackgroundCounts(row.normal_alt_reads, row.normal_depth))
-            if sample_pk in normal_samples and row.depth and row.alt_reads is not None:
-                observations[key].append(BackgroundCounts(row.alt_reads, row.depth))
-    for key, controls in _cross_patient_controls(session, wanted).items():
-        own = observations[key]
-        others = [(a, d) for patient_pk, a, d in controls if patient_pk != data.patient.id]
-        for alt_reads, depth in _without_mutations(others)[
-            : max(0, CROSS_PATIENT_CONTROL_LIMIT - len(own))
-        ]:
-            own.append(BackgroundCounts(alt_reads, depth))
-    classes = {
-        key: substitution_class(Locus.parse(key).ref, Locus.parse(key).alt) for key in wanted
-    }
-    return fit_background(observations, BACKGROUND_PARAMS, substitution_class_by_locus=classes)
-
-
-# Cross-patient controls of a locus that has its full quota of them (any quota-sized subset
-# serves, as with the LIMIT before) are kept per worker process for CONTROLS_TTL_SECONDS:
-# reading thousands of control rows for every recompute was the largest database cost of an
-# ingest. A locus short of controls is read afresh every time, so each new control counts.
-CONTROLS_TTL_SECONDS = 600.0
-_CONTROLS: dict[str, tuple[float, list[tuple[int, int, int]]]] = {}
-
-
-def _cross_patient_controls(
-    session: Session, keys: Sequence[str]
-) -> dict[str, list[tuple[int, int, int]]]:
-    """(patient pk, alt reads, depth) of plasma and normal samples at each locus, from the
-    patients that do not track it (as in INVAR/MRDetect), at most a little more than
-    CROSS_PATIENT_CONTROL_LIMIT per locus (the caller drops its own patient's rows)."""
-    now = time.monotonic()
-    stale = [k for k in keys if k not in _CONTROLS or now - _CONTROLS[k][0] > CONTROLS_TTL_SECONDS]
-    if stale:
-        other_tracks = exists().where(
-            TrackedVariant.patient_pk == Sample.patient_pk,
-            TrackedVariant.locus_key == Variant.locus_key,
-            TrackedVariant.kept.is_(True),
+def _backgrounds(
+    session: Session, data: _Patient, keys: Sequence[str]
+) -> tuple[dict[str, site_backgrounds.StoredModel], dict[str, dict[str, LocusBackground]]]:
+    """Per assay of the patient's plasma draws: the assay's background model (refitted when
+    the assay has grown enough; a material change queues a recompute of the assay's other
+    MRD patients) and the posterior of each locus from its independent controls."""
+    assays = site_backgrounds.assays_of(data.plasma()) or ["default"]
+    models: dict[str, site_backgrounds.StoredModel] = {}
+    per_assay: dict[str, dict[str, LocusBackground]] = {}
+    for assay in assays:
+        stored, changed = site_backgrounds.current_model(
+            session, data.patient.site, assay, BACKGROUND_PARAMS, MRD_PARAMS
         )
-        fetched: dict[str, list[tuple[int, int, int]]] = {k: [] for k in stale}
-        cap = CROSS_PATIENT_CONTROL_LIMIT + CROSS_PATIENT_CONTROL_MARGIN
-        rows = session.execute(
-            select(Sample.patient_pk, Variant.locus_key, Variant.alt_reads, Variant.depth)
-            .join(Sample, Sample.id == Variant.sample_pk)
-            .where(
-                Variant.locus_key.in_(stale),
-                Sample.sample_type.in_(("plasma", "normal")),
-                Variant.depth > 0,
-                Variant.alt_reads.is_not(None),
-                ~other_tracks,
+        if changed:
+            _request_recompute_of_mrd_patients(
+                session,
+                stored,
+                exclude=data.patient.id,
+                reason=f"the background model of assay {assay} was refitted",
             )
-            .limit(cap * len(stale))
+        controls = site_backgrounds.locus_controls(
+            session, stored.scope, assay, data.patient.id, keys
         )
-        for patient_pk, key, alt_reads, depth in rows:
-            if len(fetched[key]) < cap:
-                fetched[key].append((patient_pk, alt_reads, depth))
-        for key, controls in fetched.items():
-            if len(controls) >= cap:
-                _CONTROLS[key] = (now, controls)
-    else:
-        fetched = {}
-    return {k: fetched[k] if k in fetched else _CONTROLS[k][1] for k in keys}
+        models[assay] = stored
+        per_assay[assay] = locus_backgrounds(
+            stored.model, controls.shared, BACKGROUND_PARAMS, loci=keys, own_normals=controls.own
+        )
+    return models, per_assay
 
 
-# A control row is another patient's draw at a locus that patient does not track: usually
-# sequencing noise, but a hotspot (PIK3CA H1047R, ESR1 D538G) is often truly mutated in other
-# patients of the same clinic, and counting their tumour reads as error would hide this
-# patient's own mutation (benchmarks/resistance.py --cross-patient: 68% of emerging ESR1
-# clones flagged with them, 97% without). A row is dropped as a mutation when it has
-# mutant reads at a VAF above CONTROL_MAX_VAF, or far above the locus's own median rate.
-CONTROL_MAX_VAF = 2e-3
-CONTROL_OUTLIER_FOLD = 4.0
-CONTROL_OUTLIER_P = 1e-6
-
-
-def _without_mutations(rows: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
-    """The (alt reads, depth) control rows consistent with noise. Dropped: rows with >= 2
-    mutant reads at a VAF above CONTROL_MAX_VAF (a noise rate that high blacklists the locus
-    anyway), or whose binomial upper tail at CONTROL_OUTLIER_FOLD × the rows' median rate is
-    below CONTROL_OUTLIER_P (the median is robust to a minority of mutated patients)."""
-    if not rows:
-        return []
-    alt = np.array([a for a, _ in rows], dtype=np.int64)
-    depth = np.array([d for _, d in rows], dtype=np.int64)
-    rate = min(
-        0.5, max(CONTROL_OUTLIER_FOLD * float(np.median(alt / depth)), BACKGROUND_PARAMS.floor)
+def _request_recompute_of_mrd_patients(
+    session: Session, stored: site_backgrounds.StoredModel, *, exclude: int, reason: str
+) -> int:
+    """The assay's model changed materially: the patients whose MRD calls rest on it (a
+    tracked set and plasma of that assay) are recomputed, so their calls use it too."""
+    query = (
+        select(Patient)
+        .join(Sample, Sample.patient_pk == Patient.id)
+        .where(
+            Sample.assay == stored.assay,
+            Sample.sample_type == "plasma",
+            Patient.id != exclude,
+            exists().where(TrackedVariant.patient_pk == Patient.id, TrackedVariant.kept.is_(True)),
+        )
+        .distinct()
+        .order_by(Patient.id)
     )
-    tail = special.bdtrc(alt - 1, depth, rate)  # P(X >= alt)
-    mutated = (alt >= 2) & ((alt > CONTROL_MAX_VAF * depth) | (tail < CONTROL_OUTLIER_P))
-    return [row for row, drop in zip(rows, mutated, strict=True) if not drop]
+    if stored.scope != site_backgrounds.ALL_SITES:
+        query = query.where(Patient.site == stored.scope)
+    patients = session.scalars(query).all()
+    for patient in patients:
+        request_recompute(session, patient, reason)
+    return len(patients)
 
 
 # --- MRD ----------------------------------------------------------------------------------------
 
 
-def _fingerprint(evidence: Sequence[LocusEvidence], days: int) -> str:
-    """What a call depends on: its evidence, its backgrounds, its timing and the rule."""
-    text = repr(
-        (
-            MRD_PARAMS,
-            days,
-            [
-                (
-                    e.key,
-                    e.alt_reads,
-                    e.depth,
-                    e.tumor_af,
-                    e.background.alpha,
-                    e.background.beta,
-                    e.background.blacklisted,
-                )
-                for e in evidence
-            ],
-        )
-    )
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
 HAPLOID_GENOMES_PER_NG = 303  # 3.3 pg per haploid genome (domain-anchors §4.5)
 
 
-def _molecules_per_ml(
-    call: MrdCall, evidence: Sequence[LocusEvidence], sample: Sample
-) -> float | None:
+def _molecules_per_ml(call: MrdCall, sample: Sample) -> float | None:
     """Mean mutant molecules per mL of plasma (Signatera's MTM/mL structure, domain-anchors
-    §4.6): background-subtracted mutant fraction × cfDNA ng/mL × 303 genomes/ng. Needs the
-    sample's cfDNA concentration."""
+    §4.6): background-subtracted mutant fraction x cfDNA ng/mL x 303 genomes/ng, reads and
+    background over the same (retained) loci. Needs the sample's cfDNA concentration."""
     if not sample.cfdna_ng_per_ml or not call.informative_reads:
         return None
-    background = sum(e.background.mean * e.depth for e in evidence) / call.informative_reads
-    fraction = max(0.0, call.mutant_reads / call.informative_reads - background)
-    return fraction * sample.cfdna_ng_per_ml * HAPLOID_GENOMES_PER_NG
+    excess = max(0.0, call.mutant_reads - call.background_reads) / call.informative_reads
+    return excess * sample.cfdna_ng_per_ml * HAPLOID_GENOMES_PER_NG
 
 
 def _call_from_json(stored: dict[str, Any]) -> MrdCall:
     fields = {f: stored[f] for f in MrdCall.__dataclass_fields__}
     fields["call"] = MrdStatus(fields["call"])
-    for name in ("dropped_loci", "excluded_loci"):
+    for name in ("dropped_loci", "excluded_loci", "flags"):
         fields[name] = tuple(fields[name])
     return MrdCall(**fields)
 
 
-def _mrd(
-    data: _Patient,
-    tracked: Sequence[TrackedVariant],
-    backgrounds: dict[str, LocusBackground],
-    previous: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """MRD calls of every post-surgery plasma sample; a call whose inputs did not change
-    since the previous computation (same fingerprint) is reused, not recomputed."""
-    cached = {c["sample_id"]: c for c in (previous or {}).get("calls", []) if c.get("fingerprint")}
+def _reusable(previous: dict[str, Any] | None) -> dict[str, tuple[str, MrdCall]]:
+    """The calls of the previous body by sample, to be reused when their inputs are unchanged
+    (a body of another rule version is not reused)."""
+    if not previous or previous.get("rule_version") != MRD_PARAMS.version:
+        return {}
+    out = {}
+    for stored in previous.get("calls", []):
+        try:
+            out[stored["sample_id"]] = (stored["fingerprint"], _call_from_json(stored))
+        except (KeyError, TypeError, ValueError):
+            continue
+    return out
+
+
+def _tissue_purity(data: _Patient, tracked: Sequence[TrackedVariant]) -> float | None:
+    sources = {t.source_sample_pk for t in tracked if t.source_sample_pk is not None}
+    purities = [
+        s.tumor_purity for s in data.samples if s.id in sources and s.tumor_purity is not None
+    ]
+    return purities[-1] if purities else None
+
+
+def _mrd(data: _Patient, evidence: _Evidence, previous: dict[str, Any] | None) -> dict[str, Any]:
+    """The patient's MRD series (``genomics.mrd.call_series``) as the stored /mrd body; a
+    call whose inputs did not change since the previous computation is reused."""
+    tracked = evidence.tracked
     surgeries = data.event_dates("surgery")
     relapses = data.event_dates("clinical_relapse")
     body: dict[str, Any] = {
@@ -636,81 +582,97 @@ def _mrd(
         "surgery_date": surgeries[0].isoformat() if surgeries else None,
         "calls": [],
         "molecular_relapse_date": None,
+        "relapse_confirmed_date": None,
         "clinical_relapse_date": relapses[0].isoformat() if relapses else None,
         "lead_time_days": None,
         "loci_tracked": len(tracked),
         "rule_version": MRD_PARAMS.version,
         "background_version": BACKGROUND_PARAMS.version,
+        "background_models": site_backgrounds.describe_models(evidence.models),
         "specificity": MRD_PARAMS.specificity,
         "threshold_specificity": MRD_PARAMS.threshold_specificity,
+        "confirmation_specificity": MRD_PARAMS.confirmation_specificity,
         "min_informative_reads": MRD_PARAMS.min_informative_reads,
         "computed_at": utcnow().isoformat(),
     }
     if not surgeries:
         body["reason"] = "no surgery event recorded: MRD is called on post-surgery plasma"
-        return body
+        return _validated(body)
     if not tracked:
         body["reason"] = "no tracked variants: post a tumour tissue VCF or PUT tracked-variants"
-        return body
-    surgery = surgeries[0]
-    plasma = [s for s in data.plasma() if s.collection_date >= surgery]
-    if not plasma:
-        body["reason"] = "no plasma sample collected after surgery"
-        return body
-    negatives: dict[str, list[BackgroundCounts]] = defaultdict(list)
-    dated: list[tuple[dt.date, MrdCall]] = []
-    for sample in plasma:
-        rows = data.rows_by_sample.get(sample.id, {})
-        current = (
-            update_with_negative_draws(backgrounds, negatives, BACKGROUND_PARAMS)
-            if negatives
-            else backgrounds
+        return _validated(body)
+    weights = allele_weights(
+        {t.locus_key: t.tumor_af for t in tracked},
+        MRD_PARAMS,
+        purity=_tissue_purity(data, tracked),
+    )
+    plasma = data.plasma()
+    draws = [
+        PlasmaDraw(
+            sample_id=sample.sample_id,
+            collection_date=sample.collection_date,
+            counts={
+                key: (row.alt_reads, row.depth)
+                for key in weights
+                if (row := data.rows_by_sample.get(sample.id, {}).get(key)) is not None
+                and row.depth
+                and row.alt_reads is not None
+            },
+            assay=sample.assay,
         )
-        evidence = [
-            LocusEvidence(
-                key=t.locus_key,
-                alt_reads=row.alt_reads,
-                depth=row.depth,
-                tumor_af=t.tumor_af or DEFAULT_TUMOR_AF,
-                background=current[t.locus_key],
-            )
-            for t in tracked
-            if (row := rows.get(t.locus_key)) is not None
-            and row.depth
-            and row.alt_reads is not None
-        ]
-        days = (sample.collection_date - surgery).days
-        fingerprint = _fingerprint(evidence, days)
-        hit = cached.get(sample.sample_id)
-        if hit is not None and hit["fingerprint"] == fingerprint:
-            call = _call_from_json(hit)
-        else:
-            rng = np.random.default_rng(
-                [_seed(data.patient), zlib.crc32(sample.sample_id.encode())]
-            )
-            call = call_sample(evidence, days_since_surgery=days, params=MRD_PARAMS, rng=rng)
-        dated.append((sample.collection_date, call))
-        # A locus a file did not report is missing evidence, not zero reads: it is neither
-        # used nor counted as informative (loci_tracked stays the tracked set).
+        for sample in plasma
+    ]
+    series = call_series(
+        draws,
+        weights,
+        evidence.backgrounds,
+        surgery_dates=surgeries,
+        clinical_relapse_date=relapses[0] if relapses else None,
+        params=MRD_PARAMS,
+        background_params=BACKGROUND_PARAMS,
+        seed=patient_seed(data.patient.site, data.patient.patient_id),
+        reuse=_reusable(previous),
+    )
+    by_id = {s.sample_id: s for s in plasma}
+    for drawn in series.calls:
         body["calls"].append(
             {
-                "sample_id": sample.sample_id,
-                "collection_date": sample.collection_date.isoformat(),
-                **jsonable(call),
+                "sample_id": drawn.sample_id,
+                "collection_date": drawn.collection_date.isoformat(),
+                "assay": drawn.assay,
+                **jsonable(drawn.call),
+                "status_after": str(drawn.status_after),
+                # A locus a file did not report is missing evidence, not zero reads: it is
+                # neither used nor counted as informative (loci_tracked stays the tracked set).
                 "loci_tracked": len(tracked),
-                "loci_reported": len(evidence),
-                "mutant_molecules_per_ml": _molecules_per_ml(call, evidence, sample),
-                "fingerprint": fingerprint,
+                "loci_reported": drawn.loci_reported,
+                "mutant_molecules_per_ml": _molecules_per_ml(drawn.call, by_id[drawn.sample_id]),
+                "fingerprint": drawn.fingerprint,
             }
         )
-        if call.call == MrdStatus.NEGATIVE:
-            for item in evidence:
-                negatives[item.key].append(BackgroundCounts(item.alt_reads, item.depth))
-    relapse = molecular_relapse(dated, surgery_date=surgery)
-    body["status"] = str(dated[-1][1].call)
-    body["reason"] = dated[-1][1].reason
-    body["molecular_relapse_date"] = relapse.isoformat() if relapse else None
-    body["lead_time_days"] = lead_time_days(relapse, relapses[0] if relapses else None)
+    body["status"] = str(series.status)
+    body["reason"] = series.reason
+    body["molecular_relapse_date"] = _iso(series.molecular_relapse_date)
+    body["relapse_confirmed_date"] = _iso(series.relapse_confirmed_date)
+    body["lead_time_days"] = series.lead_time_days
+    return _validated(body)
+
+
+def mrd_body(session: Session, patient: Patient) -> dict[str, Any]:
+    """The patient's MRD body computed afresh from the stored data and the stored background
+    model (nothing reused, nothing written unless the assay's model is due for a refit): what
+    any worker computes for the same data."""
+    data = _load(session, patient)
+    return _mrd(data, _evidence(session, data), None)
+
+
+def _iso(value: dt.date | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def _validated(body: dict[str, Any]) -> dict[str, Any]:
+    """The body checked against its declared contract (schemas.analyses.MrdBody)."""
+    MrdBody.model_validate(body)
     return body
 
 
@@ -743,7 +705,9 @@ def _announce_mrd(
 
 
 def _series(
-    data: _Patient, tracked: Sequence[TrackedVariant], backgrounds: dict[str, LocusBackground]
+    data: _Patient,
+    tracked: Sequence[TrackedVariant],
+    backgrounds: dict[str, dict[str, LocusBackground]],
 ) -> list[LocusSeries]:
     """One series per tracked locus and per monitored-gene variant seen in plasma."""
     tracked_keys = {t.locus_key for t in tracked}
@@ -759,7 +723,7 @@ def _series(
                 continue
             if key not in meta or meta[key] == (None, None):
                 meta[key] = (row.gene, row.protein_change)
-            background = backgrounds.get(key)
+            background = backgrounds.get(sample.assay, {}).get(key)
             observations[key].append(
                 LocusObservation(
                     sample_id=sample.sample_id,

@@ -17,6 +17,8 @@ class Sample(Base):
         UniqueConstraint("site", "sample_id"),
         Index("ix_samples_patient_sha256", "patient_pk", "file_sha256"),
         Index("ix_samples_patient_date", "patient_pk", "collection_date"),
+        Index("ix_samples_site_assay_type", "site", "assay", "sample_type"),
+        Index("ix_samples_patient_status", "patient_pk", "status"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -30,6 +32,10 @@ class Sample(Base):
     normal_sample: Mapped[str | None] = mapped_column(String(256))
     plasma_ml: Mapped[float | None] = mapped_column(Float)
     cfdna_ng_per_ml: Mapped[float | None] = mapped_column(Float)
+    # The panel/assay the sample was run on: backgrounds pool within one assay of one site.
+    assay: Mapped[str] = mapped_column(String(64), default="default", server_default="default")
+    # Tumour purity of a tissue sample (a pathologist's estimate), else estimated from its VAFs.
+    tumor_purity: Mapped[float | None] = mapped_column(Float)
     file_name: Mapped[str] = mapped_column(String(512))
     file_sha256: Mapped[str] = mapped_column(String(64))
     file_size: Mapped[int] = mapped_column(BigInteger)

@@ -10,7 +10,7 @@ from fastapi import APIRouter, File, Form, Request, UploadFile
 from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session
 
-from schemas.common import Identifier, SampleType
+from schemas.common import AssayName, Identifier, SampleType
 from schemas.samples import (
     CorrectionRead,
     Retraction,
@@ -71,6 +71,10 @@ def upload_sample(
     normal_sample: Annotated[str | None, Form(max_length=256)] = None,
     plasma_ml: Annotated[float | None, Form(gt=0, lt=1000)] = None,
     cfdna_ng_per_ml: Annotated[float | None, Form(ge=0, lt=100000)] = None,
+    assay: Annotated[AssayName, Form(description=ASSAY_HELP)] = "default",
+    tumor_purity: Annotated[
+        float | None, Form(gt=0, le=1, description="Tumour purity of a tissue sample (0-1]")
+    ] = None,
     alignment: Annotated[UploadFile | None, File(description=ALIGNMENT_HELP)] = None,
     alignment_index: Annotated[UploadFile | None, File(description=INDEX_HELP)] = None,
     create_patient: Annotated[bool | None, Form(description=CREATE_HELP)] = None,
@@ -92,6 +96,8 @@ def upload_sample(
         cfdna_ng_per_ml=cfdna_ng_per_ml,
         file_name=_file_name(file, "upload.vcf"),
         create_patient=create_patient,
+        assay=assay,
+        tumor_purity=tumor_purity,
     )
     pair = _alignment_pair(alignment, alignment_index)
     # The files are kept (moved to their content address) only once the sample is accepted:
@@ -107,6 +113,10 @@ def upload_sample(
     return _accepted(accepted)
 
 
+ASSAY_HELP = (
+    "The panel/assay the sample was run on (default 'default'): MRD backgrounds pool the "
+    "controls of one assay of one site"
+)
 ALIGNMENT_HELP = (
     "Optional BAM or CRAM of the same sample (coordinate-sorted, GRCh38; a CRAM needs "
     "CTDNA_REFERENCE_FASTA): at the tracked loci its reads are the evidence"
@@ -212,6 +222,8 @@ def _sample_read(session: Session, sample: Sample, patient: Patient) -> SampleRe
         normal_sample=sample.resolved_normal_sample or sample.normal_sample,
         plasma_ml=sample.plasma_ml,
         cfdna_ng_per_ml=sample.cfdna_ng_per_ml,
+        assay=sample.assay,
+        tumor_purity=sample.tumor_purity,
         file_name=sample.file_name,
         file_sha256=sample.file_sha256,
         file_size=sample.file_size,

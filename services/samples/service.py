@@ -39,6 +39,8 @@ class SampleForm:
     file_name: str
     # An unknown patient is created only when asked (None: the site's default).
     create_patient: bool | None = None
+    assay: str = "default"
+    tumor_purity: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,6 +202,8 @@ def accept_upload(
         normal_sample=form.normal_sample,
         plasma_ml=form.plasma_ml,
         cfdna_ng_per_ml=form.cfdna_ng_per_ml,
+        assay=form.assay,
+        tumor_purity=form.tumor_purity,
         file_name=form.file_name,
         file_sha256=stored.sha256,
         file_size=stored.size,
