@@ -23,11 +23,18 @@ from sqlalchemy import or_, select
 
 from schemas.patients import EventCreate
 from services import outbox
-from services.analysis.service import CLONES_TASK, run_clones
+from services.analysis.service import CLONES_TASK, RECOMPUTE_TASK, run_clones, run_recompute
 from services.config import get_settings
 from services.db import unit_of_work
-from services.genomics.simulate import simulate_cohort, write_plasma_vcf, write_tissue_vcf
+from services.genomics.simulate import (
+    Cohort,
+    simulate_cohort,
+    write_plasma_vcf,
+    write_records,
+    write_tissue_vcf,
+)
 from services.genomics.simulate_metastatic import simulate_metastatic_patient, write_panel_vcf
+from services.genomics.types import Locus
 from services.jobs import service as jobs
 from services.jobs.models import Job
 from services.patients import service as patients
@@ -59,11 +66,13 @@ class DemoPatient:
 def write_mrd_cohort(
     folder: Path, *, patients_n: int, draws: int, seed: int, prefix: str = ""
 ) -> list[DemoPatient]:
-    """Post-surgery patients: a tumour tissue VCF and serial force-called plasma VCFs. Patient
-    and sample ids are the simulator's, after `prefix`."""
+    """Post-surgery patients: a tumour tissue VCF and serial force-called plasma VCFs, after
+    the lab's panel of normals (normal plasmas of the same assay at every tracked locus: the
+    background the MRD calls need from the first draw). Patient and sample ids are the
+    simulator's, after `prefix`."""
     folder.mkdir(parents=True, exist_ok=True)
     cohort = simulate_cohort(patients_n, draws, np.random.default_rng(seed))
-    out: list[DemoPatient] = []
+    out: list[DemoPatient] = [_panel_of_normals(folder, cohort, prefix)]
     for patient in cohort.patients:
         tissue = folder / f"{patient.tissue_sample_id}.vcf.gz"
         write_tissue_vcf(tissue, patient)
@@ -104,6 +113,44 @@ def write_mrd_cohort(
             )
         )
     return out
+
+
+PANEL_OF_NORMALS = "PANEL-OF-NORMALS"
+PON_SAMPLES = 6
+
+
+def _panel_of_normals(folder: Path, cohort: Cohort, prefix: str) -> DemoPatient:
+    """``PON_SAMPLES`` normal plasmas, force-called at every locus the cohort tracks, from the
+    simulator's control panel; filed under a patient of their own, loaded first."""
+    keys = sorted(key for key, rows in cohort.controls.items() if len(rows) >= PON_SAMPLES)
+    rows = []
+    for index in range(PON_SAMPLES):
+        records = []
+        for key in keys:
+            locus = Locus.parse(key)
+            counts = cohort.controls[key][index]
+            records.append(
+                (
+                    locus.chrom,
+                    locus.pos,
+                    locus.ref,
+                    locus.alt,
+                    counts.alt_reads,
+                    counts.depth,
+                    "PASS",
+                )
+            )
+        sample_id = f"{prefix}PON-{index + 1:02d}"
+        path = write_records(
+            folder / f"PON-{index + 1:02d}.vcf.gz", sample_id, records, cohort.params
+        )
+        rows.append(
+            ManifestRow(prefix + PANEL_OF_NORMALS, sample_id, "normal", SIMULATED_PON_DATE, path)
+        )
+    return DemoPatient(prefix + PANEL_OF_NORMALS, (), tuple(rows), {"panel_of_normals": True})
+
+
+SIMULATED_PON_DATE = dt.date(2022, 1, 3)
 
 
 def write_metastatic(
@@ -232,6 +279,10 @@ def load(
                 if created:
                     ingest.run(job_id)
                     loaded += 1
+                if row.sample_type == "tissue":
+                    # The tracked set it proposed re-extracts the panel of normals at its loci:
+                    # done before the draws, so that their calls have that background.
+                    _drain_reextractions(demo_pks)
                 if on_sample is not None:
                     on_sample(row.patient_id, row.sample_id)
             _drain_reextractions(demo_pks)
@@ -248,8 +299,13 @@ def _wait_for_uploads(demo_pks: Sequence[int], poll_seconds: float = 0.5) -> Non
 
 def _drain_reextractions(demo_pks: Sequence[int]) -> None:
     """Run, here, the jobs the loaded samples created (re-extractions after a tracked set
-    was chosen from tissue, clone fits); never another patient's."""
-    runners = {jobs.INGEST_TASK: ingest.run, CLONES_TASK: partial(run_clones, defer=False)}
+    was chosen from tissue, recomputes after the assay's background model changed, clone
+    fits); never another patient's."""
+    runners = {
+        jobs.INGEST_TASK: ingest.run,
+        RECOMPUTE_TASK: run_recompute,
+        CLONES_TASK: partial(run_clones, defer=False),
+    }
     while True:
         with unit_of_work() as session:
             queued = session.execute(
