@@ -265,6 +265,44 @@ def wait_job(client: httpx.Client, job_id: str, timeout: float = 60) -> dict[str
     raise AssertionError(f"job {job_id} did not finish in {timeout}s: {job}")
 
 
+def wait_idle(database_url: str, timeout: float = 120) -> None:
+    """Until no job of the database is queued or running (the recomputes that a sample, an
+    event or a refitted background model queued for other patients have all run)."""
+    url = database_url.replace("postgresql+psycopg://", "postgresql://", 1)
+    deadline = time.monotonic() + timeout
+    with psycopg.connect(url, autocommit=True) as conn:
+        while True:
+            row = conn.execute(
+                "SELECT count(*) FROM jobs WHERE status IN ('queued', 'running')"
+            ).fetchone()
+            if row is not None and row[0] == 0:
+                return
+            if time.monotonic() > deadline:
+                pending = row[0] if row else "?"
+                raise AssertionError(f"{pending} jobs still pending after {timeout}s")
+            time.sleep(0.2)
+
+
+def background_vcf(directory: Path, name: str, n_loci: int = 40, depth: int = 5000) -> Path:
+    """A normal plasma (a panel-of-normals sample) at `n_loci` positions of PIK3CA with a clean
+    background (0 or 1 mutant read each): enough loci for an assay's background model, which
+    a site needs before its MRD draws can be called (fewer than 15 loci: INDETERMINATE,
+    background unknown)."""
+    lines = PANEL_VCF.read_text().splitlines()
+    header = [line for line in lines if line.startswith("#")]
+    records = []
+    for i in range(n_loci):
+        pos = 179_150_001 + 997 * i
+        alt = i % 3 == 0
+        records.append(
+            f"chr3\t{pos}\t.\tA\tC\t.\tPASS\tDP={2 * depth}\tGT:AD:AF:DP"
+            f"\t0/0:{depth},0:0.0:{depth}\t0/1:{depth - alt},{int(alt)}:{alt / depth:.6f}:{depth}"
+        )
+    path = directory / f"{name}.vcf"
+    path.write_text("\n".join([header[0], f"##ctdna_test={name}", *header[1:], *records]) + "\n")
+    return path
+
+
 def panel_vcf(directory: Path, tag: str) -> Path:
     """The small GRCh38 panel VCF with a header line naming `tag`: other bytes, so another
     sample, processed in well under a second."""

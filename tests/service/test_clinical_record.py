@@ -21,6 +21,7 @@ from tests.conftest import (
     PANEL_VCF,
     Receiver,
     Running,
+    background_vcf,
     create_keys,
     panel_vcf,
     service_env,
@@ -33,6 +34,9 @@ pytestmark = [pytest.mark.queue, pytest.mark.postgres]
 # Both loci carry mutant reads in the panel file's TUMOR column (40/1600 and 120/2000), none
 # in its NORMAL column: a plasma draw read from TUMOR is positive against a clean background.
 TRACKED = ["chr3:179218303:G>A", "chr6:152098788:A>C"]
+# Two PIK3CA loci that no other sample of the site reports (the panel file posted for other
+# patients carries real mutations at TRACKED: four such plasmas make those loci noisy ones).
+QUIET = ["chr3:179200001:A>C", "chr3:179210001:A>C"]
 SURGERY = "2025-01-02"
 
 
@@ -74,6 +78,20 @@ def stack(pg_url: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory)
             "/v1/webhook-endpoints", json={"url": receiver.url, "events": ["result.amended"]}
         )
         assert endpoint.status_code == 201, endpoint.text
+        # The site's assay needs a background before its draws can be called.
+        pon = background_vcf(tmp, "PON-1")
+        processed(
+            clients[0],
+            upload(
+                clients[0],
+                tmp,
+                "PON",
+                "PON-1",
+                sample_type="normal",
+                path=pon,
+                create_patient="true",
+            ),
+        )
         receiver.set(secret=endpoint.json()["secret"])
         yield Stack(*clients, receiver, endpoint.json()["id"], tmp)
         for client in clients:
@@ -109,17 +127,27 @@ def upload(
         )
 
 
-def two_loci_vcf(directory: Path, name: str, alt: tuple[int, int], depth: int) -> Path:
-    """A deep VCF at the two tracked loci: `alt` mutant reads of `depth` in its TUMOR
-    column, none in its NORMAL column (deep enough to be informative: > 20,000 reads)."""
+def two_loci_vcf(
+    directory: Path,
+    name: str,
+    alt: tuple[int, int],
+    depth: int,
+    loci: list[str] = TRACKED,
+) -> Path:
+    """A deep VCF at two loci (the tracked ones by default): `alt` mutant reads of `depth` in
+    its TUMOR column, none in its NORMAL column (deep enough to be informative: > 20,000
+    reads)."""
     lines = PANEL_VCF.read_text().splitlines()
     header = [line for line in lines if line.startswith("#")]
-    records = [
-        f"chr3\t179218303\t.\tG\tA\t.\tPASS\tDP={2 * depth}\tGT:AD:AF:DP"
-        f"\t0/0:{depth},0:0.0:{depth}\t0/1:{depth - alt[0]},{alt[0]}:{alt[0] / depth:.5f}:{depth}",
-        f"chr6\t152098788\t.\tA\tC\t.\tPASS\tDP={2 * depth}\tGT:AD:AF:DP"
-        f"\t0/0:{depth},0:0.0:{depth}\t0/1:{depth - alt[1]},{alt[1]}:{alt[1] / depth:.5f}:{depth}",
-    ]
+    records = []
+    for key, mutant in zip(loci, alt, strict=True):
+        chrom, pos, change = key.split(":")
+        ref, variant = change.split(">")
+        records.append(
+            f"{chrom}\t{pos}\t.\t{ref}\t{variant}\t.\tPASS\tDP={2 * depth}\tGT:AD:AF:DP"
+            f"\t0/0:{depth},0:0.0:{depth}"
+            f"\t0/1:{depth - mutant},{mutant}:{mutant / depth:.5f}:{depth}"
+        )
     path = directory / f"{name}.vcf"
     path.write_text("\n".join([header[0], f"##ctdna_test={name}", *header[1:], *records]) + "\n")
     return path
@@ -132,8 +160,8 @@ def processed(client: httpx.Client, response: httpx.Response) -> dict[str, Any]:
     return job
 
 
-def monitored_patient(stack: Stack, patient_id: str) -> None:
-    """A patient after surgery, tracking the two loci."""
+def monitored_patient(stack: Stack, patient_id: str, loci: list[str] = TRACKED) -> None:
+    """A patient after surgery, tracking two loci (the module's TRACKED by default)."""
     client = stack.client
     assert client.post("/v1/patients", json={"patient_id": patient_id}).status_code == 201
     event = client.post(
@@ -142,7 +170,7 @@ def monitored_patient(stack: Stack, patient_id: str) -> None:
     assert event.status_code == 201, event.text
     tracked = client.put(
         f"/v1/patients/{patient_id}/tracked-variants",
-        json={"variants": [{"locus_key": k, "tumor_af": 0.3} for k in TRACKED]},
+        json={"variants": [{"locus_key": k, "tumor_af": 0.3} for k in loci]},
     )
     assert tracked.status_code == 200, tracked.text
 
@@ -271,8 +299,8 @@ def test_a_call_changed_by_a_new_normal_keeps_its_original_and_is_amended_once(
     stack: Stack,
 ) -> None:
     client = stack.client
-    monitored_patient(stack, "AM-1")
-    deep = two_loci_vcf(stack.tmp, "AM-1-P1", (40, 60), 15000)
+    monitored_patient(stack, "AM-1", QUIET)
+    deep = two_loci_vcf(stack.tmp, "AM-1-P1", (40, 60), 15000, QUIET)
     processed(client, upload(client, stack.tmp, "AM-1", "AM-1-P1", path=deep))
     issued = client.get("/v1/patients/AM-1/mrd").json()
     (call,) = issued["calls"]
@@ -281,7 +309,7 @@ def test_a_call_changed_by_a_new_normal_keeps_its_original_and_is_amended_once(
 
     # A normal of the same patient with the same mutant reads at both loci: they are noise of
     # this assay, not tumour DNA, and the positive call cannot stand.
-    noisy = two_loci_vcf(stack.tmp, "AM-1-N1", (40, 60), 15000)
+    noisy = two_loci_vcf(stack.tmp, "AM-1-N1", (40, 60), 15000, QUIET)
     processed(
         client, upload(client, stack.tmp, "AM-1", "AM-1-N1", sample_type="normal", path=noisy)
     )

@@ -156,7 +156,7 @@ def mrd_statuses(demo: Demo) -> dict[str, tuple[str, bool]]:
 def test_sign_in_and_the_list_shows_each_patients_badges(browser: WebDriver, demo: Demo) -> None:
     truth = mrd_statuses(demo)
     statuses = {status for status, _ in truth.values()}
-    assert {"POSITIVE", "NEGATIVE"} <= statuses, truth  # the demo has both
+    assert {"positive", "negative"} <= statuses, truth  # the demo has both
     assert any(resisting for _, resisting in truth.values()), truth
 
     sign_in(browser, demo, demo.key)
@@ -173,20 +173,22 @@ def test_sign_in_and_the_list_shows_each_patients_badges(browser: WebDriver, dem
         row.get_attribute("data-patient"): row.find_element(By.CSS_SELECTOR, ".badge").text
         for row in rows
     }
-    positive = next(p for p, (s, _) in truth.items() if s == "POSITIVE")
-    negative = next(p for p, (s, _) in truth.items() if s == "NEGATIVE")
+    positive = next(p for p, (s, _) in truth.items() if s == "positive")
+    negative = next(p for p, (s, _) in truth.items() if s == "negative")
     assert badge_text[positive] == "ctDNA positive" and badge_text[negative] == "ctDNA negative"
     # patients needing attention (positive, or emerging resistance) come first
     order = [row.get_attribute("data-patient") for row in rows]
-    urgent = [p for p in order if truth[p][0] == "POSITIVE" or truth[p][1]]
+    urgent = [
+        p for p in order if truth[p][0] in ("positive", "positive_unconfirmed") or truth[p][1]
+    ]
     assert order[: len(urgent)] == urgent
     screenshot(browser, "patients")
 
     # filter and search are plain links and forms: the server answers them
-    browser.get(f"{demo.base}/ui/patients?status=POSITIVE")
+    browser.get(f"{demo.base}/ui/patients?status=positive")
     filtered = browser.find_elements(By.CSS_SELECTOR, "#patients tbody tr[data-patient]")
     assert {r.get_attribute("data-patient") for r in filtered} == {
-        p for p, (s, _) in truth.items() if s == "POSITIVE"
+        p for p, (s, _) in truth.items() if s == "positive"
     }
     browser.get(f"{demo.base}/ui/patients?q=MET&sort=patient")
     found = [
@@ -220,7 +222,7 @@ def _close(a: float | None, b: float | None) -> bool:
 
 def test_the_patient_page_plots_the_apis_numbers(browser: WebDriver, demo: Demo) -> None:
     truth = mrd_statuses(demo)
-    positive = next(p for p, (s, _) in truth.items() if s == "POSITIVE")
+    positive = next(p for p, (s, _) in truth.items() if s == "positive")
     with demo.client() as client:
         trends = client.get(f"/v1/patients/{positive}/trends").json()
         mrd = client.get(f"/v1/patients/{positive}/mrd").json()
@@ -334,7 +336,7 @@ class _Tables(HTMLParser):
 
 def test_tables_need_no_javascript_and_show_reasons_and_citations(demo: Demo) -> None:
     truth = mrd_statuses(demo)
-    positive = next(p for p, (s, _) in truth.items() if s == "POSITIVE")
+    positive = next(p for p, (s, _) in truth.items() if s == "positive")
     resisting = next(p for p, (_, r) in truth.items() if r)
     with demo.client() as client:
         page = client.get(f"/ui/patients/{positive}")
@@ -366,7 +368,7 @@ def test_report_pdf_and_static_plots(browser: WebDriver, demo: Demo) -> None:
     from PIL import Image
 
     truth = mrd_statuses(demo)
-    positive = next(p for p, (s, _) in truth.items() if s == "POSITIVE")
+    positive = next(p for p, (s, _) in truth.items() if s == "positive")
     resisting = next(p for p, (_, r) in truth.items() if r)
     with demo.client() as client:
         for pid in (positive, resisting):
@@ -539,7 +541,7 @@ def test_negative_draws_read_below_lod95_in_one_number_format(
     """A negative draw's tumour fraction reads "< LoD95" (never 0), and every number on the
     page is a percentage with two significant figures: no scientific notation anywhere."""
     truth = mrd_statuses(demo)
-    negative_patient = next(p for p, (s, _) in truth.items() if s == "NEGATIVE")
+    negative_patient = next(p for p, (s, _) in truth.items() if s == "negative")
     with demo.client() as client:
         mrd = client.get(f"/v1/patients/{negative_patient}/mrd").json()
     sign_in(browser, demo, demo.key)
@@ -555,7 +557,7 @@ def test_negative_draws_read_below_lod95_in_one_number_format(
             assert cells[7].startswith(percent(call["tumor_fraction"])), cells
         assert cells[8] == percent(call["lod95"]), cells
     summary = browser.find_element(By.ID, "latest-tf").text
-    assert mrd["status"] == "NEGATIVE" and "tumour fraction < LoD95" in summary, summary
+    assert mrd["status"] == "negative" and "tumour fraction < LoD95" in summary, summary
     text = browser.find_element(By.TAG_NAME, "main").text
     assert not re.search(r"\d\.?\d*e[-+]\d", text), re.findall(r"\S*\d\.?\d*e[-+]\d\S*", text)
     # the technical term behind a plain heading is one hover away, and in the Terms list
@@ -574,7 +576,7 @@ def test_print_keeps_colour_and_whole_tables(browser: WebDriver, demo: Demo) -> 
     (nothing scrolled away), status badges in their colours (print-color-adjust: exact), the
     navigation hidden. Chromium's own print of it is kept beside the screenshots."""
     truth = mrd_statuses(demo)
-    positive = next(p for p, (s, _) in truth.items() if s == "POSITIVE")
+    positive = next(p for p, (s, _) in truth.items() if s == "positive")
     sign_in(browser, demo, demo.key)
     browser.get(f"{demo.base}/ui/patients/{positive}/report")
     WebDriverWait(browser, 30).until(
@@ -634,7 +636,7 @@ def test_without_javascript_the_static_images_stand_in_for_the_figures(
     """No script: the figures' places take no room (no blank band above the images) and the
     static timeline and clone images are shown in them."""
     truth = mrd_statuses(demo)
-    patient = next(p for p, (s, _) in truth.items() if s == "POSITIVE")
+    patient = next(p for p, (s, _) in truth.items() if s == "positive")
     sign_in(browser, demo, demo.key)
     browser.execute_cdp_cmd("Emulation.setScriptExecutionDisabled", {"value": True})
     try:
