@@ -11,7 +11,6 @@ result already issued is kept as issued, or amended with the reason the recomput
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import zlib
 from collections import OrderedDict, defaultdict
@@ -44,16 +43,13 @@ from services.genomics.longitudinal import (
     LocusObservation,
     LocusSeries,
     LongitudinalParams,
-    LongitudinalReport,
     RelativeCCF,
     TumourFraction,
-    draws_of,
-    locus_detected,
+    baseline_clone,
+    clonal_candidates,
+    germline_suspected,
+    longitudinal_report,
     math_scores,
-    molecular_responses,
-    observations_by_draw,
-    relative_ccfs,
-    truncal_series,
     tumour_fractions,
 )
 from services.genomics.mrd import (
@@ -172,11 +168,12 @@ def recompute(session: Session, patient: Patient, reason: str) -> None:
     )
     previous_mrd = stored_body(session, patient.id, "mrd")
     mrd_body = _mrd(data, evidence, json.loads(previous_mrd) if previous_mrd else None)
-    trends_body = _trends(data, series, lines)
     resistance_body, new_events = _resistance(session, data, series, lines)
     issued = {"mrd": previous_mrd, "resistance": stored_body(session, patient.id, "resistance")}
     computed = {"mrd": mrd_body, "resistance": resistance_body}
     amendments.keep_issued(session, patient, reason, issued, computed)
+    # After keep_issued: the trends show each draw's tumour fraction as /mrd issued it.
+    trends_body = _trends(data, series, lines, mrd_body, resistance_body)
 
     previous = _stored_status(session, patient.id, "mrd")
     _store(session, patient.id, "mrd", mrd_body, mrd_body["status"])
@@ -349,10 +346,12 @@ def _load(session: Session, patient: Patient) -> _Patient:
 
 @dataclass(frozen=True, slots=True)
 class _Evidence:
-    """What the analyses of one recompute rest on: the kept tracked loci, per assay the
-    locus backgrounds and the stored model they come from, and the per-variant series."""
+    """What the analyses of one recompute rest on: the kept tracked loci with their allele
+    weights, per assay the locus backgrounds and the stored model they come from, and the
+    per-variant series."""
 
     tracked: list[TrackedVariant]
+    weights: dict[str, float]
     backgrounds: dict[str, dict[str, LocusBackground]]
     models: dict[str, site_backgrounds.StoredModel]
     series: list[LocusSeries]
@@ -369,7 +368,14 @@ def _evidence(session: Session, data: _Patient) -> _Evidence:
     models, backgrounds = _backgrounds(
         session, data, sorted({t.locus_key for t in tracked} | monitored)
     )
-    return _Evidence(tracked, backgrounds, models, _series(data, tracked, backgrounds))
+    weights = allele_weights(
+        {t.locus_key: t.tumor_af for t in tracked},
+        MRD_PARAMS,
+        purity=_tissue_purity(data, tracked),
+    )
+    return _Evidence(
+        tracked, weights, backgrounds, models, _series(data, tracked, backgrounds, weights)
+    )
 
 
 def _seed(patient: Patient) -> int:
@@ -601,11 +607,7 @@ def _mrd(data: _Patient, evidence: _Evidence, previous: dict[str, Any] | None) -
     if not tracked:
         body["reason"] = "no tracked variants: post a tumour tissue VCF or PUT tracked-variants"
         return _validated(body)
-    weights = allele_weights(
-        {t.locus_key: t.tumor_af for t in tracked},
-        MRD_PARAMS,
-        purity=_tissue_purity(data, tracked),
-    )
+    weights = evidence.weights
     plasma = data.plasma()
     draws = [
         PlasmaDraw(
@@ -708,21 +710,28 @@ def _series(
     data: _Patient,
     tracked: Sequence[TrackedVariant],
     backgrounds: dict[str, dict[str, LocusBackground]],
+    weights: dict[str, float],
 ) -> list[LocusSeries]:
-    """One series per tracked locus and per monitored-gene variant seen in plasma."""
+    """One series per tracked locus and per monitored-gene variant seen in plasma. At a
+    tracked locus the reads are the evidence whatever the caller's FILTER (a force-called low
+    VAF is often filtered); elsewhere a non-PASS call is not a detection and is left out. A
+    variant that looks inherited is flagged (``longitudinal.germline_suspected``)."""
     tracked_keys = {t.locus_key for t in tracked}
     meta: dict[str, tuple[str | None, str | None]] = {
         t.locus_key: (t.gene, t.protein_change) for t in tracked
     }
     observations: dict[str, list[LocusObservation]] = defaultdict(list)
+    normal_vafs: dict[str, list[float]] = defaultdict(list)
     for sample in data.plasma():
         for key, row in data.rows_by_sample.get(sample.id, {}).items():
-            if key not in tracked_keys and not row.in_monitored_gene:
+            if key not in tracked_keys and (not row.in_monitored_gene or not row.passed):
                 continue
             if not row.depth or row.alt_reads is None:
                 continue
             if key not in meta or meta[key] == (None, None):
                 meta[key] = (row.gene, row.protein_change)
+            if row.normal_depth and row.normal_alt_reads is not None:
+                normal_vafs[key].append(row.normal_alt_reads / row.normal_depth)
             background = backgrounds.get(sample.assay, {}).get(key)
             observations[key].append(
                 LocusObservation(
@@ -733,55 +742,39 @@ def _series(
                     background_error=background.mean if background else BACKGROUND_PARAMS.floor,
                 )
             )
-    truncal = tracked_keys or _baseline_clonal(data, observations)
-    return [
+    series = [
         LocusSeries(
             key=key,
             gene=meta[key][0],
             protein_change=meta[key][1],
             observations=tuple(obs),
-            truncal=key in truncal,
+            weight=weights.get(key, MRD_PARAMS.clonal_g),
+            germline_suspected=key not in tracked_keys
+            and germline_suspected(
+                obs,
+                gene=meta[key][0],
+                protein_change=meta[key][1],
+                normal_vafs=normal_vafs[key],
+                params=LONGITUDINAL_PARAMS,
+            ),
         )
         for key, obs in sorted(observations.items())
     ]
-
-
-BASELINE_CLONAL_VAF_RATIO = 0.25
-
-
-def _baseline_clonal(data: _Patient, observations: dict[str, list[LocusObservation]]) -> set[str]:
-    """The tumour-fraction reference of a patient without a tracked set (tumour-naive panels,
-    metastatic monitoring): the variants detected in the first plasma draw that has any (the
-    per-locus test against background), within a factor of 4 of that draw's highest VAF. A
-    panel reports every hotspot it covers, mostly at background: taking them all as truncal
-    would dilute the tumour fraction by the unmutated ones, and a subclone first seen later
-    (an emerging resistance variant) is measured against the baseline clone, not part of it."""
-    by_draw: dict[str, list[tuple[str, LocusObservation]]] = defaultdict(list)
-    for key, items in observations.items():
-        for obs in items:
-            by_draw[obs.sample_id].append((key, obs))
-    for sample in data.plasma():
-        detected = [
-            (key, obs)
-            for key, obs in by_draw.get(sample.sample_id, [])
-            if locus_detected(
-                obs,
-                LONGITUDINAL_PARAMS.alpha,
-                LONGITUDINAL_PARAMS.min_alt_reads,
-                LONGITUDINAL_PARAMS.min_background_error,
-            )
-        ]
-        if detected:
-            top = max(obs.vaf for _, obs in detected)
-            return {key for key, obs in detected if obs.vaf >= BASELINE_CLONAL_VAF_RATIO * top}
-    return set()
+    truncal = tracked_keys or baseline_clone(series, LONGITUDINAL_PARAMS)
+    return [replace(locus, truncal=locus.key in truncal) for locus in series]
 
 
 def _trends(
     data: _Patient,
     series: Sequence[LocusSeries],
     lines: Sequence[TherapyLine],
+    mrd: dict[str, Any],
+    resistance: dict[str, Any],
 ) -> dict[str, Any]:
+    """The /trends body. One tumour fraction per draw: for a draw with an MRD call it is that
+    call's (the issued value: the same number as /mrd), otherwise the same tumour-informed
+    estimator on the tracked loci (``tumor_fraction_method`` "tumour_informed") or, for a
+    patient without tissue, the estimate from the clone seen at baseline ("panel_vaf")."""
     body: dict[str, Any] = {
         "patient_id": data.patient.patient_id,
         "samples": [],
@@ -812,7 +805,30 @@ def _trends(
             for s in data.plasma()
         ]
         return body
-    report = _longitudinal(data.patient, series, lines)
+    calls = {c["sample_id"]: c for c in mrd.get("calls", [])}
+    method = "tumour_informed" if tracked_keys else "panel_vaf"
+    fractions = [
+        _one_fraction(tf, calls.get(tf.sample_id))
+        for tf in tumour_fractions(series, LONGITUDINAL_PARAMS)
+    ]
+    emergences = [
+        (
+            dt.date.fromisoformat(e["first_detected_date"]),
+            f"{e['gene']} {e['protein_change']}",
+            e["drug_class"],
+        )
+        for e in resistance.get("events", [])
+        if e.get("status") in ("emerged", "rising", "present_at_start")
+    ]
+    report = longitudinal_report(
+        series,
+        lines,
+        LONGITUDINAL_PARAMS,
+        (_seed(data.patient),),
+        fractions=fractions,
+        emergences=emergences,
+        cache=_RCCF_CACHE,
+    )
     math_by_sample = {m.sample_id: m for m in report.math_scores}
     for tf in report.tumour_fractions:
         sample = meta.get(tf.sample_id)
@@ -823,6 +839,8 @@ def _trends(
                 "collection_date": tf.collection_date.isoformat(),
                 "tumor_fraction": tf.estimate,
                 "tumor_fraction_ci": [tf.lower, tf.upper],
+                "tumor_fraction_method": method,
+                "tumor_fraction_source": "mrd_call" if tf.sample_id in calls else "trends",
                 "tumor_fraction_median_2vaf": tf.median_2vaf,
                 "detected": tf.detected,
                 "p_value": tf.p_value,
@@ -830,6 +848,7 @@ def _trends(
                 "mutant_reads": tf.mutant_reads,
                 "informative_reads": tf.informative_reads,
                 "math_score": heterogeneity.math if heterogeneity else None,
+                "math_variants": heterogeneity.n_detected if heterogeneity else 0,
                 "plasma_ml": sample.plasma_ml if sample else None,
                 "cfdna_ng_per_ml": sample.cfdna_ng_per_ml if sample else None,
             }
@@ -859,6 +878,7 @@ def _trends(
                 # The tumour-fraction reference: the tracked set, or without one the clone
                 # seen at baseline.
                 "truncal": locus.truncal,
+                "germline_suspected": locus.germline_suspected,
                 "points": points,
             }
         )
@@ -866,64 +886,47 @@ def _trends(
     return body
 
 
-# A draw's rCCFs (a Monte Carlo over its reads' posteriors, the expensive part of the serial
-# analyses) depend only on that draw's read counts, which of them are truncal and whether its tumour
-# fraction is detected, not on the backgrounds, which move a little with every sample of the
-# site. Kept per worker process by a fingerprint of exactly those inputs, so a new sample costs
-# one new Monte Carlo, not the whole history again.
-_RCCF_CACHE: OrderedDict[str, tuple[RelativeCCF, ...]] = OrderedDict()
-_RCCF_CACHE_SIZE = 50_000
+class _LruCache:
+    """The rCCFs of the draws this worker process computed, the least recently used dropped
+    past ``size`` (``longitudinal.draw_relative_ccfs`` keys them by what they depend on)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.items: OrderedDict[str, tuple[RelativeCCF, ...]] = OrderedDict()
+
+    def get(self, key: str, /) -> tuple[RelativeCCF, ...] | None:
+        value = self.items.get(key)
+        if value is not None:
+            self.items.move_to_end(key)
+        return value
+
+    def __setitem__(self, key: str, value: tuple[RelativeCCF, ...], /) -> None:
+        self.items[key] = value
+        if len(self.items) > self.size:
+            self.items.popitem(last=False)
 
 
-def _longitudinal(
-    patient: Patient, series: Sequence[LocusSeries], lines: Sequence[TherapyLine]
-) -> LongitudinalReport:
-    """longitudinal_report(), draw by draw: each draw's Monte Carlo has its own seed (the
-    patient and the sample), so a result depends neither on the other draws nor on the cache."""
-    trunk = {locus.key for locus in truncal_series(series)}
-    flagged = next((locus for locus in series if locus.truncal), None)
-    by_draw = observations_by_draw(series)
-    fractions: list[TumourFraction] = []
-    ratios: list[RelativeCCF] = []
-    for draw in draws_of(series):
-        pairs = by_draw[draw.sample_id]
-        alone = [replace(locus, observations=(obs,)) for locus, obs in pairs]
-        if flagged is not None and not any(locus.truncal for locus, _ in pairs):
-            # Keep the series' truncal set flagged (here: empty for this draw), or the one-draw
-            # series would fall back to "every locus is truncal".
-            alone.append(replace(flagged, observations=()))
-        (fraction,) = tumour_fractions(alone, LONGITUDINAL_PARAMS)
-        fractions.append(fraction)
-        key = hashlib.sha256(
-            repr(
-                (
-                    LONGITUDINAL_PARAMS,
-                    _seed(patient),
-                    draw,
-                    fraction.detected,
-                    [
-                        (locus.key, locus.key in trunk, obs.alt_reads, obs.depth)
-                        for locus, obs in pairs
-                    ],
-                )
-            ).encode()
-        ).hexdigest()
-        hit = _RCCF_CACHE.get(key)
-        if hit is None:
-            rng = np.random.default_rng([_seed(patient), zlib.crc32(draw.sample_id.encode())])
-            hit = tuple(relative_ccfs(alone, LONGITUDINAL_PARAMS, rng, [fraction]))
-            _RCCF_CACHE[key] = hit
-            if len(_RCCF_CACHE) > _RCCF_CACHE_SIZE:
-                _RCCF_CACHE.popitem(last=False)
-        else:
-            _RCCF_CACHE.move_to_end(key)
-        ratios.extend(hit)
-    return LongitudinalReport(
-        params=LONGITUDINAL_PARAMS,
-        tumour_fractions=tuple(fractions),
-        relative_ccfs=tuple(ratios),
-        math_scores=tuple(math_scores(series, LONGITUDINAL_PARAMS)),
-        responses=tuple(molecular_responses(series, lines, LONGITUDINAL_PARAMS, fractions)),
+_RCCF_CACHE = _LruCache(50_000)
+
+
+def _one_fraction(tf: TumourFraction, call: dict[str, Any] | None) -> TumourFraction:
+    """The draw's tumour fraction as its MRD call reports it, when it has one: the same
+    estimator (the tracked loci weighted by their allele fraction in tumour DNA) with the
+    call's backgrounds and outlier suppression, and the value issued to the oncologist."""
+    if call is None or not call.get("informative_reads"):
+        return tf
+    positive = call["call"] == "POSITIVE"
+    lod = call.get("lod95")
+    return replace(
+        tf,
+        estimate=call["tumor_fraction"],
+        lower=call["ci_low"],
+        upper=call["ci_high"],
+        detected=positive,
+        p_value=call["p_value"] if call.get("p_value") is not None else tf.p_value,
+        lod95=lod if lod is not None else tf.lod95,
+        mutant_reads=call["mutant_reads"],
+        informative_reads=call["informative_reads"],
     )
 
 
@@ -936,7 +939,9 @@ def _clones(
         "params_version": CLONE_PARAMS.version,
         "computed_at": utcnow().isoformat(),
     }
+    series = clonal_candidates(series, LONGITUDINAL_PARAMS)
     if not series:
+        body["error"] = "no somatic variant detected in plasma: no clone to fit"
         return body
     try:
         fit = fit_clones(series, CLONE_PARAMS, rng, longitudinal_params=LONGITUDINAL_PARAMS)

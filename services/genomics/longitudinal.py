@@ -21,12 +21,14 @@ Pure: stdlib, numpy, scipy and services.errors only; randomness from a Generator
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import math
+import zlib
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
-from typing import Final, Literal
+from typing import Final, Literal, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
@@ -92,7 +94,11 @@ class LocusSeries:
     """All draws of one variant of one patient.
 
     ``key`` identifies the variant (normalised GRCh38 allele); ``truncal`` marks a clonal
-    (trunk) variant chosen from tissue, used as the tumour-fraction reference.
+    (trunk) variant chosen from tissue, used as the tumour-fraction reference; ``weight`` is
+    the variant's allele fraction in tumour DNA (tissue VAF / purity for a tracked variant:
+    ``mrd.allele_weights``; 1/2, clonal heterozygous, otherwise), so that the tumour fraction
+    is the same quantity the MRD call estimates; ``germline_suspected`` keeps a variant that
+    looks inherited (``germline_suspected``) out of the tumour fraction, rCCF, MATH and clones.
     """
 
     key: str
@@ -100,11 +106,15 @@ class LocusSeries:
     protein_change: str | None
     observations: tuple[LocusObservation, ...]
     truncal: bool = False
+    weight: float = 0.5
+    germline_suspected: bool = False
 
     def __post_init__(self) -> None:
         ids = [obs.sample_id for obs in self.observations]
         if len(set(ids)) != len(ids):
             raise InvalidInput(f"variant {self.key!r}: a sample appears twice in its series")
+        if not 0.0 < self.weight <= 1.0:
+            raise InvalidInput(f"variant {self.key!r}: weight must be in (0, 1], got {self.weight}")
 
     def ordered(self) -> tuple[LocusObservation, ...]:
         """Observations by collection date (then sample id)."""
@@ -356,22 +366,23 @@ def pooled_call(
 
 
 class _FractionLikelihood:
-    """Log-likelihood of a scalar fraction x with per-read mean ``scale·x·(1 - e_i) + e_i``."""
+    """Log-likelihood of a scalar fraction x with per-read mean ``s_i·x·(1 - e_i) + e_i``
+    (``scale``: one s for every locus, or one per locus)."""
 
     def __init__(
         self,
         alt: Sequence[int],
         depth: Sequence[int],
         background: Sequence[float],
-        scale: float,
+        scale: float | Sequence[float],
         overdispersion: float,
     ) -> None:
         self.alt = np.asarray(alt, dtype=np.float64)
         self.depth = np.asarray(depth, dtype=np.float64)
         self.background = np.asarray(background, dtype=np.float64)
-        self.scale = scale
+        self.scale = np.broadcast_to(np.asarray(scale, dtype=np.float64), self.alt.shape)
         self.overdispersion = overdispersion
-        self.upper = min(1.0, _MAX_MEAN / scale)
+        self.upper = min(1.0, _MAX_MEAN / float(self.scale.max(initial=_MAX_MEAN)))
 
     def mean(self, x: float) -> FloatArray:
         return np.asarray(self.scale * x * (1.0 - self.background) + self.background)
@@ -408,13 +419,14 @@ def fit_fraction(
     depth: Sequence[int],
     background: Sequence[float],
     *,
-    scale: float,
+    scale: float | Sequence[float],
     overdispersion: float = 0.0,
     level: float = 0.95,
 ) -> FractionFit:
-    """MLE of x where each read is mutant with probability ``scale·x·(1 - e_i) + e_i``.
+    """MLE of x where each read is mutant with probability ``s_i·x·(1 - e_i) + e_i``.
 
-    ``scale`` = 1/2 for a tumour fraction from clonal heterozygous loci, 1 for a VAF. The
+    ``scale`` = 1/2 for a tumour fraction from clonal heterozygous loci, 1 for a VAF, or one
+    value per locus (the loci's allele fractions in tumour DNA). The
     interval is ``{x : 2·[LL(x̂) - LL(x)] <= chi2_1(level)}`` (profile likelihood, INVAR2).
     """
     lik = _FractionLikelihood(alt, depth, background, scale, overdispersion)
@@ -443,7 +455,7 @@ def fit_fraction(
 class LongitudinalParams:
     """Parameters of the serial analyses; ``version`` is stored with every result."""
 
-    version: str = "longitudinal-2026.11-1"
+    version: str = "longitudinal-2026.12-1"
     alpha: float = 0.01
     """One-sided significance of a per-locus or pooled detection against background."""
     min_alt_reads: int = 2
@@ -452,11 +464,32 @@ class LongitudinalParams:
     """rho of a beta-binomial tumour-fraction likelihood; 0 = binomial (sampling error only)."""
     mc_samples: int = 4000
     ci_level: float = 0.95
-    math_min_variants: int = 2
+    math_min_variants: int = 3
+    """MATH needs at least this many measurable variants in a draw (a MAD of two is noise)."""
+    math_min_mutant_reads: int = 10
+    """A variant's VAF is measurable with >= this many mutant reads (relative sampling error
+    <= ~30%): below it, MATH would measure binomial noise, not heterogeneity."""
+    germline_vaf_band: tuple[float, float] = (0.35, 0.65)
+    germline_min_vaf: float = 0.9
+    germline_normal_vaf: float = 0.2
+    germline_min_depth: int = 30
+    baseline_clone_vaf_ratio: float = 0.25
+    """Without a tracked set, the tumour-fraction reference is the clone seen at baseline: the
+    variants detected in the first draw that has any, within this factor of its highest VAF."""
+    germline_polymorphisms: tuple[tuple[str, str], ...] = (
+        ("ERBB2", "p.I655V"),
+        ("ERBB2", "p.P1170A"),
+        ("PIK3CA", "p.I391M"),
+    )
+    """Common inherited polymorphisms of the monitored genes (ERBB2 I655V rs1136201, P1170A
+    rs1058808; PIK3CA I391M rs2230461: gnomAD allele frequencies of 5-25 %)."""
     response_fall: float = 0.5
     """Molecular response: the ratio's upper CI bound is below this (a >= 50% fall)."""
     progression_min_fold: float = 2.0
     """Molecular progression: the ratio's lower CI bound is above 1 and the ratio >= this."""
+    stable_fold: float = 1.25
+    """A change within this factor either way is stable even when sampling alone would call it
+    significant (deep draws): the reproducibility of a tumour fraction between draws."""
     cmr_max_lod_ratio: float = 0.1
     """Clearance counts as complete response when the draw's TF LoD95 <= this × baseline TF."""
     max_baseline_age_days: int = 90
@@ -470,9 +503,10 @@ class TumourFraction:
     """Tumour fraction of one draw from its truncal loci.
 
     ``estimate``/``lower``/``upper``: pooled likelihood MLE and profile 95% CI (sampling error
-    only when ``tf_overdispersion`` is 0). ``median_2vaf``: median over truncal loci of 2×VAF.
-    ``detected``/``p_value``/``lod95``: pooled test of the truncal reads against background
-    and the TF (= 2 × VAF) detected with 95% probability.
+    only when ``tf_overdispersion`` is 0), each locus' reads weighted by its allele fraction in
+    tumour DNA. ``median_2vaf``: median over truncal loci of 2×VAF. ``detected``/``p_value``/
+    ``lod95``: pooled test of the truncal reads against background and the TF detected with
+    95% probability.
     """
 
     sample_id: str
@@ -491,10 +525,12 @@ class TumourFraction:
 
 
 def truncal_series(series: Sequence[LocusSeries]) -> list[LocusSeries]:
-    """The loci flagged truncal; all loci when none is flagged (a tumour-informed panel is
-    chosen from clonal tissue variants, so its loci are truncal by construction)."""
-    flagged = [locus for locus in series if locus.truncal]
-    return flagged if flagged else list(series)
+    """The loci flagged truncal; all somatic loci when none is flagged (a tumour-informed
+    panel is chosen from clonal tissue variants, so its loci are truncal by construction).
+    A variant suspected germline is never a reference."""
+    somatic = [locus for locus in series if not locus.germline_suspected]
+    flagged = [locus for locus in somatic if locus.truncal]
+    return flagged if flagged else somatic
 
 
 def tumour_fractions(
@@ -508,7 +544,7 @@ def tumour_fractions(
     result: list[TumourFraction] = []
     for draw in draws_of(series):
         observed = [
-            obs
+            (obs, locus.weight)
             for locus, obs in by_draw[draw.sample_id]
             if locus.key in trunk_keys and obs.depth > 0
         ]
@@ -518,10 +554,12 @@ def tumour_fractions(
 
 def _tumour_fraction(
     draw: Draw,
-    observed: Sequence[LocusObservation],
+    weighted: Sequence[tuple[LocusObservation, float]],
     keys: tuple[str, ...],
     params: LongitudinalParams,
 ) -> TumourFraction:
+    observed = [obs for obs, _ in weighted]
+    weights = [w for _, w in weighted]
     alt = [obs.alt_reads for obs in observed]
     depth = [obs.depth for obs in observed]
     background = [max(obs.background_error, params.min_background_error) for obs in observed]
@@ -545,11 +583,12 @@ def _tumour_fraction(
         alt,
         depth,
         background,
-        scale=0.5,
+        scale=weights,
         overdispersion=params.tf_overdispersion,
         level=params.ci_level,
     )
     pooled = pooled_call(alt, depth, background, params.alpha, params.min_alt_reads)
+    mean_weight = float(np.average(weights, weights=depth)) if sum(depth) else 0.5
     return TumourFraction(
         sample_id=draw.sample_id,
         collection_date=draw.collection_date,
@@ -559,7 +598,7 @@ def _tumour_fraction(
         median_2vaf=float(np.median([2.0 * obs.vaf for obs in observed])),
         detected=pooled.detected,
         p_value=pooled.p_value,
-        lod95=min(1.0, 2.0 * pooled.lod95),
+        lod95=min(1.0, pooled.lod95 / mean_weight),
         mutant_reads=pooled.mutant_reads,
         informative_reads=pooled.informative_reads,
         n_loci=len(observed),
@@ -609,7 +648,11 @@ def relative_ccfs(
     by_draw = observations_by_draw(series)
     result: list[RelativeCCF] = []
     for draw in draws_of(series):
-        present = [(locus.key, obs) for locus, obs in by_draw[draw.sample_id] if obs.depth > 0]
+        present = [
+            (locus.key, obs)
+            for locus, obs in by_draw[draw.sample_id]
+            if obs.depth > 0 and not locus.germline_suspected
+        ]
         evaluable = tfs[draw.sample_id].detected and any(k in trunk_keys for k, _ in present)
         if not evaluable:
             result.extend(
@@ -665,16 +708,24 @@ def locus_detected(obs: LocusObservation, alpha: float, min_alt_reads: int, floo
 
 
 def math_scores(series: Sequence[LocusSeries], params: LongitudinalParams) -> list[MathScore]:
-    """MATH = 100 × 1.4826·median(|f - median f|) / median f over the detected variants of a
-    draw (Mroz & Rocco, Oral Oncol 2013;49:211; Mroz et al., Cancer 2013;119:3034)."""
+    """MATH = 100 × 1.4826·median(|f - median f|) / median f over the measurable somatic
+    variants of a draw (Mroz & Rocco, Oral Oncol 2013;49:211; Mroz et al., Cancer 2013;119:3034).
+
+    Measurable: detected against background with >= ``math_min_mutant_reads`` mutant reads, so
+    that the VAF's own sampling error (~1/sqrt(M)) is small against the spread MATH reads as
+    heterogeneity; at ctDNA levels below that, binomial noise alone gives a perfectly clonal
+    tumour a MATH of 30+. Not reported (None) with fewer than ``math_min_variants`` such
+    variants, nor from variants suspected germline."""
     result: list[MathScore] = []
     by_draw = observations_by_draw(series)
     for draw in draws_of(series):
         vafs = np.array(
             [
                 obs.vaf
-                for _, obs in by_draw[draw.sample_id]
-                if locus_detected(
+                for locus, obs in by_draw[draw.sample_id]
+                if not locus.germline_suspected
+                and obs.alt_reads >= params.math_min_mutant_reads
+                and locus_detected(
                     obs, params.alpha, params.min_alt_reads, params.min_background_error
                 )
             ]
@@ -695,15 +746,19 @@ def math_scores(series: Sequence[LocusSeries], params: LongitudinalParams) -> li
 MolecularResponse = Literal[
     "complete_molecular_response",
     "molecular_response",
+    "falling",
     "stable",
+    "rising",
     "molecular_progression",
     "not_evaluable",
 ]
 
 _RESPONSE_RANK: Final[dict[str, int]] = {
-    "complete_molecular_response": 4,
-    "molecular_response": 3,
-    "stable": 2,
+    "complete_molecular_response": 6,
+    "molecular_response": 5,
+    "falling": 4,
+    "stable": 3,
+    "rising": 2,
     "molecular_progression": 1,
     "not_evaluable": 0,
 }
@@ -714,7 +769,9 @@ class ResponseAssessment:
     """One on-treatment draw against the line's baseline.
 
     ``ratio`` = TF / baseline TF (None when both are 0; inf when only the baseline is 0), with
-    its profile-likelihood 95% interval (``ratio_upper`` None = unbounded).
+    its profile-likelihood 95% interval (``ratio_upper`` None = unbounded); ``nadir_ratio``
+    and its interval the same against the lowest tumour fraction of the line before this draw;
+    ``resistance`` the resistance variants emerged on the line by this draw.
     """
 
     sample_id: str
@@ -728,6 +785,10 @@ class ResponseAssessment:
     ratio_lower: float | None
     ratio_upper: float | None
     response: MolecularResponse
+    nadir_sample_id: str | None = None
+    nadir_ratio: float | None = None
+    nadir_ratio_lower: float | None = None
+    resistance: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -786,16 +847,16 @@ def _likelihood_at(
     series: Sequence[LocusSeries], sample_id: str, params: LongitudinalParams
 ) -> _FractionLikelihood:
     observed = [
-        obs
+        (obs, locus.weight)
         for locus in truncal_series(series)
         for obs in locus.observations
         if obs.sample_id == sample_id and obs.depth > 0
     ]
     return _FractionLikelihood(
-        [o.alt_reads for o in observed],
-        [o.depth for o in observed],
-        [max(o.background_error, params.min_background_error) for o in observed],
-        0.5,
+        [o.alt_reads for o, _ in observed],
+        [o.depth for o, _ in observed],
+        [max(o.background_error, params.min_background_error) for o, _ in observed],
+        [w for _, w in observed],
         params.tf_overdispersion,
     )
 
@@ -805,17 +866,25 @@ def molecular_responses(
     lines: Sequence[TherapyLine],
     params: LongitudinalParams,
     fractions: Sequence[TumourFraction] | None = None,
+    emergences: Sequence[tuple[dt.date, str, str]] = (),
 ) -> list[LineResponse]:
     """Molecular response per therapy line (domain-anchors §4.8).
 
     Baseline: the last draw on or before the line's start (at most ``max_baseline_age_days``
     earlier) with truncal reads. Each draw the line covers is classified, first match wins:
-    ``complete_molecular_response`` when the baseline was detected and the draw is not, at a
-    TF LoD95 <= ``cmr_max_lod_ratio`` × baseline TF (clearance at an adequate LoD);
-    ``molecular_response`` when the upper 95% bound of TF/baseline is below ``response_fall``
-    (a >= 50% fall, with confidence); ``molecular_progression`` when the lower bound is above 1
-    and the ratio >= ``progression_min_fold`` (a significant rise); ``stable`` otherwise;
-    ``not_evaluable`` without baseline or reads (or, for a fall, with an undetected baseline).
+
+    * ``molecular_progression``: the tumour fraction rose significantly, >=
+      ``progression_min_fold`` from the line's nadir (its lowest draw so far, the baseline
+      included) with the ratio's lower 95% bound above 1 (or from an undetected nadir to a
+      detected draw), or a variant resisting the line's drug class emerged on the line by
+      this draw (``emergences``: (date, "gene protein", drug class) of resistance events);
+    * ``complete_molecular_response``: baseline detected, this draw not, at a TF LoD95 <=
+      ``cmr_max_lod_ratio`` x baseline TF (clearance at an adequate LoD);
+    * ``molecular_response``: the upper 95% bound of TF/baseline below ``response_fall``;
+    * ``falling`` / ``rising``: a change beyond the uncertainty (the ratio's interval excludes
+      1) and beyond ``stable_fold``, but short of those thresholds;
+    * ``stable``: only when the change is within the uncertainty;
+    * ``not_evaluable`` without baseline or reads (or, for a fall, with an undetected baseline).
     """
     tfs = list(fractions) if fractions is not None else tumour_fractions(series, params)
     result: list[LineResponse] = []
@@ -831,7 +900,23 @@ def molecular_responses(
             None,
         )
         on_line = [tf for tf in tfs if line.covers(tf.collection_date)]
-        assessments = tuple(_assess(series, baseline, tf, params) for tf in on_line)
+        assessments = []
+        nadir = baseline
+        for tf in on_line:
+            emerged = tuple(
+                sorted(
+                    {
+                        name
+                        for when, name, drug_class in emergences
+                        if drug_class == line.drug_class
+                        and line.covers(when)
+                        and when <= tf.collection_date
+                    }
+                )
+            )
+            assessments.append(_assess(series, baseline, nadir, tf, emerged, params))
+            if tf.informative_reads > 0 and (nadir is None or tf.estimate < nadir.estimate):
+                nadir = tf
         evaluable = [a.response for a in assessments if a.response != "not_evaluable"]
         best: MolecularResponse = (
             max(evaluable, key=lambda r: _RESPONSE_RANK[r]) if evaluable else "not_evaluable"
@@ -845,7 +930,7 @@ def molecular_responses(
                 baseline_lower=baseline.lower if baseline else None,
                 baseline_upper=baseline.upper if baseline else None,
                 baseline_detected=baseline.detected if baseline else False,
-                assessments=assessments,
+                assessments=tuple(assessments),
                 best_response=best,
                 latest_response=assessments[-1].response if assessments else "not_evaluable",
             )
@@ -856,33 +941,57 @@ def molecular_responses(
 def _assess(
     series: Sequence[LocusSeries],
     baseline: TumourFraction | None,
+    nadir: TumourFraction | None,
     tf: TumourFraction,
+    emerged: tuple[str, ...],
     params: LongitudinalParams,
 ) -> ResponseAssessment:
     ratio = lower = upper = None
+    nadir_ratio = nadir_lower = None
     response: MolecularResponse = "not_evaluable"
     if baseline is not None and tf.informative_reads > 0:
         ratio, lower, upper = _ratio_profile(
             _likelihood_at(series, baseline.sample_id, params),
             _likelihood_at(series, tf.sample_id, params),
         )
-        rising = (
-            ratio is not None
-            and lower is not None
-            and lower > 1.0
-            and ratio >= params.progression_min_fold
+        nadir_ratio, nadir_lower = ratio, lower
+        if nadir is not None and nadir.sample_id != baseline.sample_id:
+            nadir_ratio, nadir_lower, _ = _ratio_profile(
+                _likelihood_at(series, nadir.sample_id, params),
+                _likelihood_at(series, tf.sample_id, params),
+            )
+        from_undetected = nadir is not None and not nadir.detected and tf.detected
+        progressed = (
+            nadir_ratio is not None
+            and nadir_lower is not None
+            and nadir_lower > 1.0
+            and (nadir_ratio >= params.progression_min_fold or from_undetected)
         )
-        if baseline.detected:
+        if progressed or (emerged and tf.informative_reads > 0):
+            response = "molecular_progression"
+        elif baseline.detected:
             if not tf.detected and tf.lod95 <= params.cmr_max_lod_ratio * baseline.estimate:
                 response = "complete_molecular_response"
             elif upper is not None and upper < params.response_fall:
                 response = "molecular_response"
-            elif rising:
-                response = "molecular_progression"
+            elif (
+                upper is not None
+                and upper < 1.0
+                and ratio is not None
+                and (ratio * params.stable_fold < 1.0)
+            ):
+                response = "falling"
+            elif (
+                lower is not None
+                and lower > 1.0
+                and ratio is not None
+                and (ratio > params.stable_fold)
+            ):
+                response = "rising"
             else:
                 response = "stable"
-        elif rising and tf.detected:
-            response = "molecular_progression"
+    elif emerged and tf.informative_reads > 0:
+        response = "molecular_progression"
     return ResponseAssessment(
         sample_id=tf.sample_id,
         collection_date=tf.collection_date,
@@ -895,6 +1004,81 @@ def _assess(
         ratio_lower=lower,
         ratio_upper=upper,
         response=response,
+        nadir_sample_id=nadir.sample_id if nadir is not None else None,
+        nadir_ratio=nadir_ratio,
+        nadir_ratio_lower=nadir_lower,
+        resistance=emerged,
+    )
+
+
+# --------------------------------------------------------------------------- references
+
+
+def baseline_clone(series: Sequence[LocusSeries], params: LongitudinalParams) -> set[str]:
+    """The tumour-fraction reference of a patient without a tracked set (tumour-naive panels,
+    metastatic monitoring): the somatic variants detected in the first draw that has any (the
+    per-locus test against background), within ``baseline_clone_vaf_ratio`` of that draw's
+    highest VAF. A panel reports every hotspot it covers, mostly at background: taking them
+    all as truncal would dilute the tumour fraction by the unmutated ones, and a subclone
+    first seen later (an emerging resistance variant) is measured against the baseline clone,
+    not part of it. A variant suspected germline is never part of it."""
+    by_draw = observations_by_draw(s for s in series if not s.germline_suspected)
+    for draw in draws_of(series):
+        detected = [
+            (locus.key, obs)
+            for locus, obs in by_draw.get(draw.sample_id, [])
+            if locus_detected(obs, params.alpha, params.min_alt_reads, params.min_background_error)
+        ]
+        if detected:
+            top = max(obs.vaf for _, obs in detected)
+            return {
+                key for key, obs in detected if obs.vaf >= params.baseline_clone_vaf_ratio * top
+            }
+    return set()
+
+
+def clonal_candidates(
+    series: Sequence[LocusSeries], params: LongitudinalParams
+) -> list[LocusSeries]:
+    """The variants a clone fit is made of: somatic (not suspected germline) and detected
+    against background in at least one draw. A hotspot a panel reports at background in
+    every draw is not part of any clone."""
+    return [
+        locus
+        for locus in series
+        if not locus.germline_suspected
+        and any(
+            locus_detected(obs, params.alpha, params.min_alt_reads, params.min_background_error)
+            for obs in locus.observations
+        )
+    ]
+
+
+# --------------------------------------------------------------------------- germline
+
+
+def germline_suspected(
+    observations: Sequence[LocusObservation],
+    *,
+    gene: str | None,
+    protein_change: str | None,
+    normal_vafs: Sequence[float],
+    params: LongitudinalParams,
+) -> bool:
+    """Whether a plasma variant looks inherited rather than tumour-derived: a known common
+    polymorphism of the monitored genes, support in a matched normal (VAF >=
+    ``germline_normal_vaf``), or a VAF in the heterozygous band (or near 1) in every draw with
+    enough depth. Such variants are shown but kept out of the tumour fraction, clones,
+    heterogeneity and resistance (a heterozygous germline ERBB2 I655V would otherwise read as a
+    tumour fraction of 1)."""
+    if (gene, protein_change) in params.germline_polymorphisms:
+        return True
+    if any(vaf >= params.germline_normal_vaf for vaf in normal_vafs):
+        return True
+    deep = [obs for obs in observations if obs.depth >= params.germline_min_depth]
+    low, high = params.germline_vaf_band
+    return bool(deep) and all(
+        low <= obs.vaf <= high or obs.vaf >= params.germline_min_vaf for obs in deep
     )
 
 
@@ -912,18 +1096,88 @@ class LongitudinalReport:
     responses: tuple[LineResponse, ...]
 
 
+class RccfCache(Protocol):
+    """Where a caller keeps the rCCFs of draws already computed (a dict serves)."""
+
+    def get(self, key: str, /) -> tuple[RelativeCCF, ...] | None: ...
+
+    def __setitem__(self, key: str, value: tuple[RelativeCCF, ...], /) -> None: ...
+
+
+def draw_relative_ccfs(
+    series: Sequence[LocusSeries],
+    params: LongitudinalParams,
+    seed: Sequence[int],
+    fractions: Sequence[TumourFraction],
+    cache: RccfCache | None = None,
+) -> list[RelativeCCF]:
+    """``relative_ccfs`` draw by draw, each draw's Monte Carlo seeded by (seed, crc32 of its
+    sample id): a draw's rCCFs depend on its own reads only, not on the other draws, so a
+    caller may keep them (``cache``, keyed by a digest of exactly what they depend on) and a
+    new draw costs one Monte Carlo, not the whole history again."""
+    trunk = {locus.key for locus in truncal_series(series)}
+    flagged = next((locus for locus in series if locus.truncal), None)
+    by_draw = observations_by_draw(series)
+    result: list[RelativeCCF] = []
+    for draw, fraction in zip(draws_of(series), fractions, strict=True):
+        pairs = by_draw[draw.sample_id]
+        alone = [replace(locus, observations=(obs,)) for locus, obs in pairs]
+        if flagged is not None and not any(locus.truncal for locus, _ in pairs):
+            # Keep the series' truncal set flagged (here: empty for this draw), or the one-draw
+            # series would fall back to "every locus is truncal".
+            alone.append(replace(flagged, observations=()))
+        draw_seed = [*seed, zlib.crc32(draw.sample_id.encode())]
+        key = hashlib.sha256(
+            repr(
+                (
+                    params,
+                    draw_seed,
+                    draw,
+                    fraction.detected,
+                    [
+                        (
+                            locus.key,
+                            locus.key in trunk,
+                            locus.germline_suspected,
+                            obs.alt_reads,
+                            obs.depth,
+                        )
+                        for locus, obs in pairs
+                    ],
+                )
+            ).encode()
+        ).hexdigest()
+        hit = cache.get(key) if cache is not None else None
+        if hit is None:
+            rng = np.random.default_rng(draw_seed)
+            hit = tuple(relative_ccfs(alone, params, rng, [fraction]))
+            if cache is not None:
+                cache[key] = hit
+        result.extend(hit)
+    return result
+
+
 def longitudinal_report(
     series: Sequence[LocusSeries],
     lines: Sequence[TherapyLine],
     params: LongitudinalParams,
-    rng: np.random.Generator,
+    seed: Sequence[int],
+    *,
+    fractions: Sequence[TumourFraction] | None = None,
+    emergences: Sequence[tuple[dt.date, str, str]] = (),
+    cache: RccfCache | None = None,
 ) -> LongitudinalReport:
-    """Tumour fraction, rCCF, MATH and molecular response of one patient in one call."""
-    fractions = tuple(tumour_fractions(series, params))
+    """Tumour fraction, rCCF, MATH and molecular response of one patient in one call.
+
+    ``fractions`` replaces the draws' tumour fractions (the service passes the values its MRD
+    calls issued, so that one draw has one tumour fraction everywhere); ``emergences`` are the
+    resistance variants that emerged (``molecular_responses``); ``cache`` keeps each draw's
+    rCCFs (``draw_relative_ccfs``)."""
+    fractions = tuple(fractions if fractions is not None else tumour_fractions(series, params))
     return LongitudinalReport(
         params=params,
         tumour_fractions=fractions,
-        relative_ccfs=tuple(relative_ccfs(series, params, rng, fractions)),
+        relative_ccfs=tuple(draw_relative_ccfs(series, params, seed, fractions, cache)),
         math_scores=tuple(math_scores(series, params)),
-        responses=tuple(molecular_responses(series, lines, params, fractions)),
+        responses=tuple(molecular_responses(series, lines, params, fractions, emergences)),
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ from services.genomics.longitudinal import (
     LocusObservation,
     LocusSeries,
     LongitudinalParams,
+    RelativeCCF,
     fit_fraction,
     longitudinal_report,
     math_scores,
@@ -225,8 +227,9 @@ def _line(start_day: int = 0, stop_day: int | None = None) -> list[TherapyLine]:
         ([0.10, 0.02], "molecular_response"),
         ([0.10, 0.0], "complete_molecular_response"),
         ([0.10, 0.30], "molecular_progression"),
-        ([0.10, 0.08], "stable"),
-        ([0.10, 0.12], "stable"),
+        ([0.10, 0.08], "falling"),  # significant, not a >= 50 % fall
+        ([0.10, 0.12], "stable"),  # within the between-draw reproducibility
+        ([0.10, 0.14], "rising"),  # significant, not a 2-fold rise
         ([0.0, 0.05], "molecular_progression"),
         ([0.0, 0.0], "not_evaluable"),
     ],
@@ -291,16 +294,36 @@ def test_no_change_is_stable_in_most_seeds() -> None:
 
 
 def test_best_and_latest_differ_when_a_response_is_lost() -> None:
+    """A rise from the line's nadir is progression even while the tumour fraction is still
+    below its baseline (0.01 -> 0.08: eight-fold from the nadir, 0.8x the baseline)."""
     series = simulate(np.random.default_rng(9), [0.10, 0.02, 0.01, 0.08, 0.25])
     (response,) = molecular_responses(series, _line(), P)
     assert [a.response for a in response.assessments] == [
         "molecular_response",
         "molecular_response",
-        "stable",
+        "molecular_progression",
         "molecular_progression",
     ]
+    assert [a.nadir_sample_id for a in response.assessments] == ["s0", "s1", "s2", "s2"]
     assert response.best_response == "molecular_response"
     assert response.latest_response == "molecular_progression"
+
+
+def test_an_emerging_resistance_clone_is_progression() -> None:
+    series = simulate(np.random.default_rng(9), [0.10, 0.05, 0.05])
+    plain = molecular_responses(series, _line(), P)[0]
+    assert plain.latest_response != "molecular_progression"
+    day = plain.assessments[-1].collection_date
+    other_class = molecular_responses(
+        series, _line(), P, emergences=[(day, "ERBB2 p.T798I", "her2_tki")]
+    )[0]
+    assert other_class.latest_response == plain.latest_response
+    (response,) = molecular_responses(
+        series, _line(), P, emergences=[(day, "ESR1 p.D538G", "aromatase_inhibitor")] * 2
+    )
+    assert response.latest_response == "molecular_progression"
+    assert response.assessments[-1].resistance == ("ESR1 p.D538G",)
+    assert response.assessments[0].response == plain.assessments[0].response
 
 
 def test_baseline_rules() -> None:
@@ -318,7 +341,61 @@ def test_baseline_rules() -> None:
 
 def test_report_bundles_everything_with_its_parameters() -> None:
     series = simulate(np.random.default_rng(1), [0.1, 0.02], subclones=(("sub", [0.5, 0.5]),))
-    report = longitudinal_report(series, _line(), P, np.random.default_rng(0))
+    report = longitudinal_report(series, _line(), P, (0,))
     assert report.params.version == P.version
     assert len(report.tumour_fractions) == 2 and len(report.math_scores) == 2
     assert len(report.relative_ccfs) == 18 and len(report.responses) == 1
+
+
+# --------------------------------------------------------------------------- draw by draw
+
+
+def _random_series(rng: np.random.Generator, flag_truncal: bool) -> list[LocusSeries]:
+    draws = [(f"S{i}", D0 + dt.timedelta(days=30 * i)) for i in range(6)]
+    series = []
+    for j in range(12):
+        observations = tuple(
+            LocusObservation(sid, day, int(rng.integers(0, 30)), int(rng.integers(500, 3000)), 1e-4)
+            for sid, day in draws
+            if rng.random() < 0.7
+        )
+        if observations:
+            truncal = flag_truncal and j < 4
+            series.append(
+                LocusSeries(f"chr3:{179234000 + j}:A>G", "PIK3CA", None, observations, truncal)
+            )
+    return series
+
+
+@pytest.mark.parametrize("flag_truncal", [True, False])
+def test_the_report_does_not_depend_on_the_cache(flag_truncal: bool) -> None:
+    """A worker keeps each draw's rCCFs: the report is the same cold, warm and without one."""
+    rng = np.random.default_rng(11)
+    for _ in range(10):
+        series = _random_series(rng, flag_truncal)
+        cache: dict[str, tuple[RelativeCCF, ...]] = {}
+        cold = longitudinal_report(series, [], P, (7,), cache=cache)
+        warm = longitudinal_report(series, [], P, (7,), cache=cache)
+        none = longitudinal_report(series, [], P, (7,))
+        assert cold == warm == none
+        assert list(cold.tumour_fractions) == tumour_fractions(series, P)
+
+
+def test_a_new_draw_leaves_the_earlier_draws_as_they_were() -> None:
+    series = _random_series(np.random.default_rng(5), True)
+    first = longitudinal_report(series, [], P, (7,))
+    extra = [
+        replace(
+            s,
+            observations=(
+                *s.observations,
+                LocusObservation("S9", D0 + dt.timedelta(days=400), 9, 2000, 1e-4),
+            ),
+        )
+        for s in series
+    ]
+    longer = longitudinal_report(extra, [], P, (7,))
+    earlier = {(r.key, r.sample_id): r for r in first.relative_ccfs}
+    assert all(
+        earlier[(r.key, r.sample_id)] == r for r in longer.relative_ccfs if r.sample_id != "S9"
+    )
