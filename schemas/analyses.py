@@ -87,7 +87,7 @@ class MrdBody(_Body):
     patient_id: str
     status: MrdPatientStatus
     reason: str | None
-    surgery_date: dt.date | None
+    surgery_date: dt.date | None = None
     calls: list[MrdCallBody]
     molecular_relapse_date: dt.date | None = Field(
         description="First POSITIVE draw of the first confirmed positive run"
@@ -95,14 +95,122 @@ class MrdBody(_Body):
     relapse_confirmed_date: dt.date | None = Field(
         default=None, description="The draw that confirmed the molecular relapse"
     )
-    clinical_relapse_date: dt.date | None
+    clinical_relapse_date: dt.date | None = None
     lead_time_days: int | None
-    loci_tracked: int
-    rule_version: str
-    background_version: str
+    loci_tracked: int = 0
+    rule_version: str | None = Field(default=None, description="None: nothing computed yet")
+    background_version: str | None = None
     background_models: list[BackgroundModelRef] = Field(default_factory=list)
-    specificity: float
-    threshold_specificity: float
-    confirmation_specificity: float
-    min_informative_reads: int
-    computed_at: str
+    specificity: float | None = None
+    threshold_specificity: float | None = None
+    confirmation_specificity: float | None = None
+    min_informative_reads: int | None = None
+    computed_at: str | None = None
+
+
+class TrendSample(_Body):
+    """One plasma draw in ``/trends``."""
+
+    sample_id: str
+    collection_date: dt.date
+    tumor_fraction: float | None = Field(description="ctDNA fraction of the cfDNA")
+    tumor_fraction_ci: list[float | None] | None = None
+    tumor_fraction_method: Literal["tumour_informed", "panel_vaf"] | None = Field(
+        default=None,
+        description="tumour_informed: the tracked loci weighted by their allele fraction in "
+        "tumour DNA; panel_vaf: without tissue, from the clone seen at baseline",
+    )
+    tumor_fraction_source: Literal["mrd_call", "trends"] | None = Field(
+        default=None, description="mrd_call: the draw's MRD call as issued (the same number)"
+    )
+    detected: bool | None = None
+    p_value: float | None = None
+    lod95: float | None = None
+    mutant_reads: int | None = None
+    informative_reads: int | None = None
+    math_score: float | None = Field(
+        default=None, description="MATH over the measurable somatic variants, when >= 3"
+    )
+    math_variants: int | None = None
+
+
+class TrendPoint(_Body):
+    sample_id: str
+    collection_date: dt.date
+    alt_reads: int
+    depth: int
+    vaf: float
+    rccf: float | None
+    rccf_ci: list[float | None] | None
+
+
+class TrendVariant(_Body):
+    locus_key: str
+    gene: str | None
+    protein_change: str | None
+    tracked: bool
+    truncal: bool = Field(description="Part of the tumour-fraction reference")
+    germline_suspected: bool = False
+    points: list[TrendPoint]
+
+
+class ResponseAssessmentBody(_Body):
+    sample_id: str
+    collection_date: dt.date
+    tumour_fraction: float
+    response: str
+    ratio: float | None
+    nadir_sample_id: str | None = None
+    nadir_ratio: float | None = None
+    resistance: list[str] = Field(default_factory=list)
+
+
+class LineResponseBody(_Body):
+    line: dict[str, object]
+    baseline_sample_id: str | None
+    baseline_tf: float | None
+    assessments: list[ResponseAssessmentBody]
+    best_response: str
+    latest_response: str
+
+
+class TrendsBody(_Body):
+    """``GET /v1/patients/{patient_id}/trends``."""
+
+    patient_id: str
+    samples: list[TrendSample]
+    variants: list[TrendVariant]
+    responses: list[LineResponseBody]
+    therapy_lines: list[dict[str, object]] = Field(default_factory=list)
+    events: list[dict[str, object]] = Field(default_factory=list)
+    params_version: str | None = None
+    computed_at: str | None = None
+
+
+class CloneMember(_Body):
+    locus_key: str
+    gene: str | None
+    protein_change: str | None
+
+
+class CloneBody(_Body):
+    clone_id: int
+    status: Literal["emerging", "expanding", "stable", "declining", "cleared"]
+    label_p_value: float | None
+    label_fold_change: float | None
+    members: list[CloneMember]
+    ccf_series: list[dict[str, object]]
+
+
+class ClonesBody(_Body):
+    """``GET /v1/patients/{patient_id}/clones``: a beta-binomial trajectory mixture over the
+    detected somatic variants (``error`` says why there is none)."""
+
+    patient_id: str
+    clones: list[CloneBody]
+    params_version: str | None = None
+    computed_at: str | None = None
+    method: str | None = None
+    n_clones: int | None = None
+    samples: list[dict[str, object]] = Field(default_factory=list)
+    error: str | None = None

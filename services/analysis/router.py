@@ -13,6 +13,7 @@ import anyio
 from fastapi import APIRouter, Request, Response, status
 
 from schemas.amendments import AmendmentList, AmendmentRead
+from schemas.analyses import ClonesBody, MrdBody, TrendsBody
 from schemas.samples import JobRead
 from services.analysis import amendments, repository
 from services.analysis.service import NOT_APPLICABLE, request_recompute
@@ -60,7 +61,11 @@ async def _serve(kind: str, patient_id: str, principal: Principal, request: Requ
     return Response(content=body, media_type="application/json")
 
 
-@router.get("/{patient_id}/mrd", summary="Tumour-informed MRD calls after surgery")
+@router.get(
+    "/{patient_id}/mrd",
+    summary="Tumour-informed MRD calls after surgery",
+    responses={200: {"model": MrdBody, "description": "The stored MRD body"}},
+)
 async def get_mrd(patient_id: str, principal: Reader, request: Request) -> Response:
     """`{status, calls: [{sample_id, collection_date, call, score, p_value, tumor_fraction,
     lod95, loci_detected, loci_tracked, informative_reads, ..., amendments}],
@@ -75,12 +80,20 @@ async def get_mrd(patient_id: str, principal: Reader, request: Request) -> Respo
     return await _serve("mrd", patient_id, principal, request)
 
 
-@router.get("/{patient_id}/trends", summary="Tumour fraction and per-variant VAF series")
+@router.get(
+    "/{patient_id}/trends",
+    summary="Tumour fraction and per-variant VAF series",
+    responses={200: {"model": TrendsBody, "description": "The stored trends body"}},
+)
 async def get_trends(patient_id: str, principal: Reader, request: Request) -> Response:
     return await _serve("trends", patient_id, principal, request)
 
 
-@router.get("/{patient_id}/clones", summary="Clones with member variants and CCF series")
+@router.get(
+    "/{patient_id}/clones",
+    summary="Clones with member variants and CCF series",
+    responses={200: {"model": ClonesBody, "description": "The stored clones body"}},
+)
 async def get_clones(patient_id: str, principal: Reader, request: Request) -> Response:
     return await _serve("clones", patient_id, principal, request)
 

@@ -21,11 +21,12 @@ from typing import Any
 
 import numpy as np
 import structlog
+from pydantic import BaseModel
 from sqlalchemy import delete, exists, select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from schemas.analyses import MrdBody
+from schemas.analyses import ClonesBody, MrdBody, TrendsBody
 from services.alerts import service as alerts
 from services.analysis import amendments
 from services.analysis import backgrounds as site_backgrounds
@@ -672,9 +673,10 @@ def _iso(value: dt.date | None) -> str | None:
     return value.isoformat() if value else None
 
 
-def _validated(body: dict[str, Any]) -> dict[str, Any]:
-    """The body checked against its declared contract (schemas.analyses.MrdBody)."""
-    MrdBody.model_validate(body)
+def _validated(body: dict[str, Any], contract: type[BaseModel] = MrdBody) -> dict[str, Any]:
+    """The body checked against its declared contract (schemas.analyses): what is stored and
+    served as bytes is what OpenAPI declares."""
+    contract.model_validate(body)
     return body
 
 
@@ -804,7 +806,7 @@ def _trends(
             }
             for s in data.plasma()
         ]
-        return body
+        return _validated(body, TrendsBody)
     calls = {c["sample_id"]: c for c in mrd.get("calls", [])}
     method = "tumour_informed" if tracked_keys else "panel_vaf"
     fractions = [
@@ -883,7 +885,7 @@ def _trends(
             }
         )
     body["responses"] = jsonable(report.responses)
-    return body
+    return _validated(body, TrendsBody)
 
 
 class _LruCache:
@@ -942,12 +944,12 @@ def _clones(
     series = clonal_candidates(series, LONGITUDINAL_PARAMS)
     if not series:
         body["error"] = "no somatic variant detected in plasma: no clone to fit"
-        return body
+        return _validated(body, ClonesBody)
     try:
         fit = fit_clones(series, CLONE_PARAMS, rng, longitudinal_params=LONGITUDINAL_PARAMS)
     except InvalidInput as exc:
         body["error"] = exc.detail
-        return body
+        return _validated(body, ClonesBody)
     names = {s.key: (s.gene, s.protein_change) for s in series}
     body.update({"method": fit.method, "n_clones": fit.n_clones, "bic": fit.bic})
     # The heterogeneity index per sample: MATH and the number of clones present in it.
@@ -967,7 +969,7 @@ def _clones(
             }
         )
     body["assignments"] = jsonable(fit.assignments)
-    return body
+    return _validated(body, ClonesBody)
 
 
 def _resistance(
