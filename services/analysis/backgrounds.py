@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import structlog
-from sqlalchemy import and_, func, select
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from services.analysis.models import BackgroundModel
@@ -264,6 +264,11 @@ class LocusControls:
     own: dict[str, list[BackgroundCounts]]
 
 
+# The controls of a locus are read up to this many rows, of the latest samples: enough to know
+# its rate (a few hundred thousand molecules), and a recompute costs the same at any site size.
+CONTROLS_PER_LOCUS = 100
+
+
 def locus_controls(
     session: Session,
     scope: str,
@@ -273,11 +278,13 @@ def locus_controls(
 ) -> LocusControls:
     """The independent controls of the given loci: the panel of normals, the matched normals
     (this patient's and any other's, once per patient), other patients' plasma at loci they
-    do not track. The patient's own plasma draws are not controls here (its earlier NEGATIVE
-    draws are added by the MRD series)."""
+    do not track, at most ``CONTROLS_PER_LOCUS`` rows of other patients per locus (the latest
+    samples first, so the same data give the same rows). The patient's own plasma draws are
+    not controls here (its earlier NEGATIVE draws are added by the MRD series)."""
     if not keys:
         return LocusControls({}, {})
-    other_tracks = (
+    wanted = sorted(set(keys))
+    tracked_by_own_patient = (
         select(TrackedVariant.id)
         .where(
             TrackedVariant.patient_pk == Sample.patient_pk,
@@ -286,38 +293,60 @@ def locus_controls(
         )
         .exists()
     )
-    shared: dict[str, list[BackgroundCounts]] = defaultdict(list)
-    own: dict[str, list[BackgroundCounts]] = defaultdict(list)
-    normals: dict[tuple[int, str, str], tuple[int, int]] = {}
-    for row in session.execute(
-        select(
-            Sample.patient_pk,
-            Sample.sample_type,
-            Sample.resolved_normal_sample,
-            Variant.locus_key,
-            Variant.alt_reads,
-            Variant.depth,
-            Variant.normal_alt_reads,
-            Variant.normal_depth,
-            other_tracks.label("tracked_by_own_patient"),
-        )
+    columns = (
+        Sample.id.label("sample_pk"),
+        Sample.patient_pk,
+        Sample.sample_type,
+        Sample.resolved_normal_sample,
+        Variant.locus_key,
+        Variant.alt_reads,
+        Variant.depth,
+        Variant.normal_alt_reads,
+        Variant.normal_depth,
+    )
+    base = (
+        select(*columns)
         .join(Sample, Sample.id == Variant.sample_pk)
         .where(
             *_in_scope(scope, assay),
             Sample.sample_type.in_(("plasma", "normal")),
-            Variant.locus_key.in_(sorted(set(keys))),
+            Variant.locus_key.in_(wanted),
         )
-        .order_by(Sample.id, Variant.locus_key)
-    ):
+    )
+    ranked = (
+        base.add_columns(
+            tracked_by_own_patient.label("tracked"),
+            func.row_number()
+            .over(partition_by=Variant.locus_key, order_by=Sample.id.desc())
+            .label("rank"),
+        )
+        .where(
+            Sample.patient_pk != patient_pk,
+            or_(
+                Sample.sample_type == "normal",
+                Variant.normal_depth > 0,
+                ~tracked_by_own_patient,
+            ),
+        )
+        .subquery()
+    )
+    others = select(ranked).where(ranked.c.rank <= CONTROLS_PER_LOCUS)
+    mine = base.where(Sample.patient_pk == patient_pk)
+    shared: dict[str, list[BackgroundCounts]] = defaultdict(list)
+    own: dict[str, list[BackgroundCounts]] = defaultdict(list)
+    normals: dict[tuple[int, str, str], tuple[int, int]] = {}
+    rows = [*session.execute(others), *session.execute(mine)]
+    for row in sorted(rows, key=lambda r: (r.sample_pk, r.locus_key)):
         key = row.locus_key
+        mine_row = row.patient_pk == patient_pk
         if row.normal_depth and row.normal_alt_reads is not None:
             _keep_deepest(normals, (row.patient_pk, row.resolved_normal_sample or "", key), row)
         if not row.depth or row.alt_reads is None:
             continue
         counts = BackgroundCounts(min(row.alt_reads, row.depth), row.depth)
         if row.sample_type == "normal":
-            (own if row.patient_pk == patient_pk else shared)[key].append(counts)
-        elif row.patient_pk != patient_pk and not row.tracked_by_own_patient:
+            (own if mine_row else shared)[key].append(counts)
+        elif not mine_row and not row.tracked:
             shared[key].append(counts)
     for (patient, _, key), (alt, depth) in sorted(normals.items()):
         (own if patient == patient_pk else shared)[key].append(BackgroundCounts(alt, depth))

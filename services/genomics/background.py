@@ -449,20 +449,23 @@ _DEPTH_BIN = 0.005
 def _collect(
     controls: Mapping[str, Sequence[BackgroundCounts]],
     extra: Mapping[str, Sequence[tuple[int, int, float]]],
-    params: BackgroundParams,
+    budget: int | None,
 ) -> _Rows:
+    """The rows of every locus with any, each locus' rows contiguous (its controls, then its
+    ``extra`` weighted rows); with a ``budget``, whole loci in an order fixed by a hash of their
+    keys until it is spent."""
     keys = sorted({k for k, v in controls.items() if v} | {k for k, v in extra.items() if v})
-    # Bound the fit: whole loci, in an order fixed by a hash of their keys, until the budget.
-    by_hash = sorted(keys, key=lambda k: hashlib.sha256(k.encode()).digest())
-    chosen: set[str] = set()
-    used = 0
-    for key in by_hash:
-        size = len(controls.get(key, ())) + len(extra.get(key, ()))
-        if used + size > params.max_fit_rows and chosen:
-            continue
-        chosen.add(key)
-        used += size
-    keys = [k for k in keys if k in chosen]
+    if budget is not None:
+        by_hash = sorted(keys, key=lambda k: hashlib.sha256(k.encode()).digest())
+        chosen: set[str] = set()
+        used = 0
+        for key in by_hash:
+            size = len(controls.get(key, ())) + len(extra.get(key, ()))
+            if used + size > budget and chosen:
+                continue
+            chosen.add(key)
+            used += size
+        keys = [k for k in keys if k in chosen]
     alt: list[int] = []
     depth: list[int] = []
     weight: list[float] = []
@@ -712,7 +715,7 @@ def fit_assay_model(
         return table
 
     weights = [1.0] * len(draws)
-    rows = _collect(controls, draw_rows(weights), params)
+    rows = _collect(controls, draw_rows(weights), params.max_fit_rows)
     model, locus_ll = _fit_hyperparameters(rows, params, len(draws))
     # Reweight the draws by P(no ctDNA) under the current model and refit, until the weights
     # settle: a draw with ctDNA would otherwise pass for over-dispersed noise.
@@ -724,7 +727,7 @@ def fit_assay_model(
         estimates = _draw_null_weights(model, locus_ll, rows, [draws[i] for i in inside], params)
         for i, w in zip(inside, estimates, strict=True):
             weights[i] = w
-        rows = _collect(controls, draw_rows(weights), params)
+        rows = _collect(controls, draw_rows(weights), params.max_fit_rows)
         model, locus_ll = _fit_hyperparameters(rows, params, round(sum(weights)), model.sigma)
     return model
 
@@ -830,29 +833,44 @@ def locus_backgrounds(
     as controls too; a locus where one of them carries mutant reads the error model does not
     explain (clonal haematopoiesis, a germline or artefactual allele of this patient) is
     blacklisted for this patient: its plasma reads there are not evidence of tumour DNA.
-    Without a model every locus is returned unknown (``known=False``)."""
+    Without a model every locus is returned unknown (``known=False``). Every locus' rows are
+    evaluated together (a panel patient has hundreds of loci)."""
     own = own_normals or {}
     keys = sorted(set(controls_by_locus) | set(loci) | set(own))
+    combined = {k: [*controls_by_locus.get(k, ()), *own.get(k, ())] for k in keys}
     if model is None:
-        return {
-            k: _unknown(k, [*controls_by_locus.get(k, ()), *own.get(k, ())], params) for k in keys
-        }
+        return {k: _unknown(k, combined[k], params) for k in keys}
     grid = rate_grid(params)
+    rows = _collect(combined, {}, None)
+    contaminant = _contaminant_log_pmf(rows.alt, rows.depth, params)
+    error = _error_log_likelihood(rows.alt, rows.depth, model.sigma, params)
+    locus_ll = _locus_log_likelihood(
+        rows, _mix_contaminant(error, contaminant, model.contamination)
+    )
+    position = {key: i for i, key in enumerate(rows.keys)}
+    starts = np.searchsorted(rows.row_locus, np.arange(len(rows.keys) + 1))
+    priors = {
+        cls: _prior_log_weights(model.prior_for(cls), grid)
+        for cls in {locus_class(k) for k in keys}
+    }
+    log_null = math.log1p(-model.contamination)
+    log_cont = math.log(model.contamination)
     result: dict[str, LocusBackground] = {}
-    prior_cache: dict[str, FloatArray] = {}
     for key in keys:
-        counts = [*controls_by_locus.get(key, ()), *own.get(key, ())]
         prior = model.prior_for(locus_class(key))
-        if prior.source not in prior_cache:
-            prior_cache[prior.source] = _prior_log_weights(prior, grid)
-        log_post = prior_cache[prior.source].copy()
+        log_post = priors[locus_class(key)].copy()
+        counts = combined[key]
         flags = np.zeros(len(counts), dtype=np.bool_)
-        if counts:
-            alt = np.array([c.alt_reads for c in counts], dtype=np.float64)
-            depth = np.array([c.depth for c in counts], dtype=np.float64)
-            row_ll = _row_log_likelihood(alt, depth, model.sigma, model.contamination, params)
-            log_post += row_ll.sum(axis=0)
-            flags = _mutated_rows(alt, depth, log_post, model, params)
+        if key in position:
+            i = position[key]
+            log_post += locus_ll[i]
+            pairs = rows.row_index[starts[i] : starts[i + 1]]
+            candidates = np.flatnonzero(rows.alt[pairs] >= 2)
+            if candidates.size:
+                post = log_post - special.logsumexp(log_post)
+                picked = pairs[candidates]
+                explained = special.logsumexp(error[picked] + post[None, :], axis=1) + log_null
+                flags[candidates] = contaminant[picked] + log_cont > explained
         own_mutated = bool(flags[len(counts) - len(own.get(key, ())) :].any())
         reason = (
             "mutated in the patient's own normal (clonal haematopoiesis, germline or artefact)"
@@ -863,25 +881,6 @@ def locus_backgrounds(
             key, log_post, counts, reason, prior.source, model.sigma, model.contamination, params
         )
     return result
-
-
-def _mutated_rows(
-    alt: FloatArray,
-    depth: FloatArray,
-    log_post: FloatArray,
-    model: AssayModel,
-    params: BackgroundParams,
-) -> npt.NDArray[np.bool_]:
-    """Rows (with >= 2 mutant reads) whose posterior responsibility of the contamination
-    component exceeds 1/2: a real mutation in that control, not noise."""
-    if not np.any(alt >= 2):
-        return np.zeros(alt.size, dtype=np.bool_)
-    post = log_post - special.logsumexp(log_post)
-    error = _error_log_likelihood(alt, depth, model.sigma, params)
-    log_error = special.logsumexp(error + post[None, :], axis=1) + math.log1p(-model.contamination)
-    log_cont = _contaminant_log_pmf(alt, depth, params) + math.log(model.contamination)
-    flags: npt.NDArray[np.bool_] = (log_cont > log_error) & (alt >= 2)
-    return flags
 
 
 def update_with_negative_draws(
