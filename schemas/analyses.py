@@ -79,6 +79,9 @@ class MrdCallBody(_Body):
     params_version: str
     mutant_molecules_per_ml: float | None
     fingerprint: str
+    background_model: str | None = Field(
+        default=None, description="Digest of the assay background model the call was made on"
+    )
 
 
 class MrdBody(_Body):
@@ -142,6 +145,7 @@ class TrendPoint(_Body):
     vaf: float
     rccf: float | None
     rccf_ci: list[float | None] | None
+    background_error: float | None = None
 
 
 class TrendVariant(_Body):

@@ -290,11 +290,13 @@ def run_clones(job_id: str, *, defer: bool = True) -> str:
             jobs.defer(job)
             return "deferred"
         patient = session.get(Patient, job.patient_pk)
-        if patient is not None:
-            data = _load(session, patient)
-            series = _evidence(session, data).series
+        trends = stored_body(session, patient.id, "trends") if patient is not None else None
+        if patient is not None and trends is not None:
+            # The clones are fitted on the series the stored trends were computed from: no
+            # second reading of the patient's rows and backgrounds.
+            series = _series_of_trends(json.loads(trends))
             rng = np.random.default_rng(_seed(patient))
-            _store(session, patient.id, "clones", _clones(data, series, rng), None)
+            _store(session, patient.id, "clones", _clones(patient, series, rng), None)
         jobs.finish(session, job)
     return "succeeded"
 
@@ -360,14 +362,20 @@ class _Evidence:
 
 def _evidence(session: Session, data: _Patient) -> _Evidence:
     tracked = [t for t in data.tracked if t.kept]
-    monitored = {
-        key
-        for rows in data.rows_by_sample.values()
-        for key, row in rows.items()
-        if row.in_monitored_gene
-    }
+    # A monitored variant needs its background only where it has mutant reads in some draw
+    # (a locus read at 0 in every draw is detected nowhere, whatever its error rate): the
+    # others keep their class prior, and a panel's hundreds of empty loci cost nothing.
+    monitored: dict[str, bool] = {}
+    for rows in data.rows_by_sample.values():
+        for key, row in rows.items():
+            if row.in_monitored_gene:
+                monitored[key] = monitored.get(key, False) or bool(row.alt_reads)
+    tracked_keys = {t.locus_key for t in tracked}
     models, backgrounds = _backgrounds(
-        session, data, sorted({t.locus_key for t in tracked} | monitored)
+        session,
+        data,
+        sorted(tracked_keys | set(monitored)),
+        sorted(tracked_keys | {key for key, reads in monitored.items() if reads}),
     )
     weights = allele_weights(
         {t.locus_key: t.tumor_af for t in tracked},
@@ -476,11 +484,12 @@ def _propose_tracked(session: Session, data: _Patient) -> bool:
 
 
 def _backgrounds(
-    session: Session, data: _Patient, keys: Sequence[str]
+    session: Session, data: _Patient, keys: Sequence[str], read: Sequence[str]
 ) -> tuple[dict[str, site_backgrounds.StoredModel], dict[str, dict[str, LocusBackground]]]:
     """Per assay of the patient's plasma draws: the assay's background model (refitted when
     the assay has grown enough; a material change queues a recompute of the assay's other
-    MRD patients) and the posterior of each locus from its independent controls."""
+    MRD patients) and the posterior of each locus of ``keys`` from its independent controls
+    (read for the loci of ``read``; the others keep their class prior)."""
     assays = site_backgrounds.assays_of(data.plasma()) or ["default"]
     models: dict[str, site_backgrounds.StoredModel] = {}
     per_assay: dict[str, dict[str, LocusBackground]] = {}
@@ -496,7 +505,7 @@ def _backgrounds(
                 reason=f"the background model of assay {assay} was refitted",
             )
         controls = site_backgrounds.locus_controls(
-            session, stored.scope, assay, data.patient.id, keys
+            session, stored.scope, assay, data.patient.id, read
         )
         models[assay] = stored
         per_assay[assay] = locus_backgrounds(
@@ -651,6 +660,10 @@ def _mrd(data: _Patient, evidence: _Evidence, previous: dict[str, Any] | None) -
                 "loci_reported": drawn.loci_reported,
                 "mutant_molecules_per_ml": _molecules_per_ml(drawn.call, by_id[drawn.sample_id]),
                 "fingerprint": drawn.fingerprint,
+                # the background model the call was made on (kept with the call as issued)
+                "background_model": evidence.models[drawn.assay].digest
+                if drawn.assay in evidence.models
+                else None,
             }
         )
     body["status"] = str(series.status)
@@ -869,6 +882,7 @@ def _trends(
                     "vaf": obs.vaf,
                     "rccf": ratio.rccf if ratio else None,
                     "rccf_ci": [ratio.lower, ratio.upper] if ratio and ratio.evaluable else None,
+                    "background_error": obs.background_error,
                 }
             )
         body["variants"].append(
@@ -932,11 +946,35 @@ def _one_fraction(tf: TumourFraction, call: dict[str, Any] | None) -> TumourFrac
     )
 
 
+def _series_of_trends(body: dict[str, Any]) -> list[LocusSeries]:
+    """The per-variant series a stored /trends body was computed from."""
+    return [
+        LocusSeries(
+            key=variant["locus_key"],
+            gene=variant["gene"],
+            protein_change=variant["protein_change"],
+            observations=tuple(
+                LocusObservation(
+                    sample_id=point["sample_id"],
+                    collection_date=dt.date.fromisoformat(point["collection_date"]),
+                    alt_reads=point["alt_reads"],
+                    depth=point["depth"],
+                    background_error=point.get("background_error") or BACKGROUND_PARAMS.floor,
+                )
+                for point in variant["points"]
+            ),
+            truncal=variant["truncal"],
+            germline_suspected=variant.get("germline_suspected", False),
+        )
+        for variant in body.get("variants", [])
+    ]
+
+
 def _clones(
-    data: _Patient, series: Sequence[LocusSeries], rng: np.random.Generator
+    patient: Patient, series: Sequence[LocusSeries], rng: np.random.Generator
 ) -> dict[str, Any]:
     body: dict[str, Any] = {
-        "patient_id": data.patient.patient_id,
+        "patient_id": patient.patient_id,
         "clones": [],
         "params_version": CLONE_PARAMS.version,
         "computed_at": utcnow().isoformat(),

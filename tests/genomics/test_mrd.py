@@ -648,6 +648,33 @@ def series_of(patient: SimPatient, bg: dict[str, LocusBackground], params: MrdPa
     )
 
 
+def test_days_since_surgery_count_from_the_latest_surgery() -> None:
+    """A second operation restarts the 14-day clock; draws before the first are not called."""
+    first, second = date(2024, 1, 10), date(2024, 6, 1)
+    keys = [f"chr1:{1000 + i}:C>A" for i in range(16)]
+    bg = {k: point_background(3e-5, k) for k in keys}
+    draws = [
+        PlasmaDraw(f"S{i}", day, {k: (0, 4000) for k in keys})
+        for i, day in enumerate(
+            (date(2024, 1, 1), date(2024, 3, 1), date(2024, 6, 8), date(2024, 7, 1))
+        )
+    ]
+    series = call_series(
+        draws,
+        {k: 0.5 for k in keys},
+        {"default": bg},
+        surgery_dates=[second, first],
+        clinical_relapse_date=None,
+        params=FAST,
+        background_params=BackgroundParams(),
+        seed=(1,),
+    )
+    assert [c.sample_id for c in series.calls] == ["S1", "S2", "S3"]
+    assert [c.call.days_since_surgery for c in series.calls] == [51, 7, 30]
+    assert [c.call.reason for c in series.calls][1] == "early_postop"
+    assert series.status is PatientStatus.NEGATIVE
+
+
 def test_relapsing_patients_turn_positive_before_clinical_relapse() -> None:
     params = SimulationParams(relapse_fraction=1.0, low_input_rate=0.0)
     relapsing = simulate_cohort(12, 10, np.random.default_rng(SEED + 3), params)
