@@ -27,7 +27,7 @@ from benchmarks.stack import Stack
 from services.audit.models import AuditEntry
 from services.db import get_engine, unit_of_work
 from services.demo import load, write_mrd_cohort
-from services.genomics.simulate import load_hotspots
+from services.genomics.simulate import SimulationParams, load_hotspots
 from services.patients.models import Patient
 
 WRK_SCRIPT = Path(__file__).with_name("wrk_auth.lua")
@@ -38,7 +38,9 @@ SITE = "bench-reads"
 
 def load_real_patient(folder: Path, draws: int) -> tuple[str, float]:
     start = time.perf_counter()
-    cohort = write_mrd_cohort(folder, patients_n=1, draws=draws, seed=4242)
+    # Monthly draws from early 2022: a 30-sample history that stays in the past.
+    monthly = SimulationParams(draw_interval_days=30, draw_jitter_days=3)
+    cohort = write_mrd_cohort(folder, patients_n=1, draws=draws, seed=4242, params=monthly)
     load(cohort, site=SITE)
     return cohort[0].patient_id, time.perf_counter() - start
 

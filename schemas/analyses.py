@@ -9,6 +9,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+CloneStatus = Literal[
+    "emerging", "expanding", "stable", "declining", "cleared", "not_detected"
+]
 MrdCallValue = Literal["POSITIVE", "NEGATIVE", "INDETERMINATE"]
 MrdPatientStatus = Literal[
     "positive", "positive_unconfirmed", "negative", "indeterminate", "not_applicable"
@@ -199,7 +202,7 @@ class CloneMember(_Body):
 
 class CloneBody(_Body):
     clone_id: int
-    status: Literal["emerging", "expanding", "stable", "declining", "cleared"]
+    status: CloneStatus
     label_p_value: float | None
     label_fold_change: float | None
     members: list[CloneMember]

@@ -28,6 +28,7 @@ from services.config import get_settings
 from services.db import unit_of_work
 from services.genomics.simulate import (
     Cohort,
+    SimulationParams,
     simulate_cohort,
     write_plasma_vcf,
     write_records,
@@ -64,14 +65,20 @@ class DemoPatient:
 
 
 def write_mrd_cohort(
-    folder: Path, *, patients_n: int, draws: int, seed: int, prefix: str = ""
+    folder: Path,
+    *,
+    patients_n: int,
+    draws: int,
+    seed: int,
+    prefix: str = "",
+    params: SimulationParams | None = None,
 ) -> list[DemoPatient]:
     """Post-surgery patients: a tumour tissue VCF and serial force-called plasma VCFs, after
     the lab's panel of normals (normal plasmas of the same assay at every tracked locus: the
     background the MRD calls need from the first draw). Patient and sample ids are the
     simulator's, after `prefix`."""
     folder.mkdir(parents=True, exist_ok=True)
-    cohort = simulate_cohort(patients_n, draws, np.random.default_rng(seed))
+    cohort = simulate_cohort(patients_n, draws, np.random.default_rng(seed), params)
     out: list[DemoPatient] = [_panel_of_normals(folder, cohort, prefix)]
     for patient in cohort.patients:
         tissue = folder / f"{patient.tissue_sample_id}.vcf.gz"

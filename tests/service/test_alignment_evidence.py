@@ -290,14 +290,23 @@ def test_put_alignment_re_extracts_a_posted_sample(stack: Stack, tmp_path: Path)
     assert_counted(rows(client, "S-BAM-2"))
     # The call had been issued (indeterminate: a site this small has too little background to
     # call on) and its value does not change with the counted reads: it stands as issued,
-    # numbers included, not amended (services/analysis/amendments.py); the trends follow the
-    # counted reads.
+    # numbers included, not amended (services/analysis/amendments.py). The draw's tumour
+    # fraction on /trends is the one the call issued (one figure per draw); its variant
+    # points follow the counted reads.
     call = mrd_call(client, "P-BAM-2", "S-BAM-2")
     assert call["call"] == issued["call"] == "INDETERMINATE"
     assert (call["informative_reads"], call["amendments"]) == (issued["informative_reads"], [])
     trends = client.get("/v1/patients/P-BAM-2/trends").json()
     (point,) = [s for s in trends["samples"] if s["sample_id"] == "S-BAM-2"]
-    assert point["informative_reads"] == 32
+    assert point["informative_reads"] == issued["informative_reads"]
+    assert point["tumor_fraction"] == issued["tumor_fraction"]
+    counted = {
+        (variant["locus_key"], p["alt_reads"], p["depth"])
+        for variant in trends["variants"]
+        for p in variant["points"]
+        if p["sample_id"] == "S-BAM-2"
+    }
+    assert {(key, *reads) for key, reads in EXPECTED.items()} <= counted
 
     again = put_alignment(client, "S-BAM-2", bam, bai)  # a retry queues nothing
     assert (again.status_code, again.json()["job_id"]) == (200, job_id)

@@ -109,7 +109,9 @@ def test_esr1_emergence_on_an_aromatase_inhibitor(
         got = receiver.seen()
         assert got and all(r["verified"] for r in got)
         assert {r["body"]["data"]["gene"] for r in got} == {"ESR1"}  # type: ignore[index]
-        assert len(got) == len({r["webhook_id"] for r in got}) == len(body["events"])
+        assert len(got) == len({r["webhook_id"] for r in got}) == len(body["events"]), [
+            (r["body"]["data"].get("sample_id"), r["body"]["data"].get("status")) for r in got  # type: ignore[index,union-attr]
+        ]
     finally:
         api.stop()
         worker.stop()
