@@ -9,9 +9,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-CloneStatus = Literal[
-    "emerging", "expanding", "stable", "declining", "cleared", "not_detected"
-]
+CloneStatus = Literal["emerging", "expanding", "stable", "declining", "cleared", "not_detected"]
 MrdCallValue = Literal["POSITIVE", "NEGATIVE", "INDETERMINATE"]
 MrdPatientStatus = Literal[
     "positive", "positive_unconfirmed", "negative", "indeterminate", "not_applicable"

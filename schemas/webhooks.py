@@ -16,6 +16,9 @@ EventType = Literal[
     "sample.failed",
     "mrd.status_changed",
     "resistance.emerged",
+    "resistance.rising",
+    "resistance.withdrawn",
+    "actionable.detected",
     "result.amended",
 ]
 EVENT_TYPES: tuple[str, ...] = EventType.__args__  # type: ignore[attr-defined]
@@ -118,6 +121,11 @@ class MrdStatusChangedV1(_Payload):
 
 
 class ResistanceEmergedV1(_Payload):
+    """A resistance clone on the current therapy: `status` `emerged` (new, the earlier draws
+    sensitive enough to have seen it) or `present_at_start` (there when the line began). Sent
+    once the evidence holds: at once when strong, else when the next draw detects it again
+    (`alert_date`); `first_detected_date` starts the run of detections."""
+
     patient_id: str
     sample_id: str
     gene: str
@@ -126,6 +134,54 @@ class ResistanceEmergedV1(_Payload):
     first_detected_date: dt.date
     drug_class: str
     implication: str
+    map_version: str
+    event_date: dt.date | None = None
+    alert_date: dt.date | None = None
+    alert_sample_id: str | None = None
+    drug: str | None = None
+    vaf: float | None = None
+    evidence_level: str | None = None
+
+
+class ResistanceRisingV1(ResistanceEmergedV1):
+    """A resistance clone already detected rose significantly (>= 2-fold, one-sided Fisher
+    p < 0.01) between two draws on the therapy it resists; `status` `rising`."""
+
+    fold_change: float | None = None
+    previous_sample_id: str | None = None
+
+
+class ResistanceWithdrawnV1(_Payload):
+    """A resistance or actionable alert sent earlier that later evidence contradicts (a draw
+    sensitive enough to see the clone did not) or that a corrected record no longer supports:
+    the alert no longer holds. `status` is the withdrawn alert's."""
+
+    patient_id: str
+    sample_id: str
+    gene: str | None
+    protein_change: str | None
+    status: str
+    drug_class: str
+    first_detected_date: dt.date
+    alerted_at: dt.datetime
+    reason: str
+
+
+class ActionableDetectedV1(_Payload):
+    """A variant a drug works against (PIK3CA/AKT1 for alpelisib, inavolisib, capivasertib;
+    ERBB2 for neratinib; ESR1 for elacestrant) detected with evidence that holds, whatever the
+    current therapy."""
+
+    patient_id: str
+    sample_id: str
+    gene: str
+    protein_change: str
+    drug_class: str
+    drugs: list[str]
+    evidence_level: str | None
+    implication: str
+    first_detected_date: dt.date
+    alert_date: dt.date
     map_version: str
 
 
@@ -163,6 +219,9 @@ PAYLOADS: dict[str, type[_Payload]] = {
     "sample.failed": SampleFailedV1,
     "mrd.status_changed": MrdStatusChangedV1,
     "resistance.emerged": ResistanceEmergedV1,
+    "resistance.rising": ResistanceRisingV1,
+    "resistance.withdrawn": ResistanceWithdrawnV1,
+    "actionable.detected": ActionableDetectedV1,
     "result.amended": ResultAmendedV1,
 }
 

@@ -45,6 +45,10 @@ PATIENT_FIELDS = ("status", "molecular_relapse_date")
 # The patient status after a draw follows the series (the patient-level status is what is
 # amended): an issued call keeps its value, its place in the series is the current one.
 SERIES_FIELDS = ("status_after",)
+# Whether a resistance event's evidence holds follows the later draws (an event awaiting
+# confirmation is confirmed by the next draw that detects it again); a contradicted event
+# leaves the events and is amended as withdrawn.
+ALERT_FIELDS = ("confirmation", "alert_date", "alert_sample_id")
 EVENT_FIELDS = ("status", "first_detected_date", "implication")
 VERSION_FIELDS = ("rule_version", "background_version", "params_version", "map_version")
 REASON_CHARS = 2000
@@ -223,7 +227,7 @@ def _same(a: Mapping[str, Any], b: Mapping[str, Any], fields: Sequence[str]) -> 
 
 def _as_issued(issued: dict[str, Any], computed: Mapping[str, Any]) -> dict[str, Any]:
     """The issued result, with the draw's own fields as they are now."""
-    live = (*DRAW_FIELDS, *SERIES_FIELDS)
+    live = (*DRAW_FIELDS, *SERIES_FIELDS, *ALERT_FIELDS)
     return {**issued, **{f: computed[f] for f in live if f in computed}}
 
 

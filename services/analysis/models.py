@@ -27,19 +27,26 @@ class PatientAnalysis(Base):
 
 
 class ResistanceEventRecord(Base):
+    """A resistance or actionable alert that was sent (``status`` the event's), the draw it was
+    about, and when a later recompute withdrew it."""
+
     __tablename__ = "resistance_events"
     __table_args__ = (
-        UniqueConstraint("patient_pk", "locus_key", "drug_class", "status", "first_detected_date"),
+        Index("ix_resistance_events_patient_locus", "patient_pk", "locus_key", "drug_class"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     patient_pk: Mapped[int] = mapped_column(ForeignKey("patients.id", ondelete="CASCADE"))
     locus_key: Mapped[str] = mapped_column(String(2200))
+    gene: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    protein_change: Mapped[str | None] = mapped_column(String(256), nullable=True)
     drug_class: Mapped[str] = mapped_column(String(32))
     status: Mapped[str] = mapped_column(String(16))
     first_detected_date: Mapped[date] = mapped_column(Date)
+    event_date: Mapped[date | None] = mapped_column(Date, nullable=True)
     sample_id: Mapped[str] = mapped_column(String(128))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    withdrawn_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
 
 
 class ResultAmendment(Base):

@@ -30,7 +30,8 @@ from schemas.analyses import ClonesBody, MrdBody, TrendsBody
 from services.alerts import service as alerts
 from services.analysis import amendments
 from services.analysis import backgrounds as site_backgrounds
-from services.analysis.models import PatientAnalysis, ResistanceEventRecord
+from services.analysis import resistance as resistance_answer
+from services.analysis.models import PatientAnalysis
 from services.analysis.serialize import dumps, jsonable
 from services.db import unit_of_work, utcnow
 from services.errors import InvalidInput
@@ -63,12 +64,10 @@ from services.genomics.mrd import (
     call_series,
     patient_seed,
 )
-from services.genomics.regions import MONITORED_GENES
 from services.genomics.resistance import (
     ResistanceMap,
     ResistanceParams,
     load_resistance_map,
-    resistance_report,
 )
 from services.genomics.therapy import TherapyEvent, TherapyLine, therapy_lines
 from services.genomics.tracking import TissueCandidate, TrackingParams, select_tracked
@@ -169,7 +168,10 @@ def recompute(session: Session, patient: Patient, reason: str) -> None:
     )
     previous_mrd = stored_body(session, patient.id, "mrd")
     mrd_body = _mrd(data, evidence, json.loads(previous_mrd) if previous_mrd else None)
-    resistance_body, new_events = _resistance(session, data, series, lines)
+    answer = resistance_answer.resistance_body(
+        data.patient.patient_id, series, lines, resistance_map(), RESISTANCE_PARAMS
+    )
+    resistance_body = answer.body
     issued = {"mrd": previous_mrd, "resistance": stored_body(session, patient.id, "resistance")}
     computed = {"mrd": mrd_body, "resistance": resistance_body}
     amendments.keep_issued(session, patient, reason, issued, computed)
@@ -188,8 +190,11 @@ def recompute(session: Session, patient: Patient, reason: str) -> None:
         "emerging" if resistance_body["events"] else None,
     )
     _announce_mrd(session, patient, previous, mrd_body)
-    for event in new_events:
-        alerts.emit(session, patient.site, "resistance.emerged", event)
+    resistance_answer.send(
+        session,
+        patient,
+        resistance_answer.alerts_to_send(session, patient, answer),
+    )
 
 
 def request_clones(session: Session, patient: Patient) -> None:
@@ -1008,61 +1013,6 @@ def _clones(
         )
     body["assignments"] = jsonable(fit.assignments)
     return _validated(body, ClonesBody)
-
-
-def _resistance(
-    session: Session, data: _Patient, series: Sequence[LocusSeries], lines: Sequence[TherapyLine]
-) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    rmap = resistance_map()
-    mapped = [s for s in series if s.gene in MONITORED_GENES and s.protein_change]
-    report = resistance_report(mapped, lines, rmap, RESISTANCE_PARAMS)
-    events = [{**jsonable(e), "locus_key": e.key} for e in report.events]
-    body = {
-        "patient_id": data.patient.patient_id,
-        "map_version": report.map_version,
-        "params_version": RESISTANCE_PARAMS.version,
-        "events": events,
-        "variants": jsonable(report.variants),
-        "current_therapy": [jsonable(line) for line in lines if line.stop_date is None],
-        "computed_at": utcnow().isoformat(),
-    }
-    known = {
-        (r.locus_key, r.drug_class, r.status, r.first_detected_date)
-        for r in session.scalars(
-            select(ResistanceEventRecord).where(ResistanceEventRecord.patient_pk == data.patient.id)
-        )
-    }
-    new: list[dict[str, Any]] = []
-    for event in report.events:
-        identity = (event.key, event.drug_class, str(event.status), event.first_detected_date)
-        if identity in known:
-            continue
-        known.add(identity)
-        session.add(
-            ResistanceEventRecord(
-                patient_pk=data.patient.id,
-                locus_key=event.key,
-                drug_class=event.drug_class,
-                status=str(event.status),
-                first_detected_date=event.first_detected_date,
-                sample_id=event.sample_id,
-                created_at=utcnow(),
-            )
-        )
-        new.append(
-            {
-                "patient_id": data.patient.patient_id,
-                "sample_id": event.sample_id,
-                "gene": event.gene,
-                "protein_change": event.protein_change,
-                "status": str(event.status),
-                "first_detected_date": event.first_detected_date,
-                "drug_class": event.drug_class,
-                "implication": event.implication,
-                "map_version": event.map_version,
-            }
-        )
-    return body, new
 
 
 # --- storage ------------------------------------------------------------------------------------

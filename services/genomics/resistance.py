@@ -372,7 +372,7 @@ def _codons(value: Any, variant_class: Any, where: str) -> tuple[int, int] | Non
 class ResistanceParams:
     """Parameters of emergence detection; ``version`` is stored with every result."""
 
-    version: str = "resistance-2026.11-2"
+    version: str = "resistance-2026.12-1"
     alpha_detect: float = 0.01
     """Per-locus one-sided test against background: the variant is "detected" in a draw."""
     alpha_emerge: float = 1e-4
@@ -389,6 +389,18 @@ class ResistanceParams:
     background_overdispersion: float = 0.0
     """rho > 0 turns the per-locus test into a beta-binomial one (uncertain background)."""
     trigger_effects: tuple[str, ...] = ("resistance", "relative_resistance")
+    alpha_alert: float = 1e-6
+    min_alt_reads_alert: int = 6
+    """An emergence (or presence at the start of a line) seen in one draw is alerted at once
+    only with p < ``alpha_alert`` and >= ``min_alt_reads_alert`` mutant reads; thinner
+    evidence waits for the next draw that detects the variant again (``confirmation``
+    "awaiting_confirmation" until then), and a next draw sensitive to the event's allele
+    fraction that does not detect it contradicts the event. A few mutant reads in one draw are
+    what background and sampling artefacts make; a real clone under the pressure of the drug
+    it resists is there again two months later."""
+
+
+Confirmation = Literal["confirmed", "awaiting_confirmation", "contradicted"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -407,18 +419,27 @@ class LocusCall:
     """The (floored) background error rate the call was tested against."""
 
 
-ResistanceStatus = Literal["emerged", "rising"]
+ResistanceStatus = Literal["emerged", "present_at_start", "rising"]
 VariantState = Literal["detected", "not_detected", "cleared", "indeterminate", "not_evaluable"]
 
 
 @dataclass(frozen=True, slots=True)
 class ResistanceEvent:
-    """An emerging-resistance event: a mapped variant newly detected or rising significantly
-    at a draw taken while the patient was on a class it resists.
+    """An emerging-resistance event: a mapped variant newly detected, present when a line of a
+    class it resists began, or rising significantly, at a draw taken while the patient was on
+    that class.
 
-    ``p_value`` is the detection p-value ("emerged") or the Fisher p-value ("rising");
-    ``fold_change`` is VAF / previous VAF (None when the previous VAF is 0).
+    ``status``: ``emerged`` (new, the earlier draws sensitive enough to have seen it),
+    ``present_at_start`` (detected at the first draw on the line, or detected before the line
+    began: the drug was started against a clone that resists it), ``rising``.
+    ``p_value`` is the detection p-value (``emerged``, ``present_at_start``) or the Fisher
+    p-value (``rising``); ``fold_change`` is VAF / previous VAF (None when the previous VAF is 0).
     ``first_detected_date`` starts the run of consecutive detections the event belongs to.
+    ``confirmation``: ``confirmed`` from ``alert_date`` (the event's draw when its evidence is
+    strong, else the next draw that detected it again; a rise is two draws already),
+    ``awaiting_confirmation`` (thin evidence in the latest draws), or ``contradicted`` (the next
+    draw sensitive enough to see it did not; or, for an event confirmed by one strong draw, no
+    later draw on the same class saw it again).
     """
 
     gene: str
@@ -443,6 +464,10 @@ class ResistanceEvent:
     previous_sample_id: str | None
     previous_vaf: float | None
     previous_lod95: float | None
+    confirmation: Confirmation = "confirmed"
+    alert_date: dt.date | None = None
+    alert_sample_id: str | None = None
+    evidence_level: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -475,6 +500,32 @@ class ResistanceReport:
     params: ResistanceParams
     events: tuple[ResistanceEvent, ...]
     variants: tuple[VariantStatus, ...]
+    actionable: tuple[ActionableFinding, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ActionableFinding:
+    """A variant the map says a drug works against (``effect`` "sensitivity"), detected with
+    evidence that holds: one draw with p < ``alpha_alert`` and >= ``min_alt_reads_alert``
+    mutant reads, or two consecutive draws that detect it. Whatever the current therapy: the
+    oncologist decides whether to use it. ``sample_id`` and ``alert_date`` are the draw that
+    established it; ``first_detected_date`` starts its run of detections."""
+
+    gene: str
+    protein_change: str
+    key: str
+    drug_class: str
+    drugs: tuple[str, ...]
+    context: str
+    implication: str
+    citations: tuple[str, ...]
+    entry_id: str
+    map_version: str
+    first_detected_date: dt.date
+    alert_date: dt.date
+    sample_id: str
+    vaf: float
+    evidence_level: str | None = None
 
 
 def _call(obs: LocusObservation, params: ResistanceParams) -> LocusCall:
@@ -564,6 +615,7 @@ def resistance_report(
     """
     events: list[ResistanceEvent] = []
     variants: list[VariantStatus] = []
+    actionable: list[ActionableFinding] = []
     for locus in series:
         if not locus.gene or not locus.protein_change:
             continue
@@ -573,8 +625,57 @@ def resistance_report(
         calls = [_call(obs, params) for obs in locus.ordered()]
         events.extend(_locus_events(locus, calls, effects, lines, rmap, params))
         variants.append(_variant_status(locus, calls, effects, lines, params))
+        actionable.extend(_actionable(locus, calls, effects, rmap, params))
     events.sort(key=lambda e: (e.event_date, e.gene, e.protein_change, e.drug_class))
-    return ResistanceReport(rmap.version, params, tuple(events), tuple(variants))
+    actionable.sort(key=lambda a: (a.alert_date, a.gene, a.protein_change, a.drug_class))
+    return ResistanceReport(rmap.version, params, tuple(events), tuple(variants), tuple(actionable))
+
+
+def _actionable(
+    locus: LocusSeries,
+    calls: Sequence[LocusCall],
+    effects: Sequence[MapEffect],
+    rmap: ResistanceMap,
+    params: ResistanceParams,
+) -> list[ActionableFinding]:
+    """One finding per sensitivity entry (drug class) of the locus, at the first draw where its
+    detection holds (see ``ActionableFinding``)."""
+    sensitive = {e.drug_class: e for e in effects if e.effect == "sensitivity"}
+    if not sensitive:
+        return []
+    evaluable = [call for call in calls if call.depth > 0]
+    established: LocusCall | None = None
+    run_start: dt.date | None = None
+    for index, call in enumerate(evaluable):
+        if not call.detected:
+            run_start = None
+            continue
+        run_start = run_start or call.collection_date
+        strong = call.p_value < params.alpha_alert and call.alt_reads >= params.min_alt_reads_alert
+        if strong or (index > 0 and evaluable[index - 1].detected):
+            established = call
+            break
+    if established is None or run_start is None:
+        return []
+    return [
+        ActionableFinding(
+            gene=effect.gene,
+            protein_change=effect.protein_change,
+            key=locus.key,
+            drug_class=drug_class,
+            drugs=effect.drugs,
+            context=effect.context,
+            implication=effect.implication,
+            citations=effect.citations,
+            entry_id=effect.entry_id,
+            map_version=rmap.version,
+            first_detected_date=run_start,
+            alert_date=established.collection_date,
+            sample_id=established.sample_id,
+            vaf=established.vaf,
+        )
+        for drug_class, effect in sensitive.items()
+    ]
 
 
 def detect_resistance_events(
@@ -623,74 +724,135 @@ def _locus_events(
     rmap: ResistanceMap,
     params: ResistanceParams,
 ) -> list[ResistanceEvent]:
+    """The events of one locus, in draw order (see ``resistance_report``)."""
     events: list[ResistanceEvent] = []
     alpha_emerge = dict(params.alpha_emerge_by_gene).get(
         (locus.gene or "").upper(), params.alpha_emerge
     )
+    evaluable = [call for call in calls if call.depth > 0]
+    # No reads: neither evidence of presence nor of absence; such draws are skipped.
+    on_class = [
+        {
+            effect.drug_class: (effect, drug)
+            for effect, drug in _triggering(effects, lines, c.collection_date, params)
+        }
+        for c in evaluable
+    ]
     run_start: dt.date | None = None
-    fired = False
+    fired: set[str] = set()  # classes with an onset event in the current run
     negatives: list[LocusCall] = []  # the undetected draws before the current run
-    before_run: list[LocusCall] = []
+    gate: LocusCall | None = None
     previous: LocusCall | None = None
-    for call in calls:
-        if call.depth == 0:
-            # No reads: neither evidence of presence nor of absence; keep the last real draw.
-            continue
-        status: ResistanceStatus | None = None
-        p_value = call.p_value
-        gate: LocusCall | None = None
+    for index, call in enumerate(evaluable):
+        found: list[tuple[ResistanceStatus, MapEffect, str | None, float, LocusCall | None]] = []
         if call.detected:
             if run_start is None:
-                run_start, fired, before_run = call.collection_date, False, negatives
-                negatives = []
-            gate = None if fired else _pooled(before_run, params)
-            if gate is not None and call.p_value < alpha_emerge and gate.lod95 < call.vaf:
-                status = "emerged"
-                fired = True
-            elif (
+                run_start, fired = call.collection_date, set()
+                gate, negatives = _pooled(negatives, params), []
+            rose = (
                 previous is not None
                 and previous.detected
                 and call.vaf >= params.min_fold * previous.vaf
-            ):
-                p_value = _rise_p_value(call, previous)
-                if p_value < params.alpha_rise:
-                    status = "rising"
+            )
+            rise_p = _rise_p_value(call, previous) if rose and previous is not None else 1.0
+            for drug_class, (effect, drug) in on_class[index].items():
+                if drug_class not in fired and call.p_value < alpha_emerge:
+                    line_start = _stretch_start(evaluable, on_class, index, drug_class)
+                    if run_start >= line_start and gate is not None and gate.lod95 < call.vaf:
+                        found.append(("emerged", effect, drug, call.p_value, gate))
+                        fired.add(drug_class)
+                        continue
+                    if run_start <= line_start:
+                        found.append(("present_at_start", effect, drug, call.p_value, None))
+                        fired.add(drug_class)
+                        continue
+                if rise_p < params.alpha_rise:
+                    found.append(("rising", effect, drug, rise_p, previous))
         else:
             run_start = None
             negatives.append(call)
-        if status is not None and run_start is not None:
-            reference = gate if status == "emerged" else previous
-            for effect, drug in _triggering(effects, lines, call.collection_date, params):
-                events.append(
-                    ResistanceEvent(
-                        gene=effect.gene,
-                        protein_change=effect.protein_change,
-                        key=locus.key,
-                        status=status,
-                        event_date=call.collection_date,
-                        first_detected_date=run_start,
-                        sample_id=call.sample_id,
-                        drug_class=effect.drug_class,
-                        drug=drug,
-                        effect=effect.effect,
-                        implication=effect.implication,
-                        context=effect.context,
-                        citations=effect.citations,
-                        entry_id=effect.entry_id,
-                        map_version=rmap.version,
-                        params_version=params.version,
-                        vaf=call.vaf,
-                        p_value=p_value,
-                        fold_change=call.vaf / reference.vaf
-                        if reference is not None and reference.vaf > 0
-                        else None,
-                        previous_sample_id=reference.sample_id if reference else None,
-                        previous_vaf=reference.vaf if reference else None,
-                        previous_lod95=_finite(reference.lod95) if reference else None,
-                    )
+        for status, effect, drug, p_value, reference in found:
+            confirmation, alert = _confirmation(status, evaluable, on_class, index, effect, params)
+            events.append(
+                ResistanceEvent(
+                    gene=effect.gene,
+                    protein_change=effect.protein_change,
+                    key=locus.key,
+                    status=status,
+                    event_date=call.collection_date,
+                    first_detected_date=run_start or call.collection_date,
+                    sample_id=call.sample_id,
+                    drug_class=effect.drug_class,
+                    drug=drug,
+                    effect=effect.effect,
+                    implication=effect.implication,
+                    context=effect.context,
+                    citations=effect.citations,
+                    entry_id=effect.entry_id,
+                    map_version=rmap.version,
+                    params_version=params.version,
+                    vaf=call.vaf,
+                    p_value=p_value,
+                    fold_change=call.vaf / reference.vaf
+                    if reference is not None and reference.vaf > 0
+                    else None,
+                    previous_sample_id=reference.sample_id if reference else None,
+                    previous_vaf=reference.vaf if reference else None,
+                    previous_lod95=_finite(reference.lod95) if reference else None,
+                    confirmation=confirmation,
+                    alert_date=alert.collection_date if alert else None,
+                    alert_sample_id=alert.sample_id if alert else None,
                 )
+            )
         previous = call
     return events
+
+
+def _stretch_start(
+    evaluable: Sequence[LocusCall],
+    on_class: Sequence[Mapping[str, object]],
+    index: int,
+    drug_class: str,
+) -> dt.date:
+    """The date of the first draw of the uninterrupted stretch of draws on ``drug_class`` that
+    ends at ``index``: where the line began, as the draws see it."""
+    first = index
+    while first > 0 and drug_class in on_class[first - 1]:
+        first -= 1
+    return evaluable[first].collection_date
+
+
+def _confirmation(
+    status: ResistanceStatus,
+    evaluable: Sequence[LocusCall],
+    on_class: Sequence[Mapping[str, object]],
+    index: int,
+    effect: MapEffect,
+    params: ResistanceParams,
+) -> tuple[Confirmation, LocusCall | None]:
+    """Whether the event at ``evaluable[index]`` holds, and the draw its alert dates from."""
+    call = evaluable[index]
+    later = evaluable[index + 1 :]
+    if status == "rising":
+        return "confirmed", call
+    strong = call.p_value < params.alpha_alert and call.alt_reads >= params.min_alt_reads_alert
+    if strong:
+        # One strong draw alerts at once; it is contradicted only if no later draw saw it
+        # again while a draw on the same class was sensitive enough to.
+        on_same = [
+            c
+            for c, classes in zip(later, on_class[index + 1 :], strict=True)
+            if effect.drug_class in classes
+        ]
+        if any(c.detected for c in later) or not any(c.lod95 < call.vaf for c in on_same):
+            return "confirmed", call
+        return "contradicted", None
+    for next_call in later:
+        if next_call.detected:
+            return "confirmed", next_call
+        if next_call.lod95 < call.vaf:
+            return "contradicted", None
+    return "awaiting_confirmation", None
 
 
 def _finite(value: float) -> float | None:

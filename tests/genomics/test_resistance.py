@@ -342,6 +342,87 @@ def test_the_class_must_be_resisted_at_the_draw(rmap: ResistanceMap) -> None:
     assert event.drug == "letrozole"
 
 
+def test_a_clone_there_when_the_line_begins_is_present_at_start(rmap: ResistanceMap) -> None:
+    """Detected at the first draw on an aromatase inhibitor (no earlier draw to say it is new),
+    or detected before the line began and still there: the drug was started against a clone
+    that resists it (the most actionable case of PADA-1 / SERENA-6)."""
+    (event,) = detect_resistance_events(
+        [series_of([(20, 5000), (25, 5000)])], on_therapy("letrozole"), rmap, PARAMS
+    )
+    assert (event.status, event.sample_id, event.confirmation) == (
+        "present_at_start",
+        "s0",
+        "confirmed",
+    )
+    assert event.alert_date == event.event_date == D0
+    later = on_therapy("anastrozole", start=D0 + dt.timedelta(days=90))
+    (event,) = detect_resistance_events(
+        [series_of([(0, 5000), (20, 5000), (22, 5000), (24, 5000)])], later, rmap, PARAMS
+    )
+    assert (event.status, event.sample_id) == ("present_at_start", "s2")
+    assert event.first_detected_date == D0 + dt.timedelta(days=60)
+    # New on the line, the earlier draws (off therapy) sensitive: that is an emergence.
+    (event,) = detect_resistance_events(
+        [series_of([(0, 5000), (0, 5000), (0, 5000), (24, 5000)])], later, rmap, PARAMS
+    )
+    assert (event.status, event.sample_id) == ("emerged", "s3")
+
+
+def test_thin_evidence_waits_for_the_next_draw_and_can_be_contradicted(
+    rmap: ResistanceMap,
+) -> None:
+    lines = on_therapy("letrozole")
+    negatives = [(0, 5000), (0, 5000), (0, 5000)]
+    # 4 reads at 5,000x, e = 1e-4: p ~ 1.7e-3 (< 3e-3 for ESR1) but not strong evidence.
+    (event,) = detect_resistance_events([series_of([*negatives, (4, 5000)])], lines, rmap, PARAMS)
+    assert (event.status, event.confirmation, event.alert_date) == (
+        "emerged",
+        "awaiting_confirmation",
+        None,
+    )
+    events = detect_resistance_events(
+        [series_of([*negatives, (4, 5000), (9, 5000)])], lines, rmap, PARAMS
+    )
+    assert [(e.status, e.sample_id, e.confirmation, e.alert_sample_id) for e in events] == [
+        ("emerged", "s3", "confirmed", "s4"),
+    ]
+    # A next draw too shallow to see 8e-4 says nothing; a deep one that misses it contradicts.
+    events = detect_resistance_events(
+        [series_of([*negatives, (4, 5000), (0, 300), (0, 20000)])], lines, rmap, PARAMS
+    )
+    assert [(e.sample_id, e.confirmation) for e in events] == [("s3", "contradicted")]
+    # Strong evidence alerts at once; only later deep draws on the same class that never see
+    # it again contradict it, and not once the patient has switched away from that class.
+    strong = [*negatives, (14, 5000), (0, 20000), (0, 20000)]
+    (event,) = detect_resistance_events([series_of(strong)], lines, rmap, PARAMS)
+    assert (event.confirmation, event.alert_sample_id) == ("contradicted", None)
+    switched = therapy_lines(
+        [
+            TherapyEvent("therapy_start", D0 - dt.timedelta(days=30), "letrozole"),
+            TherapyEvent("therapy_stop", D0 + dt.timedelta(days=200), "letrozole"),
+            TherapyEvent("therapy_start", D0 + dt.timedelta(days=200), "elacestrant"),
+        ]
+    )
+    (event,) = detect_resistance_events([series_of(strong)], switched, rmap, PARAMS)
+    assert (event.confirmation, event.alert_sample_id) == ("confirmed", "s3")
+
+
+def test_actionable_variants_are_found_whatever_the_therapy(rmap: ResistanceMap) -> None:
+    locus = series_of([(0, 5000), (30, 5000)], "PIK3CA", "p.H1047R")
+    report = resistance_report([locus], [], rmap, PARAMS)
+    assert report.events == ()
+    found = {(a.drug_class, a.sample_id) for a in report.actionable}
+    assert found == {("pi3k_inhibitor", "s1"), ("akt_inhibitor", "s1")}
+    assert all(a.citations and a.map_version == rmap.version for a in report.actionable)
+    # Thin evidence in one draw is established by the next draw that detects it again.
+    thin = series_of([(0, 5000), (4, 5000), (5, 5000)], "AKT1", "p.E17K")
+    (finding,) = resistance_report([thin], [], rmap, PARAMS).actionable
+    assert (finding.drug_class, finding.sample_id) == ("akt_inhibitor", "s2")
+    assert finding.first_detected_date == D0 + dt.timedelta(days=60)
+    alone = series_of([(0, 5000), (4, 5000), (0, 20000)], "AKT1", "p.E17K")
+    assert resistance_report([alone], [], rmap, PARAMS).actionable == ()
+
+
 def test_sensitivity_only_variants_never_fire(rmap: ResistanceMap) -> None:
     locus = series_of([(0, 5000), (0, 5000), (30, 5000), (300, 5000)], "PIK3CA", "p.H1047R")
     report = resistance_report([locus], on_therapy("letrozole", "alpelisib"), rmap, PARAMS)
