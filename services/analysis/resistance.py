@@ -117,41 +117,61 @@ def alerts_to_send(session: Session, patient: Patient, answer: Answer) -> list[A
             .order_by(ResistanceEventRecord.id)
         )
     )
+    plan = plan_alerts(records, answer, patient.patient_id, utcnow())
+    for record in plan.new:
+        record.patient_pk = patient.id
+    session.add_all(plan.new)
+    session.flush()
+    return plan.alerts
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What one recompute does to the patient's alerts: the records of the new ones (not yet
+    added to a session), the records it withdrew (``withdrawn_at`` set), the webhooks."""
+
+    new: list[ResistanceEventRecord]
+    withdrawn: list[ResistanceEventRecord]
+    alerts: list[Alert]
+
+
+def plan_alerts(
+    records: Sequence[ResistanceEventRecord], answer: Answer, patient_id: str, now: dt.datetime
+) -> Plan:
+    """The alerts of a recompute, given the patient's sent, not withdrawn ones (pure but for
+    setting ``withdrawn_at`` on the records it withdraws): benchmarks replay it draw by draw."""
     kept: set[int] = set()
+    new: list[ResistanceEventRecord] = []
     out: list[Alert] = []
-    now = utcnow()
     for event in answer.held:
         if event.confirmation != "confirmed":
             continue
         calls = answer.calls.get(event.key, ())
         record = _matching(records, kept, event.key, event.drug_class, event, calls)
         if record is not None:
-            kept.add(record.id)
+            kept.add(id(record))
             continue
-        record = _record(patient, event.key, event.drug_class, str(event.status), event, now)
-        session.add(record)
+        new.append(_record(event.key, event.drug_class, str(event.status), event, now))
         kind = "resistance.rising" if event.status == "rising" else "resistance.emerged"
-        out.append(Alert(kind, _event_payload(patient, event)))
+        out.append(Alert(kind, _event_payload(patient_id, event)))
     for finding in answer.actionable:
         record = _matching(records, kept, finding.key, finding.drug_class, None, ())
         if record is not None:
-            kept.add(record.id)
+            kept.add(id(record))
             continue
-        session.add(_record(patient, finding.key, finding.drug_class, "actionable", finding, now))
-        out.append(Alert("actionable.detected", _actionable_payload(patient, finding)))
+        new.append(_record(finding.key, finding.drug_class, "actionable", finding, now))
+        out.append(Alert("actionable.detected", _actionable_payload(patient_id, finding)))
     refuted = {(e.key, e.drug_class, e.sample_id) for e in answer.contradicted}
-    for record in records:
-        if record.id in kept:
-            continue
+    withdrawn = [record for record in records if id(record) not in kept]
+    for record in withdrawn:
         record.withdrawn_at = now
         reason = (
             CONTRADICTED
             if (record.locus_key, record.drug_class, record.sample_id) in refuted
             else UNSUPPORTED
         )
-        out.append(Alert("resistance.withdrawn", _withdrawn_payload(patient, record, reason)))
-    session.flush()
-    return out
+        out.append(Alert("resistance.withdrawn", _withdrawn_payload(patient_id, record, reason)))
+    return Plan(new, withdrawn, out)
 
 
 def send(session: Session, patient: Patient, alerts_out: Iterable[Alert]) -> None:
@@ -173,7 +193,7 @@ def _matching(
     this one's, or no draw between the two was sensitive enough to have seen the clone at
     today's level and missed it (a changed background can move the start of a run)."""
     for record in records:
-        if record.id in kept or record.locus_key != key or record.drug_class != drug_class:
+        if id(record) in kept or record.locus_key != key or record.drug_class != drug_class:
             continue
         if event is None:
             if record.status == "actionable":
@@ -206,7 +226,6 @@ def _same_clone(
 
 
 def _record(
-    patient: Patient,
     key: str,
     drug_class: str,
     status: str,
@@ -214,7 +233,6 @@ def _record(
     now: dt.datetime,
 ) -> ResistanceEventRecord:
     return ResistanceEventRecord(
-        patient_pk=patient.id,
         locus_key=key,
         gene=result.gene,
         protein_change=result.protein_change,
@@ -227,9 +245,9 @@ def _record(
     )
 
 
-def _event_payload(patient: Patient, event: ResistanceEvent) -> dict[str, Any]:
+def _event_payload(patient_id: str, event: ResistanceEvent) -> dict[str, Any]:
     payload: dict[str, Any] = {
-        "patient_id": patient.patient_id,
+        "patient_id": patient_id,
         "sample_id": event.sample_id,
         "gene": event.gene,
         "protein_change": event.protein_change,
@@ -251,9 +269,9 @@ def _event_payload(patient: Patient, event: ResistanceEvent) -> dict[str, Any]:
     return payload
 
 
-def _actionable_payload(patient: Patient, finding: ActionableFinding) -> dict[str, Any]:
+def _actionable_payload(patient_id: str, finding: ActionableFinding) -> dict[str, Any]:
     return {
-        "patient_id": patient.patient_id,
+        "patient_id": patient_id,
         "sample_id": finding.sample_id,
         "gene": finding.gene,
         "protein_change": finding.protein_change,
@@ -268,10 +286,10 @@ def _actionable_payload(patient: Patient, finding: ActionableFinding) -> dict[st
 
 
 def _withdrawn_payload(
-    patient: Patient, record: ResistanceEventRecord, reason: str
+    patient_id: str, record: ResistanceEventRecord, reason: str
 ) -> dict[str, Any]:
     return {
-        "patient_id": patient.patient_id,
+        "patient_id": patient_id,
         "sample_id": record.sample_id,
         "gene": record.gene,
         "protein_change": record.protein_change,

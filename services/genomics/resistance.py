@@ -743,12 +743,21 @@ def _locus_events(
     negatives: list[LocusCall] = []  # the undetected draws before the current run
     gate: LocusCall | None = None
     previous: LocusCall | None = None
+    run: list[LocusCall] = []  # the current run of detections
     for index, call in enumerate(evaluable):
         found: list[tuple[ResistanceStatus, MapEffect, str | None, float, LocusCall | None]] = []
         if call.detected:
             if run_start is None:
-                run_start, fired = call.collection_date, set()
+                run_start, fired, run = call.collection_date, set(), []
                 gate, negatives = _pooled(negatives, params), []
+            run.append(call)
+            # The run so far as one draw: a clone growing slowly is seen in two consecutive
+            # draws before any one of them alone passes the emergence level.
+            evidence = call
+            if len(run) > 1:
+                pooled = _pooled(run, params)
+                if pooled is not None and pooled.p_value < call.p_value:
+                    evidence = pooled
             rose = (
                 previous is not None
                 and previous.detected
@@ -756,14 +765,14 @@ def _locus_events(
             )
             rise_p = _rise_p_value(call, previous) if rose and previous is not None else 1.0
             for drug_class, (effect, drug) in on_class[index].items():
-                if drug_class not in fired and call.p_value < alpha_emerge:
+                if drug_class not in fired and evidence.p_value < alpha_emerge:
                     line_start = _stretch_start(evaluable, on_class, index, drug_class)
                     if run_start >= line_start and gate is not None and gate.lod95 < call.vaf:
-                        found.append(("emerged", effect, drug, call.p_value, gate))
+                        found.append(("emerged", effect, drug, evidence.p_value, gate))
                         fired.add(drug_class)
                         continue
                     if run_start <= line_start:
-                        found.append(("present_at_start", effect, drug, call.p_value, None))
+                        found.append(("present_at_start", effect, drug, evidence.p_value, None))
                         fired.add(drug_class)
                         continue
                 if rise_p < params.alpha_rise:
@@ -772,7 +781,9 @@ def _locus_events(
             run_start = None
             negatives.append(call)
         for status, effect, drug, p_value, reference in found:
-            confirmation, alert = _confirmation(status, evaluable, on_class, index, effect, params)
+            confirmation, alert = _confirmation(
+                status, evaluable, on_class, index, effect, params, len(run) > 1
+            )
             events.append(
                 ResistanceEvent(
                     gene=effect.gene,
@@ -829,11 +840,13 @@ def _confirmation(
     index: int,
     effect: MapEffect,
     params: ResistanceParams,
+    seen_before: bool,
 ) -> tuple[Confirmation, LocusCall | None]:
-    """Whether the event at ``evaluable[index]`` holds, and the draw its alert dates from."""
+    """Whether the event at ``evaluable[index]`` holds, and the draw its alert dates from
+    (``seen_before``: the draw before detected the variant too)."""
     call = evaluable[index]
     later = evaluable[index + 1 :]
-    if status == "rising":
+    if status == "rising" or seen_before:
         return "confirmed", call
     strong = call.p_value < params.alpha_alert and call.alt_reads >= params.min_alt_reads_alert
     if strong:

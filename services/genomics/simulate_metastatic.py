@@ -237,6 +237,21 @@ COHORT_ESR1: tuple[tuple[str, float], ...] = (
     ("p.E380Q", 0.05),
 )
 
+ESR1_CLONES: tuple[tuple[tuple[str, str], float], ...] = tuple(
+    (("ESR1", protein), weight) for protein, weight in COHORT_ESR1
+)
+# A clone of each monitored gene: ESR1 and ERBB2 resist the endocrine therapies of the cohort
+# (Nayar et al., Nat Genet 2019 for ERBB2); PIK3CA (beside the truncal H1047R) and AKT1
+# clones are actionable (alpelisib / inavolisib / capivasertib), whatever the therapy.
+FOUR_GENE_CLONES: tuple[tuple[tuple[str, str], float], ...] = (
+    *((("ESR1", protein), 0.55 * weight) for protein, weight in COHORT_ESR1),
+    (("ERBB2", "p.L755S"), 0.06),
+    (("ERBB2", "p.V777L"), 0.05),
+    (("ERBB2", "p.S310F"), 0.04),
+    (("PIK3CA", "p.E545K"), 0.08),
+    (("PIK3CA", "p.E542K"), 0.07),
+    (("AKT1", "p.E17K"), 0.15),
+)
 
 _T = TypeVar("_T")
 
@@ -253,14 +268,16 @@ def simulate_metastatic_cohort(
     no_clone_fraction: float = 0.3,
     n_controls: int = 100,
     prefix: str = "MET",
+    clones: tuple[tuple[tuple[str, str], float], ...] = ESR1_CLONES,
 ) -> tuple[MetastaticPatient, ...]:
     """A mixed cohort with known truth.
 
     Per patient: one of ``COHORT_ASSAYS`` (per-locus error rates around its mean, concentration
     ``ERROR_CONCENTRATION``, and ``n_controls`` control draws per locus, both shared by the
     assay's patients as cross-patient controls are); a therapy of ``COHORT_THERAPIES``; 8-10
-    draws 56-90 days apart; with probability 1 - ``no_clone_fraction`` an ESR1 clone of
-    ``COHORT_ESR1`` emerging at draw 1..draws-3 from a tumour fraction of 10^U(-4, -3),
+    draws 56-90 days apart; with probability 1 - ``no_clone_fraction`` a clone of ``clones``
+    (by default the ESR1 variants of ``COHORT_ESR1``; ``FOUR_GENE_CLONES`` for all four genes)
+    emerging at draw 1..draws-3 from a tumour fraction of 10^U(-4, -3),
     growing 1.6-4x per draw; sensitive tumour from 10^U(-2, -0.8) down to a nadir of
     10^U(-3.3, -2.3).
     """
@@ -285,7 +302,7 @@ def simulate_metastatic_cohort(
         draws = int(rng.integers(8, 11))
         emerging = None
         if rng.random() >= no_clone_fraction:
-            emerging = ("ESR1", _weighted(rng, COHORT_ESR1))
+            emerging = _weighted(rng, clones)
         params = replace(
             MetastaticParams(),
             draws=draws,

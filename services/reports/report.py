@@ -74,6 +74,26 @@ def _shown(value: Any) -> str:
     return str(value)
 
 
+EVENT_STATUS_TEXT = {
+    "emerged": "emerged",
+    "present_at_start": "present when the line began",
+    "rising": "rising",
+}
+
+
+def _event_row(event: dict[str, Any]) -> dict[str, Any]:
+    """A resistance event as the page, the report and the PDF show it."""
+    status = str(event.get("status") or "")
+    return {
+        **event,
+        "status_text": EVENT_STATUS_TEXT.get(status, status.replace("_", " ")),
+        "drug_class_text": drug_class_label(event.get("drug_class")),
+        "vaf_text": percent(event.get("vaf")),
+        "on": event.get("drug") or drug_class_label(event.get("drug_class")),
+        "amended": _amended_from(event),
+    }
+
+
 FIELD_NAMES = {
     "call": "MRD call",
     "status": "MRD status",
@@ -210,15 +230,15 @@ def report_context(
     ]
     timeline = timeline_model(trends, mrd, resistance)
     undetected = sorted({v.label for v in timeline.variants if not v.prominent})
-    events = [
+    events = [_event_row(event) for event in resistance.get("events", [])]
+    actionable = [
         {
-            **event,
-            "drug_class_text": drug_class_label(event.get("drug_class")),
-            "vaf_text": percent(event.get("vaf")),
-            "on": event.get("drug") or drug_class_label(event.get("drug_class")),
-            "amended": _amended_from(event),
+            **finding,
+            "drug_class_text": drug_class_label(finding.get("drug_class")),
+            "drugs_text": ", ".join(finding.get("drugs") or []) or "–",
+            "vaf_text": percent(finding.get("vaf")),
         }
-        for event in resistance.get("events", [])
+        for finding in resistance.get("actionable", [])
     ]
     context = {
         "patient_id": patient_id,
@@ -231,7 +251,7 @@ def report_context(
         "status": mrd.get("status") or "not_applicable",
         "status_text": STATUS_TEXT.get(mrd.get("status") or "", mrd.get("status") or ""),
         "status_reason": reason_text(mrd.get("reason")),
-        "emerging": bool(events),
+        "emerging": any(e.get("confirmation", "confirmed") == "confirmed" for e in events),
         "therapy": [_therapy_name(t) for t in therapy],
         "therapy_lines": trends.get("therapy_lines", []),
         "clinical_events": [
@@ -246,6 +266,8 @@ def report_context(
         "latest_tf_date": latest["collection_date"] if latest else None,
         "calls": [_call_row(c) for c in mrd.get("calls", [])],
         "events": events,
+        "withdrawn_events": [_event_row(e) for e in resistance.get("withdrawn_events", [])],
+        "actionable": actionable,
         "clone_rows": [
             {
                 "label": c.label,
@@ -536,7 +558,12 @@ def report_pdf(bodies: dict[str, Any], context: dict[str, Any]) -> bytes:
         if context["events"]:
             for event in context["events"]:
                 page.text(
-                    f"{event['gene']} {event['protein_change']}: {event['status']}"
+                    f"{event['gene']} {event['protein_change']}: {event['status_text']}"
+                    + (
+                        " (awaiting confirmation)"
+                        if event.get("confirmation") == "awaiting_confirmation"
+                        else ""
+                    )
                     + (" (amended)" if event["amended"] else "")
                     + " "
                     f"{event.get('event_date') or ''} (first detected "
@@ -557,6 +584,22 @@ def report_pdf(bodies: dict[str, Any], context: dict[str, Any]) -> bytes:
                 )
         else:
             page.text("No resistance event.", gap=0.2)
+        page.heading("Actionable variants")
+        page.table(
+            ["Variant", "Drugs", "Evidence", "Established", "VAF"],
+            [
+                [
+                    f"{a['gene']} {a['protein_change']}",
+                    a["drugs_text"],
+                    f"ESCAT {a['evidence_level']}" if a.get("evidence_level") else "–",
+                    str(a.get("alert_date") or ""),
+                    a["vaf_text"],
+                ]
+                for a in context["actionable"]
+            ]
+            or [["No actionable variant detected", "", "", "", ""]],
+            [1.6, 1.6, 0.9, 1.0, 0.8],
+        )
         if context["amendments"]:
             page.heading("Amendments of issued results")
             page.table(

@@ -513,24 +513,29 @@ def _first_event(
     alt: list[int], depth: list[int], background: float, alpha_emerge: float
 ) -> int | None:
     """The first draw where the rule of resistance.py holds, recomputed here: "emerged" at the
-    first draw of a run of detections (p < 0.01) with p < alpha_emerge whose earlier undetected
-    draws, pooled, have an LoD95 (root-found) below its VAF; or "rising"."""
+    draw of a run of detections (p < 0.01) where that draw, or the run so far pooled, has
+    p < alpha_emerge, and whose earlier undetected draws, pooled, have an LoD95 (root-found)
+    below its VAF; or "rising"."""
     p_values = [stats.binom.sf(m - 1, r, background) for m, r in zip(alt, depth, strict=True)]
     detected = [m >= 2 and p < 0.01 for m, p in zip(alt, p_values, strict=True)]
     negatives: list[int] = []
     before: list[int] = []
-    in_run = False
+    run: list[int] = []
     for t, (m, r) in enumerate(zip(alt, depth, strict=True)):
         if not detected[t]:
-            in_run = False
+            run = []
             negatives.append(t)
             continue
-        if not in_run:
-            in_run, before, negatives = True, negatives, []
+        if not run:
+            before, negatives = negatives, []
+        run.append(t)
         vaf = m / r
+        pooled = stats.binom.sf(
+            sum(alt[i] for i in run) - 1, sum(depth[i] for i in run), background
+        )
         if (
             before
-            and p_values[t] < alpha_emerge
+            and min(p_values[t], pooled) < alpha_emerge
             and _oracle_lod(sum(depth[i] for i in before), background) < vaf
         ):
             return t

@@ -1,13 +1,15 @@
 """Emerging resistance through the whole service: a patient on letrozole + palbociclib whose
 ESR1 D538G clone emerges (simulated hotspot-panel VCFs, known truth), posted over HTTP and
-processed by a real worker; /resistance names the event and its implication, and a signed
-resistance.emerged webhook reaches a receiver."""
+processed by a real worker; /resistance names the event and its implication, signed
+resistance.emerged / rising and actionable.detected webhooks reach a receiver, and retracting
+the draws that showed the clone withdraws its alerts (resistance.withdrawn)."""
 
 from __future__ import annotations
 
 import datetime as dt
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -15,6 +17,7 @@ import pytest
 
 from services.genomics.simulate_metastatic import simulate_metastatic_patient, write_panel_vcf
 from tests.conftest import (
+    Receiver,
     create_key,
     service_env,
     start_api,
@@ -48,7 +51,12 @@ def test_esr1_emergence_on_an_aromatase_inhibitor(
                 "/v1/webhook-endpoints",
                 json={
                     "url": receiver.url,
-                    "events": ["resistance.emerged", "resistance.rising", "resistance.withdrawn"],
+                    "events": [
+                        "resistance.emerged",
+                        "resistance.rising",
+                        "resistance.withdrawn",
+                        "actionable.detected",
+                    ],
                 },
             ).json()
             receiver.set(secret=endpoint["secret"])
@@ -105,27 +113,69 @@ def test_esr1_emergence_on_an_aromatase_inhibitor(
         # no event from the truncal PIK3CA variant: it is not resistance to an AI
         assert all(e["gene"] == "ESR1" for e in body["events"])
 
-        # One webhook per event whose evidence holds, typed by what it says; an event awaiting
-        # confirmation is not sent yet; nothing sent was withdrawn.
+        # One webhook per event whose evidence holds, typed by what it says, and one per
+        # actionable finding (the truncal PIK3CA H1047R: alpelisib, capivasertib); an event
+        # awaiting confirmation is not sent yet; nothing sent was withdrawn. (A recompute with
+        # a refitted background may move the onset to the next draw of the same run: the
+        # clone keeps the one alert it was sent, services/analysis/resistance.py.)
         confirmed = [e for e in body["events"] if e["confirmation"] == "confirmed"]
         assert confirmed and not body["withdrawn_events"], body
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and len(receiver.seen()) < len(confirmed):
-            time.sleep(0.2)
-        time.sleep(1)  # a duplicate, if any, would arrive by now
-        got = receiver.seen()
-        assert got and all(r["verified"] for r in got)
-        assert {r["body"]["data"]["gene"] for r in got} == {"ESR1"}  # type: ignore[index]
-        # (a recompute with a refitted background may move the onset to the next draw of the
-        # same run: the clone keeps the one alert it was sent, services/analysis/resistance.py)
-        sent = sorted((r["body"]["type"], r["body"]["data"]["status"]) for r in got)  # type: ignore[index]
+        assert ("PIK3CA", "p.H1047R") in {
+            (a["gene"], a["protein_change"]) for a in body["actionable"]
+        }
         expected = sorted(
-            ("resistance.rising" if e["status"] == "rising" else "resistance.emerged", e["status"])
-            for e in confirmed
+            [
+                (
+                    "resistance.rising" if e["status"] == "rising" else "resistance.emerged",
+                    e["gene"],
+                )
+                for e in confirmed
+            ]
+            + [("actionable.detected", a["gene"]) for a in body["actionable"]]
         )
-        assert sent == expected, (sent, body["events"])
+        got = wait_for(receiver, len(expected))
+        assert all(r["verified"] for r in got)
+        assert sorted(kind_and_gene(r) for r in got) == expected, body
         assert len({r["webhook_id"] for r in got}) == len(got)
+
+        # The draws that showed the clone were another patient's: retracted, the clone's
+        # alerts no longer hold and are withdrawn, each once.
+        start = min(dt.date.fromisoformat(e["first_detected_date"]) for e in confirmed)
+        with httpx.Client(
+            base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=60
+        ) as client:
+            for draw in patient.draws:
+                if draw.collection_date >= start:
+                    retracted = client.post(
+                        f"/v1/samples/{draw.sample_id}/retract", json={"reason": "wrong patient"}
+                    )
+                    assert retracted.status_code == 200, retracted.text
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                after = client.get(f"/v1/patients/{patient.patient_id}/resistance").json()
+                if not [e for e in after["events"] if e["gene"] == "ESR1"]:
+                    break
+                time.sleep(0.5)
+        sent_esr1 = sum(1 for r in got if kind_and_gene(r)[1] == "ESR1")
+        got = wait_for(receiver, len(expected) + sent_esr1)
+        withdrawn = [r for r in got if r["body"]["type"] == "resistance.withdrawn"]
+        assert sorted(r["body"]["data"]["gene"] for r in withdrawn) == ["ESR1"] * sent_esr1  # type: ignore[index]
+        assert all("no longer supports" in r["body"]["data"]["reason"] for r in withdrawn)  # type: ignore[index]
     finally:
         api.stop()
         worker.stop()
         receiver.process.stop()
+
+
+def wait_for(receiver: Receiver, count: int) -> list[dict[str, Any]]:
+    """The receiver's webhooks once ``count`` arrived (or 60 s passed), a second later: a
+    duplicate, if any, would have arrived by then."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and len(receiver.seen()) < count:
+        time.sleep(0.2)
+    time.sleep(1)
+    return receiver.seen()
+
+
+def kind_and_gene(received: dict[str, Any]) -> tuple[str, str]:
+    return received["body"]["type"], received["body"]["data"]["gene"]
