@@ -4,7 +4,8 @@ Sources, best first: the file's own annotation (VEP CSQ, or a VEP-format string 
 INFO key such as ANN; SnpEff ANN; ANNOVAR table_annovar Gene.refGene / AAChange.refGene and
 the .knownGene / .ensGene variants; legacy SnpEff EFF; GATK Funcotator FUNCOTATION), chosen
 for the right ALT allele and the canonical (MANE Select) transcript where known; else the
-hotspot table (data/hotspots.tsv) by GRCh38 locus; else the gene whose span covers the
+hotspot table (data/hotspots.tsv) by GRCh38 locus, the exact trimmed allele (an MNV or a
+duplication is its own row, never its first base's SNV); else the gene whose span covers the
 position. For a hotspot the table's spelling wins, so a variant has one protein change
 whatever tool annotated it (oncokb-annotator #192/#194 show why this matters).
 Field order is read from each INFO header's Description, never assumed.
@@ -80,7 +81,8 @@ def normalize_protein_change(text: str | None) -> str | None:
 
 @dataclass(frozen=True, slots=True)
 class Hotspot:
-    """One row of hotspots.tsv: the same allele on both builds (1-based)."""
+    """One row of hotspots.tsv: the same allele on both builds (1-based), with how far its
+    coordinates are verified (domain-anchors §3.1 status labels) and by which sources."""
 
     gene: str
     protein_change: str
@@ -88,6 +90,8 @@ class Hotspot:
     grch37_chrom: str  # UCSC style
     grch37_pos: int
     locus: Locus  # GRCh38
+    verification: str  # one of VERIFICATION_STATUSES
+    sources: str  # domain-anchors §3.1 source ids, e.g. "S1+S2+S2b+S3"
 
     @property
     def ref(self) -> str:
@@ -100,8 +104,15 @@ class Hotspot:
 
 _HOTSPOT_COLUMNS = (
     "gene", "protein", "hgvs_c", "grch37_chrom", "grch37_pos", "grch38_chrom", "grch38_pos",
-    "ref", "alt",
+    "ref", "alt", "verification", "sources",
 )  # fmt: skip
+
+# domain-anchors §3.1: VERIFIED, two independent sources agree; VERIFIED† (the dagger is the
+# anchors' own label), two sources that may share an upstream lineage; VERIFIED-POS, position
+# and REF verified through a sibling allele at the same base; UNVERIFIED, one source. Alleles
+# with no citable coordinate at all (ERBB2 T798I, G776delinsVC; ESR1 L469V) are not rows: they
+# are matched by protein change only, from the file's own annotation.
+VERIFICATION_STATUSES = ("VERIFIED", "VERIFIED†", "VERIFIED-POS", "UNVERIFIED")
 
 
 @functools.cache
@@ -113,7 +124,11 @@ def load_hotspots() -> tuple[Hotspot, ...]:
     missing = set(_HOTSPOT_COLUMNS) - set(reader.fieldnames or ())
     if missing:
         raise RuntimeError(f"hotspots.tsv lacks columns {sorted(missing)}")
-    for row in reader:
+    for line, row in enumerate(reader, start=2):
+        if row["verification"] not in VERIFICATION_STATUSES:
+            raise RuntimeError(
+                f"hotspots.tsv line {line}: unknown verification {row['verification']!r}"
+            )
         rows.append(
             Hotspot(
                 gene=row["gene"],
@@ -127,6 +142,8 @@ def load_hotspots() -> tuple[Hotspot, ...]:
                     row["ref"],
                     row["alt"],
                 ),
+                verification=row["verification"],
+                sources=row["sources"],
             )
         )
     return tuple(rows)

@@ -65,7 +65,19 @@ DATA_DIR: Final[Path] = Path(__file__).resolve().parent / "data"
 DEFAULT_MAP_PATH: Final[Path] = DATA_DIR / "resistance_map.toml"
 DEFAULT_HOTSPOTS_PATH: Final[Path] = DATA_DIR / "hotspots.tsv"
 
-EFFECTS: Final[tuple[str, ...]] = ("resistance", "relative_resistance", "sensitivity")
+EFFECTS: Final[tuple[str, ...]] = ("resistance", "relative_resistance", "sensitivity", "vus")
+"""``vus``: a variant of unknown significance, shown with the variant but never an event (it is
+not among ``ResistanceParams.trigger_effects``); it applies only to a variant that no other
+entry of its gene selects."""
+ESCAT_TIERS: Final[tuple[str, ...]] = (
+    "IA", "IB", "IC", "IIA", "IIB", "IIIA", "IIIB", "IVA", "IVB", "V", "X",
+)  # fmt: skip
+"""ESMO Scale for Clinical Actionability of molecular Targets (Mateo et al., Ann Oncol
+2018;29:1895-1902): I-A..C ready for routine use, II-A..B investigational, III-A..B
+hypothetical (another tumour type, or another alteration of the gene), IV-A..B preclinical
+(models, in silico), V co-targeting, X lack of evidence."""
+ONCOKB_LEVELS: Final[tuple[str, ...]] = ("1", "2", "3A", "3B", "4", "R1", "R2")
+"""OncoKB therapeutic levels of evidence (Chakravarty et al., JCO Precis Oncol 2017)."""
 VARIANT_CLASSES: Final[tuple[str, ...]] = ("missense", "inframe_insertion", "activating_hotspot")
 _ENTRY_KEYS: Final[frozenset[str]] = frozenset(
     {
@@ -81,6 +93,8 @@ _ENTRY_KEYS: Final[frozenset[str]] = frozenset(
         "context",
         "implication",
         "citations",
+        "evidence_level",
+        "oncokb_level",
     }
 )
 
@@ -145,6 +159,10 @@ class MapEntry:
     context: str
     implication: str
     citations: tuple[str, ...]
+    evidence_level: str
+    """ESCAT tier (``ESCAT_TIERS``) of this variant-drug-class pairing."""
+    oncokb_level: str | None = None
+    """OncoKB level (``ONCOKB_LEVELS``) where OncoKB lists the pairing."""
 
     def matches(self, gene: str, protein_change: str) -> bool:
         """True if the (normalised) variant falls under this entry's selector."""
@@ -193,6 +211,13 @@ class MapEffect:
     implication: str
     citations: tuple[str, ...]
     map_version: str
+    evidence_level: str
+    oncokb_level: str | None = None
+
+    @property
+    def vus(self) -> bool:
+        """A variant of unknown significance: shown, never an event."""
+        return self.effect == "vus"
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,8 +229,13 @@ class ResistanceMap:
     source: str
 
     def effects_for(self, gene: str, protein_change: str) -> list[MapEffect]:
-        """Every entry that applies to the variant, in file order."""
+        """Every entry that applies to the variant, in file order; a "vus" entry only when no
+        other entry selects the variant (an established variant is never of unknown
+        significance)."""
         protein = normalise_protein_change(protein_change)
+        matched = [entry for entry in self.entries if entry.matches(gene, protein)]
+        if any(entry.effect != "vus" for entry in matched):
+            matched = [entry for entry in matched if entry.effect != "vus"]
         return [
             MapEffect(
                 entry_id=entry.entry_id,
@@ -219,9 +249,10 @@ class ResistanceMap:
                 implication=entry.implication,
                 citations=entry.citations,
                 map_version=self.version,
+                evidence_level=entry.evidence_level,
+                oncokb_level=entry.oncokb_level,
             )
-            for entry in self.entries
-            if entry.matches(gene, protein)
+            for entry in matched
         ]
 
     def resisted_classes(
@@ -246,7 +277,8 @@ def load_resistance_map(path: Path | str | None = None) -> ResistanceMap:
     """Read and validate a resistance map (default: the packaged data/resistance_map.toml).
 
     Raises ResistanceMapError on unreadable TOML, a missing or empty version, an unknown key,
-    drug class, effect or variant class, a drug that is not of the entry's class, a selector
+    drug class, effect or variant class, a missing or unknown ESCAT tier, an unknown OncoKB
+    level, a drug that is not of the entry's class, a selector
     that selects nothing, an unparseable protein change, a duplicate id, or an entry without
     implication or citations.
     """
@@ -333,6 +365,18 @@ def _parse_entry(raw: Any, hotspots: Mapping[str, frozenset[str]], where: str) -
     citations = _strings(raw, "citations", where)
     if not citations:
         raise ResistanceMapError(f"{where}: at least one citation is required")
+    evidence_level = _text(raw, "evidence_level", where)
+    if evidence_level not in ESCAT_TIERS:
+        raise ResistanceMapError(
+            f"{where}: unknown ESCAT tier {evidence_level!r}; expected one of "
+            f"{', '.join(ESCAT_TIERS)}"
+        )
+    oncokb_level = raw.get("oncokb_level")
+    if oncokb_level is not None and oncokb_level not in ONCOKB_LEVELS:
+        raise ResistanceMapError(
+            f"{where}: unknown OncoKB level {oncokb_level!r}; expected one of "
+            f"{', '.join(ONCOKB_LEVELS)}"
+        )
     return MapEntry(
         entry_id=entry_id,
         gene=gene,
@@ -347,6 +391,8 @@ def _parse_entry(raw: Any, hotspots: Mapping[str, frozenset[str]], where: str) -
         context=_text(raw, "context", where, required=False),
         implication=_text(raw, "implication", where),
         citations=tuple(citations),
+        evidence_level=evidence_level,
+        oncokb_level=oncokb_level,
     )
 
 
@@ -673,6 +719,7 @@ def _actionable(
             alert_date=established.collection_date,
             sample_id=established.sample_id,
             vaf=established.vaf,
+            evidence_level=effect.evidence_level,
         )
         for drug_class, effect in sensitive.items()
     ]
@@ -813,6 +860,7 @@ def _locus_events(
                     confirmation=confirmation,
                     alert_date=alert.collection_date if alert else None,
                     alert_sample_id=alert.sample_id if alert else None,
+                    evidence_level=effect.evidence_level,
                 )
             )
         previous = call

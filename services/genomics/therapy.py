@@ -65,6 +65,7 @@ _DRUGS: Final[Mapping[str, tuple[str, tuple[str, ...]]]] = {
     "tucatinib": ("her2_tki", ("tukysa",)),
     "lapatinib": ("her2_tki", ("tykerb", "tyverb")),
     "pyrotinib": ("her2_tki", ()),
+    "afatinib": ("her2_tki", ("gilotrif", "giotrif")),
     "trastuzumab": ("her2_antibody", ("herceptin",)),
     "pertuzumab": ("her2_antibody", ("perjeta",)),
     "pertuzumab/trastuzumab": ("her2_antibody", ("phesgo",)),

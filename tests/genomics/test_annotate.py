@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from services.genomics.annotate import (
+    VERIFICATION_STATUSES,
     FileAnnotation,
     annotate,
     annotation_fields,
@@ -51,10 +52,99 @@ def test_normalize_protein_change(spelled: str | None, short: str | None) -> Non
 
 def test_hotspot_table_loads_with_one_letter_spelling() -> None:
     spots = load_hotspots()
-    assert len(spots) == 34
+    assert len(spots) == 53
+    assert {s.verification for s in spots} == set(VERIFICATION_STATUSES)
+    assert all(s.sources.startswith("S") for s in spots)
     assert all(s.protein_change == normalize_protein_change(s.protein_change) for s in spots)
     spot = hotspot_for(H1047R)
     assert spot is not None and (spot.gene, spot.protein_change) == ("PIK3CA", "p.H1047R")
+
+
+# Multi-base hotspot alleles as a caller writes them, without CSQ/ANN: (GRCh37 POS, GRCh38 POS,
+# REF, ALT) on the contig, and the protein change the table gives (domain-anchors §3.2).
+_MULTI_BASE = [
+    ("6", 152382152, 152061017, "TTGG", "T", "ESR1", "p.V422del"),
+    ("6", 152415537, 152094402, "T", "C", "ESR1", "p.S463P"),
+    ("6", 152419920, 152098785, "T", "A", "ESR1", "p.L536H"),
+    ("6", 152419920, 152098785, "TC", "AT", "ESR1", "p.L536H"),
+    ("6", 152419920, 152098785, "T", "C", "ESR1", "p.L536P"),
+    ("6", 152419920, 152098785, "TC", "AG", "ESR1", "p.L536Q"),
+    ("6", 152419922, 152098787, "TA", "AG", "ESR1", "p.Y537S"),
+    ("6", 152419923, 152098788, "AT", "CA", "ESR1", "p.Y537S"),
+    ("6", 152419922, 152098787, "T", "G", "ESR1", "p.Y537D"),
+    ("3", 178928079, 179210291, "G", "A", "PIK3CA", "p.E453K"),
+    ("3", 178938934, 179221146, "G", "A", "PIK3CA", "p.E726K"),
+    ("3", 178952072, 179234284, "A", "G", "PIK3CA", "p.M1043V"),
+    ("17", 37868208, 39711955, "CC", "AT", "ERBB2", "p.S310Y"),
+    ("17", 37880981, 39724728, "A", "AGCATACGTGATG", "ERBB2", "p.Y772_A775dup"),
+    ("17", 37880984, 39724731, "A", "ATACGTGATGGCT", "ERBB2", "p.Y772_A775dup"),
+    ("17", 37881001, 39724748, "T", "TGGGCTCCCC", "ERBB2", "p.G778_P780dup"),
+    ("17", 37881002, 39724749, "G", "GGGCTCCCCA", "ERBB2", "p.G778_P780dup"),
+    ("17", 37881392, 39725139, "A", "G", "ERBB2", "p.T862A"),
+    ("17", 37881414, 39725161, "T", "G", "ERBB2", "p.L869R"),
+]
+
+
+def _unannotated_vcf(path: Path, build: str, records: list[tuple[str, int, str, str]]) -> Path:
+    chrom = "" if build == "GRCh37" else "chr"
+    lines = [
+        "##fileformat=VCFv4.2",
+        f"##reference={build}",
+        '##FORMAT=<ID=AD,Number=R,Type=Integer,Description="Allelic depths">',
+        '##FORMAT=<ID=DP,Number=1,Type=Integer,Description="Depth">',
+        "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\tFORMAT\tPLASMA",
+    ]
+    order = {"3": 0, "6": 1, "17": 2}
+    for contig, pos, ref, alt in sorted(records, key=lambda r: (order[r[0]], r[1], r[2], r[3])):
+        lines.append(f"{chrom}{contig}\t{pos}\t.\t{ref}\t{alt}\t.\tPASS\t.\tAD:DP\t990,10:1000")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.mark.parametrize("build", ["GRCh37", "GRCh38"])
+def test_unannotated_multi_base_hotspots_are_found_by_coordinates(
+    tmp_path: Path, build: str
+) -> None:
+    """No CSQ/ANN: deletions, duplications and MNVs get their gene and protein change from
+    hotspots.tsv on either build, each allele exactly (an MNV is not its first base's SNV)."""
+    records = [
+        (contig, pos37 if build == "GRCh37" else pos38, ref, alt)
+        for contig, pos37, pos38, ref, alt, _, _ in _MULTI_BASE
+    ]
+    vcf = _unannotated_vcf(tmp_path / f"{build}.vcf", build, records)
+    result = read_vcf(vcf, display_name="unannotated.vcf", sample_type="plasma")
+    assert result.build == build
+    found = {
+        (v.locus.pos if v.locus else None, v.ref, v.alt): (v.gene, v.protein_change, v.hotspot)
+        for v in result.variants
+    }
+    expected = {
+        (pos38, ref, alt): (gene, protein, True)
+        for _, _, pos38, ref, alt, gene, protein in _MULTI_BASE
+    }
+    # VariantCall.ref/alt are the sample's trimmed alleles: the same on both builds here.
+    assert found == expected
+    assert all(v.annotation_source == "hotspots" for v in result.variants)
+
+
+def test_t798i_and_g776delinsvc_have_no_coordinates_only_protein_changes() -> None:
+    """domain-anchors §3.1: no citable genomic record; matched from a file's annotation only."""
+    proteins = {(s.gene, s.protein_change) for s in load_hotspots()}
+    assert ("ERBB2", "p.T798I") not in proteins
+    assert ("ERBB2", "p.G776delinsVC") not in proteins
+    locus = Locus("chr17", 39724900, "C", "T")  # wherever a caller put it
+    annotated = annotate(
+        locus,
+        "GRCh38",
+        "chr17",
+        locus.pos,
+        FileAnnotation("ERBB2", normalize_protein_change("p.Thr798Ile"), "CSQ"),
+    )
+    assert (annotated.gene, annotated.protein_change, annotated.hotspot) == (
+        "ERBB2",
+        "p.T798I",
+        False,
+    )
 
 
 def test_hotspot_build_needs_hits_on_exactly_one_build() -> None:

@@ -15,6 +15,7 @@ from services.genomics.longitudinal import LocusObservation, LocusSeries, locus_
 from services.genomics.resistance import (
     DEFAULT_HOTSPOTS_PATH,
     DEFAULT_MAP_PATH,
+    ESCAT_TIERS,
     ResistanceMap,
     ResistanceMapError,
     ResistanceParams,
@@ -60,11 +61,79 @@ def series_of(
 
 
 def test_packaged_map_is_versioned_and_every_entry_is_cited(rmap: ResistanceMap) -> None:
-    assert rmap.version == "2026.11-1"
+    assert rmap.version == "2026.12-1"
     assert len(rmap.entries) >= 8
     for entry in rmap.entries:
         assert entry.citations and all(c.strip() for c in entry.citations)
         assert entry.implication
+        assert entry.evidence_level in ESCAT_TIERS
+
+
+@pytest.mark.parametrize(
+    ("gene", "protein", "entry_id", "escat", "oncokb"),
+    [
+        ("ESR1", "p.D538G", "esr1-lbd-elacestrant-sensitivity", "IA", "1"),
+        ("ESR1", "p.Y537S", "esr1-lbd-ai-resistance", "IIA", None),
+        ("PIK3CA", "p.H1047R", "pik3ca-activating-pi3k-sensitivity", "IA", "1"),
+        ("PIK3CA", "p.E545K", "pik3ca-activating-akt-sensitivity", "IA", "1"),
+        ("AKT1", "p.E17K", "akt1-e17k-akt-sensitivity", "IA", "1"),
+        ("ERBB2", "p.L869R", "erbb2-activating-neratinib-sensitivity", "IIB", None),
+        ("ERBB2", "p.T798I", "erbb2-t798i-her2-tki-resistance", "IVA", None),
+    ],
+)
+def test_every_effect_carries_its_evidence_level(
+    rmap: ResistanceMap,
+    gene: str,
+    protein: str,
+    entry_id: str,
+    escat: str,
+    oncokb: str | None,
+) -> None:
+    effect = next(e for e in rmap.effects_for(gene, protein) if e.entry_id == entry_id)
+    assert (effect.evidence_level, effect.oncokb_level) == (escat, oncokb)
+
+
+@pytest.mark.parametrize(
+    "protein",
+    [
+        "p.E380Q", "p.V422del", "p.S463P", "p.L469V", "p.L536H", "p.L536P", "p.L536R",
+        "p.L536Q", "p.Y537S", "p.Y537N", "p.Y537C", "p.Y537D", "p.D538G",
+    ],
+)  # fmt: skip
+def test_established_esr1_mutations_resist_ais_and_mean_elacestrant(
+    rmap: ResistanceMap, protein: str
+) -> None:
+    effects = rmap.effects_for("ESR1", protein)
+    assert not any(e.vus for e in effects)
+    assert ("resistance", "aromatase_inhibitor") in {(e.effect, e.drug_class) for e in effects}
+    (serd,) = [e for e in effects if e.effect == "sensitivity"]
+    assert (serd.drug_class, serd.drugs, serd.evidence_level, serd.oncokb_level) == (
+        "serd",
+        ("elacestrant",),
+        "IA",
+        "1",
+    )
+    assert any("EMERALD" in c for c in serd.citations)
+
+
+@pytest.mark.parametrize("protein", ["p.K531E", "p.Leu536Val", "p.A380T", "p.R548W"])
+def test_other_esr1_lbd_missense_is_a_vus_shown_not_alerted(
+    rmap: ResistanceMap, protein: str
+) -> None:
+    (effect,) = rmap.effects_for("ESR1", protein)
+    assert effect.vus and effect.effect == "vus" and effect.evidence_level == "X"
+    assert effect.implication == (
+        "variant of unknown significance in the ligand-binding domain: shown, not alerted"
+    )
+    assert "vus" not in PARAMS.trigger_effects
+    assert rmap.resisted_classes("ESR1", protein) == frozenset()
+    # Listed with the patient's variants, never an event, whatever the therapy.
+    locus = series_of([(0, 5000), (0, 5000), (40, 5000), (200, 5000)], protein=protein)
+    report = resistance_report([locus], on_therapy("letrozole", "palbociclib"), rmap, PARAMS)
+    assert report.events == ()
+    (status,) = report.variants
+    assert status.status == "detected" and status.resisted_classes_on == ()
+    assert [e.effect for e in status.effects] == ["vus"]
 
 
 @pytest.mark.parametrize(
@@ -150,9 +219,24 @@ def test_erbb2_activating_is_endocrine_resistant_and_neratinib_sensitive(
     assert all(e.context.startswith("HER2-non-amplified") for e in sensitive)
 
 
-def test_erbb2_t798i_resists_her2_tkis(rmap: ResistanceMap) -> None:
+def test_erbb2_t798i_resists_neratinib_only(rmap: ResistanceMap) -> None:
     assert rmap.resisted_classes("ERBB2", "p.T798I") == {"her2_tki"}
     assert rmap.resisted_classes("ERBB2", "p.Thr798Ile") == {"her2_tki"}
+    (effect,) = rmap.effects_for("ERBB2", "p.T798I")
+    assert effect.drugs == ("neratinib",)
+    assert "afatinib kept activity" in effect.implication
+
+
+def test_t798i_is_an_event_on_neratinib_not_on_afatinib(rmap: ResistanceMap) -> None:
+    """Hanker 2017: the gatekeeper resists neratinib; afatinib kept activity."""
+    t798i = series_of([(0, 5000), (0, 5000), (20, 5000)], "ERBB2", "p.T798I")
+    assert detect_resistance_events([t798i], on_therapy("afatinib"), rmap, PARAMS) == []
+    (event,) = detect_resistance_events([t798i], on_therapy("neratinib"), rmap, PARAMS)
+    assert (event.drug_class, event.drug, event.entry_id) == (
+        "her2_tki",
+        "neratinib",
+        "erbb2-t798i-her2-tki-resistance",
+    )
 
 
 @pytest.mark.parametrize(
@@ -179,6 +263,7 @@ gene = "ESR1"
 proteins = ["p.D538G"]
 effect = "resistance"
 drug_class = "aromatase_inhibitor"
+evidence_level = "IIA"
 implication = "text"
 citations = ["Toy 2013"]
 """
@@ -199,6 +284,9 @@ citations = ["Toy 2013"]
         (lambda s: s + 'variant_class = "lbd"\n', "unknown variant_class"),
         (lambda s: s + "codons = [550, 380]\n", "codons"),
         (lambda s: s + s, "duplicate id"),
+        (lambda s: s.replace('"IIA"', '"II"'), r"\(x\): unknown ESCAT tier 'II'"),
+        (lambda s: s.replace('evidence_level = "IIA"\n', ""), r"\(x\): 'evidence_level'"),
+        (lambda s: s + 'oncokb_level = "3"\n', r"\(x\): unknown OncoKB level '3'"),
         (
             lambda s: (
                 s.replace('gene = "ESR1"', 'gene = "TP53"') + "variant_class = "
@@ -245,7 +333,7 @@ def test_esr1_emerges_then_rises_on_an_aromatase_inhibitor(rmap: ResistanceMap) 
     assert emerged.first_detected_date == emerged.event_date == D0 + dt.timedelta(days=240)
     assert emerged.p_value == pytest.approx(stats.binom.sf(11, 5000, 1e-4))
     assert emerged.previous_lod95 is not None and emerged.previous_lod95 < emerged.vaf
-    assert emerged.map_version == "2026.11-1" and emerged.params_version == PARAMS.version
+    assert emerged.map_version == "2026.12-1" and emerged.params_version == PARAMS.version
     assert "SERD" in emerged.implication and emerged.citations
     assert rising.first_detected_date == emerged.event_date
     assert rising.fold_change == pytest.approx(40 / 12)
@@ -273,7 +361,10 @@ def test_off_therapy_detection_is_listed_but_not_an_event(rmap: ResistanceMap) -
     (status,) = report.variants
     assert status.status == "detected" and status.resisted_classes_on == ()
     assert status.first_detected_date == D0 + dt.timedelta(days=120)
-    assert [e.drug_class for e in status.effects] == ["aromatase_inhibitor"]
+    assert [(e.effect, e.drug_class) for e in status.effects] == [
+        ("resistance", "aromatase_inhibitor"),
+        ("sensitivity", "serd"),
+    ]
 
 
 def test_the_earlier_undetected_draws_pooled_must_have_been_sensitive(
