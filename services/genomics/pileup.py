@@ -26,7 +26,7 @@ reads at the tracked loci, not the file size. pysam objects never leave this mod
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -253,8 +253,16 @@ def _observe(
 
 
 def _count_locus(
-    handle: pysam.AlignmentFile, contig: str, locus: Locus, params: PileupParams
+    handle: pysam.AlignmentFile,
+    contig: str,
+    locus: Locus,
+    params: PileupParams,
+    wider: Sequence[Locus] = (),
 ) -> PileupCounts:
+    """Fragments at one locus. ``wider``: the substitution loci of the set that contain this
+    one (an MNV over an SNV's base): a read carrying one of their alleles carries that
+    variant, not this one, and is counted as another allele here (ESR1 Y537S as the MNV
+    TA>AG is neither Y537N T>A nor Y537C A>G)."""
     start = locus.pos - 1
     end = start + max(len(locus.ref), 2)
     filtered = 0
@@ -271,6 +279,11 @@ def _count_locus(
         observed = _observe(read, locus, params)
         if observed is None:
             continue
+        if observed[0] == ALT and any(
+            (seen := _substitution(read, other, params)) is not None and seen[0] == ALT
+            for other in wider
+        ):
+            observed = (OTHER, observed[1])
         name = read.query_name or f"#{n}"
         mates[name] = mates.get(name, 0) + 1
         allele, quality_ok = observed
@@ -320,21 +333,41 @@ def count_alleles(
     fasta = Path(reference_fasta) if reference_fasta is not None else None
     index = Path(index_path) if index_path is not None else None
     result: dict[str, PileupCounts] = {}
+    unique = sorted(set(loci))
     with _open(path, fasta, index) as handle:
         contigs = _contig_names(handle)
-        for locus in sorted(set(loci)):
+        for locus in unique:
             contig = contigs.get(locus.chrom)
             if contig is None:
                 result[locus.key] = PileupCounts(locus.key, 0, 0, 0, 0, 0, 0, 0, settings.version)
                 continue
             try:
-                result[locus.key] = _count_locus(handle, contig, locus, settings)
+                result[locus.key] = _count_locus(
+                    handle, contig, locus, settings, _wider_substitutions(locus, unique)
+                )
             except (OSError, ValueError) as exc:
                 # a truncated file, or a CRAM whose reference cannot be found
                 raise InvalidInput(
                     f"{path.name}: cannot read the reads at {locus.key} ({exc})"
                 ) from exc
     return result
+
+
+def _wider_substitutions(locus: Locus, loci: Sequence[Locus]) -> list[Locus]:
+    """The substitution loci of ``loci`` longer than ``locus`` (itself a substitution) that
+    contain it and agree with its alt allele on its bases."""
+    if len(locus.ref) != len(locus.alt):
+        return []
+    end = locus.pos + len(locus.ref)
+    return [
+        other
+        for other in loci
+        if other.chrom == locus.chrom
+        and len(other.ref) == len(other.alt) > len(locus.ref)
+        and other.pos <= locus.pos
+        and end <= other.pos + len(other.ref)
+        and other.alt[locus.pos - other.pos : end - other.pos] == locus.alt
+    ]
 
 
 def background_table(counts: Mapping[str, PileupCounts]) -> dict[str, BackgroundCounts]:

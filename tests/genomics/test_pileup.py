@@ -280,3 +280,23 @@ def test_panel_of_normals_from_pileups_is_the_cross_patient_background(tmp_path:
     }
     assert pon[SNV.key].n_controls == 3 and pon[SNV.key].alt_reads == 3
     assert pon[DELETION.key].n_controls == 0
+
+
+def test_a_read_carrying_an_mnv_is_not_counted_for_the_snvs_inside_it(tmp_path: Path) -> None:
+    """ESR1 Y537S as the MNV TA>AG (domain-anchors §3.2) shares a base with Y537N (T>A) and
+    Y537C (A>G): its reads are the MNV's, not evidence of either neighbour."""
+    p = SNV_POS - 1
+    first, second = REFERENCE[p], REFERENCE[p + 1]
+    mnv_alt = SNV.alt + ("T" if second != "T" else "G")
+    mnv = Locus(CONTIG, SNV_POS, first + second, mnv_alt)
+    second_snv = Locus(CONTIG, SNV_POS + 1, second, mnv_alt[1])
+    reads = [Read(f"mnv{i}", p - 40 - i, subs={p: mnv_alt[0], p + 1: mnv_alt[1]}) for i in range(6)]
+    reads += [Read(f"snv{i}", p - 30 - i, subs={p: SNV.alt}) for i in range(3)]
+    reads += [Read(f"ref{i}", p - 20 - i) for i in range(4)]
+    bam, _ = write_alignments(tmp_path, reads)
+    counts = count_alleles(bam, [SNV, mnv, second_snv])
+    assert (counts[mnv.key].alt_reads, counts[mnv.key].depth) == (6, 13)
+    assert (counts[SNV.key].alt_reads, counts[SNV.key].other_reads) == (3, 6)
+    assert (counts[second_snv.key].alt_reads, counts[second_snv.key].other_reads) == (0, 6)
+    # Counted alone (no MNV in the set), the SNV sees every read with its base.
+    assert count_alleles(bam, [SNV])[SNV.key].alt_reads == 9
