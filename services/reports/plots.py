@@ -163,15 +163,17 @@ def draw_timeline(ax: Any, model: Timeline) -> None:
         ax.axvline(when, color=colour, ls="--" if event.kind == "surgery" else ":", lw=1.3)
         ax.scatter([when], [0.02], transform=strip, marker="D", s=36, color=colour, zorder=6)
     # therapy lines and clinical events named above the axes, out of the data's way
-    for label in model.labels:
+    for top in model.labels:
+        # matplotlib.dates carries no annotations: date2num is an untyped call
+        x = mdates.date2num(_date(top.date))  # type: ignore[no-untyped-call]
         ax.annotate(
-            plain(label.text),
-            xy=(mdates.date2num(_date(label.date)), 1.0),
+            plain(top.text),
+            xy=(x, 1.0),
             xycoords=strip,
-            xytext=(0, 3 + 11 * label.row),
+            xytext=(0, 3 + 11 * top.row),
             textcoords="offset points",
             fontsize=7.5,
-            color=label.colour,
+            color=top.colour,
             va="bottom",
             annotation_clip=False,
         )
