@@ -147,7 +147,7 @@ def recompute_safely(session: Session, patient: Patient, reason: str) -> bool:
         # The database went away, not a bug: the whole unit of work fails and is retried (a
         # savepoint cannot be rolled back on a dead connection anyway).
         raise
-    except Exception:  # noqa: BLE001  the caller's stored data must survive an analysis bug
+    except Exception:  # the caller's stored data must survive an analysis bug (logged)
         log.exception("analysis.recompute_failed", patient_id=patient.patient_id)
         return False
     return True
