@@ -14,11 +14,11 @@ import matplotlib
 
 matplotlib.use("Agg")  # no display: rendering happens in API processes
 
-import matplotlib.dates as mdates  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator  # noqa: E402
+import matplotlib.dates as mdates
+from matplotlib.figure import Figure
+from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
-from services.reports.figures import (  # noqa: E402
+from services.reports.figures import (
     CALL_COLOURS,
     EVENT_COLOURS,
     RESISTANCE_COLOUR,
@@ -30,7 +30,7 @@ from services.reports.figures import (  # noqa: E402
     percent_ticks,
     timeline_model,
 )
-from services.reports.numbers import percent  # noqa: E402
+from services.reports.numbers import percent
 
 
 def plain(text: str) -> str:
