@@ -32,7 +32,8 @@ test: $(INSTALLED_TEST)
 	$(BIN)/pytest -q
 
 lint: $(INSTALLED_TEST)
-	$(BIN)/ruff check services workers schemas tests
-	$(BIN)/mypy services/genomics schemas
+	$(BIN)/ruff check services workers schemas tests benchmarks
+	$(BIN)/ruff format --check services workers schemas tests benchmarks
+	$(BIN)/mypy services workers schemas
 
 .PHONY: install run demo test lint

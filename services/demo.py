@@ -183,6 +183,8 @@ def write_metastatic(
             EventCreate(type="therapy_start", date=patient.therapy_start, drug=drug)
             for drug in patient.drugs
         )
+        emerging = patient.emerging
+        assert emerging is not None  # the default simulation always has an emerging clone
         out.append(
             DemoPatient(
                 patient_id,
@@ -190,7 +192,7 @@ def write_metastatic(
                 tuple(rows),
                 {
                     "first_visible_draw": patient.first_visible_draw,
-                    "emerging": f"{patient.emerging.gene} {patient.emerging.protein}",
+                    "emerging": f"{emerging.gene} {emerging.protein}",
                 },
             )
         )
@@ -308,7 +310,7 @@ def _drain_reextractions(demo_pks: Sequence[int]) -> None:
     """Run, here, the jobs the loaded samples created (re-extractions after a tracked set
     was chosen from tissue, recomputes after the assay's background model changed, clone
     fits); never another patient's."""
-    runners = {
+    runners: dict[str, Callable[[str], str]] = {
         jobs.INGEST_TASK: ingest.run,
         RECOMPUTE_TASK: run_recompute,
         CLONES_TASK: partial(run_clones, defer=False),

@@ -28,11 +28,21 @@ def _bounded(run: Callable[[str], str], job_id: str) -> str:
         return "failed"
 
 
-@app.task(name=RECOMPUTE_TASK, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+@app.task(  # type: ignore[untyped-decorator]  # celery ships no type information
+    name=RECOMPUTE_TASK,
+    acks_late=True,
+    reject_on_worker_lost=True,
+    ignore_result=True,
+)
 def recompute_patient(job_id: str) -> str:
     return _bounded(run_recompute, job_id)
 
 
-@app.task(name=CLONES_TASK, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+@app.task(  # type: ignore[untyped-decorator]  # celery ships no type information
+    name=CLONES_TASK,
+    acks_late=True,
+    reject_on_worker_lost=True,
+    ignore_result=True,
+)
 def fit_patient_clones(job_id: str) -> str:
     return _bounded(run_clones, job_id)

@@ -37,7 +37,7 @@ def create_celery() -> Celery:
 app = create_celery()
 
 
-@worker_process_init.connect
+@worker_process_init.connect  # type: ignore[untyped-decorator]  # celery ships no type information
 def _fresh_connections(**_: Any) -> None:
     # A forked pool child must not reuse the parent's database connections.
     get_engine().dispose(close=False)

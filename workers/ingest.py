@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 
 import structlog
+from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded
 from sqlalchemy.exc import OperationalError
 
@@ -17,7 +18,7 @@ from workers.celery_app import app
 log = structlog.get_logger(__name__)
 
 
-@app.task(
+@app.task(  # type: ignore[untyped-decorator]  # celery ships no type information
     name=INGEST_TASK,
     bind=True,
     acks_late=True,
@@ -25,8 +26,8 @@ log = structlog.get_logger(__name__)
     max_retries=8,
     default_retry_delay=2,
 )
-def ingest_sample(self: object, job_id: str) -> str:
-    if self.request.retries:  # type: ignore[attr-defined]
+def ingest_sample(self: Task, job_id: str) -> str:
+    if self.request.retries:
         # A retry after the database went away: the hand-back below may have failed with it,
         # leaving the job held under this task's lease; give it back so the retry can claim it.
         release(job_id)
@@ -38,9 +39,9 @@ def ingest_sample(self: object, job_id: str) -> str:
     except OperationalError as exc:
         # The database went away: transient. Hand the job back and retry with jittered backoff.
         release(job_id)
-        retries = self.request.retries  # type: ignore[attr-defined]
+        retries = self.request.retries
         countdown = min(60, 2**retries) * random.uniform(0.5, 1.5)
-        raise self.retry(exc=exc, countdown=countdown) from exc  # type: ignore[attr-defined]
+        raise self.retry(exc=exc, countdown=countdown) from exc
     except SoftTimeLimitExceeded:
         log.warning("ingest.time_limit", job_id=job_id)
         ingest.fail_stopped(job_id, get_settings().task_time_limit_seconds)

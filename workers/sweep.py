@@ -13,7 +13,11 @@ from services.samples.ingest import failed as ingest_failed
 from workers.celery_app import app
 
 
-@app.task(name=SWEEP_TASK, acks_late=True, ignore_result=True)
+@app.task(  # type: ignore[untyped-decorator]  # celery ships no type information
+    name=SWEEP_TASK,
+    acks_late=True,
+    ignore_result=True,
+)
 def sweep_outbox() -> dict[str, int]:
     with unit_of_work() as session:
         sessions = purge_sessions(session)

@@ -6,6 +6,11 @@ from services.alerts.service import DELIVER_TASK, deliver
 from workers.celery_app import app
 
 
-@app.task(name=DELIVER_TASK, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+@app.task(  # type: ignore[untyped-decorator]  # celery ships no type information
+    name=DELIVER_TASK,
+    acks_late=True,
+    reject_on_worker_lost=True,
+    ignore_result=True,
+)
 def deliver_webhook(delivery_id: str) -> str:
     return deliver(delivery_id)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 import socket
 from dataclasses import dataclass
+from typing import cast
 from urllib.parse import urlsplit
 
 from services.errors import InvalidInput
@@ -108,7 +109,8 @@ def check_url(url: str, allowed_hosts: frozenset[str], *, resolve: bool = True) 
         raise UnsafeWebhookUrl(
             f"webhook host {host!r} does not resolve: check the name, or use the receiver's address"
         ) from exc
-    addresses = [ipaddress.ip_address(info[4][0].split("%", 1)[0]) for info in infos]
+    # an AF_INET/AF_INET6 sockaddr starts with the address as a string (typeshed: str | int)
+    addresses = [ipaddress.ip_address(cast(str, info[4][0]).split("%", 1)[0]) for info in infos]
     if not allowed:
         bad = [str(a) for a in addresses if not is_public(a)]
         if bad:

@@ -5,6 +5,8 @@ replay)."""
 
 from __future__ import annotations
 
+from typing import cast
+
 from fastapi import APIRouter, Request, Response, status
 
 from schemas.webhooks import (
@@ -167,11 +169,12 @@ def redeliver(
     assert event is not None
     # The event's payload names a patient and leaves for the endpoint again: a disclosure.
     payload = event.payload or {}
+    # Payloads are validated by their pydantic model at emit(): these ids are strings or absent.
     audit(
         session,
         request,
         principal,
-        patient_id=payload.get("patient_id"),
-        sample_id=payload.get("sample_id"),
+        patient_id=cast("str | None", payload.get("patient_id")),
+        sample_id=cast("str | None", payload.get("sample_id")),
     )
     return _delivery(delivery, event, [])

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import structlog
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import ColumnElement, and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from services.analysis.models import BackgroundModel
@@ -46,8 +46,8 @@ def scope_of(site: str) -> str:
     return ALL_SITES if get_settings().cross_site_controls else site
 
 
-def _in_scope(scope: str, assay: str) -> list[object]:
-    clauses: list[object] = [Sample.assay == assay, Sample.status == "processed"]
+def _in_scope(scope: str, assay: str) -> list[ColumnElement[bool]]:
+    clauses: list[ColumnElement[bool]] = [Sample.assay == assay, Sample.status == "processed"]
     if scope != ALL_SITES:
         clauses.append(Sample.site == scope)
     return clauses
@@ -249,7 +249,7 @@ def _patient_weights(
     )
     return {
         patient: allele_weights(
-            table, mrd, purity=purities.get(sources.get(patient)) if sources.get(patient) else None
+            table, mrd, purity=purities.get(source) if (source := sources.get(patient)) else None
         )
         for patient, table in afs.items()
     }

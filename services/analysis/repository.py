@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from sqlalchemy import and_, bindparam, select, text
+from typing import cast
+
+from sqlalchemy import Table, and_, bindparam, select, text
 from sqlalchemy.orm import Session
 
 from services.analysis.models import PatientAnalysis
@@ -10,7 +12,8 @@ from services.audit.models import AuditEntry
 from services.db import get_statement_engine, run_statement, unit_of_work
 from services.patients.models import Patient
 
-_AUDIT_INSERT = AuditEntry.__table__.insert()
+# A declarative class's __table__ is typed as FromClause; it is the Table the class maps.
+_AUDIT_INSERT = cast(Table, AuditEntry.__table__).insert()
 
 # Built once and run as Core on the session's connection: this is the hottest read of the API,
 # and building the statement and going through the ORM result layer cost more than the query.

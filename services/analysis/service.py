@@ -17,7 +17,7 @@ from collections import OrderedDict, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import structlog
@@ -69,7 +69,12 @@ from services.genomics.resistance import (
     ResistanceParams,
     load_resistance_map,
 )
-from services.genomics.therapy import TherapyEvent, TherapyLine, therapy_lines
+from services.genomics.therapy import (
+    TherapyEvent,
+    TherapyEventType,
+    TherapyLine,
+    therapy_lines,
+)
 from services.genomics.tracking import TissueCandidate, TrackingParams, select_tracked
 from services.jobs import service as jobs
 from services.jobs.models import Job
@@ -142,7 +147,7 @@ def recompute_safely(session: Session, patient: Patient, reason: str) -> bool:
         # The database went away, not a bug: the whole unit of work fails and is retried (a
         # savepoint cannot be rolled back on a dead connection anyway).
         raise
-    except Exception:  # noqa: BLE001  the caller's stored data must survive an analysis bug
+    except Exception:  # the caller's stored data must survive an analysis bug (logged)
         log.exception("analysis.recompute_failed", patient_id=patient.patient_id)
         return False
     return True
@@ -162,7 +167,12 @@ def recompute(session: Session, patient: Patient, reason: str) -> None:
     evidence = _evidence(session, data)
     series = evidence.series
     lines = therapy_lines(
-        TherapyEvent(type=e.type, date=e.event_date, drug=e.drug, drug_class=e.drug_class)
+        TherapyEvent(
+            type=cast(TherapyEventType, e.type),  # narrowed by the filter below
+            date=e.event_date,
+            drug=e.drug,
+            drug_class=e.drug_class,
+        )
         for e in data.events
         if e.type in ("therapy_start", "therapy_stop")
     )
@@ -348,7 +358,10 @@ def _load(session: Session, patient: Patient) -> _Patient:
                 Variant.in_monitored_gene,
             ).where(Variant.sample_pk.in_(ids), Variant.locus_key.is_not(None))
         ):
-            data.rows_by_sample.setdefault(row.sample_pk, {})[row.locus_key] = _Row(*row)
+            # Ten columns in _Row's order, locus_key not NULL (the where above): the Row's
+            # typed tuple (nullable locus_key, open-ended tail) cannot say so.
+            values = cast("tuple[Any, ...]", row)
+            data.rows_by_sample.setdefault(row.sample_pk, {})[row.locus_key] = _Row(*values)
     return data
 
 

@@ -60,7 +60,8 @@ def http_metrics() -> bytes:
     from prometheus_client.multiprocess import MultiProcessCollector
 
     registry = CollectorRegistry(auto_describe=False)
-    MultiProcessCollector(registry)
+    # prometheus_client leaves MultiProcessCollector.__init__ unannotated
+    MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
     return generate_latest(registry)
 
 

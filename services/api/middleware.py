@@ -80,15 +80,15 @@ class UploadGate:
             await self.app(scope, receive, send)
             return
         _match_route(scope)
-        unauthorized = isinstance(refusal, Unauthorized)
+        is_unauthorized = isinstance(refusal, Unauthorized)
         await send_problem(
             send,
-            401 if unauthorized else 403,
+            401 if is_unauthorized else 403,
             refusal.detail,
             scope["path"],
             headers=[
                 (b"connection", b"close"),
-                *([(b"www-authenticate", b"Bearer")] if unauthorized else []),
+                *([(b"www-authenticate", b"Bearer")] if is_unauthorized else []),
             ],
         )
 

@@ -7,10 +7,10 @@ import json
 from collections.abc import Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from fastapi import Request
-from sqlalchemy import insert
+from sqlalchemy import Table, insert
 from sqlalchemy.orm import Session
 
 from services.audit import repository
@@ -20,7 +20,8 @@ from services.auth.service import Principal
 from services.db import utcnow
 from services.pagination import PageRequest
 
-_INSERT = insert(AuditEntry.__table__)
+# A declarative class's __table__ is typed as FromClause; it is the Table the class maps.
+_INSERT = insert(cast(Table, AuditEntry.__table__))
 
 # The routes that read or write patient data (or manage the keys that do): every one of them
 # calls audit() when it serves a request, and a request of theirs refused with one of

@@ -161,7 +161,7 @@ def release(job_id: str) -> None:
                 .values(status="queued", lease_expires_at=None, lease_owner=None)
                 .execution_options(synchronize_session=False)
             )
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:  # noqa: BLE001  best effort: the lease and the sweep cover it
         log.warning("job.release_failed", job_id=job_id, error=str(exc)[:200])
 
 

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from collections import Counter
-from typing import Annotated
+from typing import Annotated, cast
 
 from fastapi import APIRouter, Path, Request, Response, status
 
 from schemas.patients import (
+    DrugClass,
     EventCreate,
     EventDeletion,
     EventRead,
+    EventType,
     EventUpdate,
     PatientCreate,
     PatientDetail,
@@ -144,11 +146,12 @@ def delete_event(
 
 
 def _event_read(event: PatientEvent) -> EventRead:
+    # The stored type and drug class are the schema's Literals: validated on the way in.
     return EventRead(
         id=event.id,
-        type=event.type,  # type: ignore[arg-type]  (validated on the way in)
+        type=cast(EventType, event.type),
         date=event.event_date,
         drug=event.drug,
-        drug_class=event.drug_class,  # type: ignore[arg-type]
+        drug_class=cast("DrugClass | None", event.drug_class),
         note=event.note,
     )

@@ -14,11 +14,11 @@ import matplotlib
 
 matplotlib.use("Agg")  # no display: rendering happens in API processes
 
-import matplotlib.dates as mdates  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator  # noqa: E402
+import matplotlib.dates as mdates
+from matplotlib.figure import Figure
+from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
-from services.reports.figures import (  # noqa: E402
+from services.reports.figures import (
     CALL_COLOURS,
     EVENT_COLOURS,
     RESISTANCE_COLOUR,
@@ -30,7 +30,7 @@ from services.reports.figures import (  # noqa: E402
     percent_ticks,
     timeline_model,
 )
-from services.reports.numbers import percent  # noqa: E402
+from services.reports.numbers import percent
 
 
 def plain(text: str) -> str:
@@ -163,15 +163,17 @@ def draw_timeline(ax: Any, model: Timeline) -> None:
         ax.axvline(when, color=colour, ls="--" if event.kind == "surgery" else ":", lw=1.3)
         ax.scatter([when], [0.02], transform=strip, marker="D", s=36, color=colour, zorder=6)
     # therapy lines and clinical events named above the axes, out of the data's way
-    for label in model.labels:
+    for top in model.labels:
+        # matplotlib.dates carries no annotations: date2num is an untyped call
+        x = mdates.date2num(_date(top.date))  # type: ignore[no-untyped-call]
         ax.annotate(
-            plain(label.text),
-            xy=(mdates.date2num(_date(label.date)), 1.0),
+            plain(top.text),
+            xy=(x, 1.0),
             xycoords=strip,
-            xytext=(0, 3 + 11 * label.row),
+            xytext=(0, 3 + 11 * top.row),
             textcoords="offset points",
             fontsize=7.5,
-            color=label.colour,
+            color=top.colour,
             va="bottom",
             annotation_clip=False,
         )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from typing import Annotated, BinaryIO
+from typing import Annotated, BinaryIO, Literal, cast
 
 from fastapi import APIRouter, File, Form, Request, UploadFile
 from fastapi.responses import JSONResponse
@@ -228,7 +228,8 @@ def _sample_read(session: Session, sample: Sample, patient: Patient) -> SampleRe
         file_sha256=sample.file_sha256,
         file_size=sample.file_size,
         alignment_name=sample.alignment_name,
-        alignment_format=sample.alignment_format,
+        # stored only as "bam" or "cram" (services.samples.service, the upload)
+        alignment_format=cast('Literal["bam", "cram"] | None', sample.alignment_format),
         alignment_sha256=sample.alignment_sha256,
         records_read=sample.records_read,
         alleles_skipped=sample.alleles_skipped,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from fastapi import APIRouter, Request
 
 from schemas.variants import TrackedVariantList, TrackedVariantRead, TrackedVariantsPut
@@ -38,9 +40,7 @@ def put_tracked(
     return _list(patient.patient_id, service.list_tracked(session, patient))
 
 
-def _list(
-    patient_id: str, rows: list[TrackedVariant] | tuple[TrackedVariant, ...]
-) -> TrackedVariantList:
+def _list(patient_id: str, rows: Sequence[TrackedVariant]) -> TrackedVariantList:
     items = []
     for row in rows:
         locus = Locus.parse(row.locus_key)

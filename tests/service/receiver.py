@@ -28,7 +28,7 @@ def log(entry: dict[str, object]) -> None:
 
 
 class Handler(BaseHTTPRequestHandler):
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         started = time.time()
         body = self.rfile.read(int(self.headers.get("content-length", 0)))
         control = json.loads(CONTROL.read_text())

@@ -27,6 +27,8 @@ def upgrade() -> None:
         for constraint in sa.inspect(op.get_bind()).get_unique_constraints("resistance_events")
         if "first_detected_date" in constraint["column_names"]
     ]
+    if unique is None:  # an unnamed constraint: alembic could not drop it either
+        raise RuntimeError("the unique constraint on resistance_events has no name")
     with op.batch_alter_table("resistance_events", schema=None) as batch_op:
         batch_op.drop_constraint(unique, type_="unique")
         batch_op.add_column(sa.Column("gene", sa.String(length=32), nullable=True))
