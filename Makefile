@@ -28,12 +28,20 @@ run: $(INSTALLED)
 demo: $(INSTALLED)
 	$(BIN)/ctdna demo
 
+# The fast layer (science, schemas, reports, in-process service tests; two processes):
+# within 5 minutes on 2 cores. The end-to-end suite starts the API, workers, Redis and a
+# browser as real processes; `.ci/run` runs lint, then both.
 test: $(INSTALLED_TEST)
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -m "not e2e" -n 2
+
+test-e2e: $(INSTALLED_TEST)
+	$(BIN)/pytest -q -m e2e
+
+check: lint test test-e2e
 
 lint: $(INSTALLED_TEST)
 	$(BIN)/ruff check services workers schemas tests benchmarks
 	$(BIN)/ruff format --check services workers schemas tests benchmarks
 	$(BIN)/mypy services workers schemas
 
-.PHONY: install run demo test lint
+.PHONY: install run demo test test-e2e lint check

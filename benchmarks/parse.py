@@ -48,7 +48,7 @@ def _bcftools(path: Path, bed: Path) -> tuple[float, int, str]:
         ).stdout  # fmt: skip
         how = "bcftools binary"
     else:
-        out = pysam.bcftools.view("-H", "-T", str(bed), str(path)).encode()
+        out = str(pysam.bcftools.view("-H", "-T", str(bed), str(path))).encode()
         how = "pysam.bcftools (in-process)"
     return time.perf_counter() - start, out.count(b"\n"), how
 

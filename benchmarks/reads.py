@@ -202,7 +202,7 @@ def run(
         real_pk = session.scalar(
             select(Patient.id).where(Patient.site == SITE, Patient.patient_id == patient_id)
         )
-        bodies = dict(
+        bodies: dict[str, int] = dict(
             session.execute(
                 text("SELECT kind, length(body) FROM patient_analyses WHERE patient_pk = :pk"),
                 {"pk": real_pk},

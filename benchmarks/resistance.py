@@ -163,7 +163,12 @@ def patient_series(
     backgrounds = (
         fit_background(controls, BackgroundParams())
         if model is False
-        else locus_backgrounds(model or None, controls, BackgroundParams(), loci=keys)
+        else locus_backgrounds(
+            model if isinstance(model, AssayModel) else None,
+            controls,
+            BackgroundParams(),
+            loci=keys,
+        )
     )
     observations: dict[str, list[LocusObservation]] = {key: [] for key in keys}
     for draw in patient.draws:

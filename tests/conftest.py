@@ -32,6 +32,27 @@ PG_ADMIN_URL = os.environ.get("CTDNA_TEST_PG_ADMIN", "postgresql://postgres@127.
 REDIS_BASE = os.environ.get("CTDNA_TEST_REDIS", "redis://127.0.0.1:6379")
 
 
+# Service test modules that run in this process (a database, no server or worker process);
+# every other module of tests/service starts real processes and is end-to-end.
+IN_PROCESS_SERVICE_MODULES = frozenset(
+    {
+        "test_amendments",
+        "test_background_jobs",
+        "test_hardening_units",
+        "test_read_plans",
+        "test_tracked_sets",
+    }
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark the end-to-end tests (``make test`` runs the others, ``make test-e2e`` these)."""
+    for item in items:
+        path = Path(str(item.fspath))
+        if path.parent.name == "service" and path.stem not in IN_PROCESS_SERVICE_MODULES:
+            item.add_marker(pytest.mark.e2e)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
