@@ -118,6 +118,7 @@ class GeneMetrics:
     sensitivity_ci95: tuple[float, float]
     median_delay_draws: float | None
     p90_delay_draws: float | None
+    flagged_before_visible: int = 0
 
 
 @dataclass
@@ -371,14 +372,11 @@ def _wilson(k: int, n: int) -> tuple[float, float]:
 
 
 def summarise(outcomes: Sequence[PatientOutcome]) -> CohortMetrics:
-    resisted = [o for o in outcomes if o.resisted]
-    visible = [o for o in resisted if o.oracle_draw is not None]
-    before_last = [o for o in visible if o.oracle_draw is not None and o.oracle_draw < o.draws - 1]
-    flagged = [o for o in visible if o.first_event_draw is not None]
-    delays = [
-        o.first_event_draw - o.oracle_draw
-        for o in flagged
-        if o.first_event_draw is not None and o.oracle_draw is not None
+    overall = _gene_metrics(outcomes)
+    flagged = [
+        o
+        for o in outcomes
+        if o.resisted and o.oracle_draw is not None and o.first_event_draw is not None
     ]
     days = [o.delay_days for o in flagged if o.delay_days is not None]
     years = sum(o.years for o in outcomes)
@@ -390,31 +388,27 @@ def summarise(outcomes: Sequence[PatientOutcome]) -> CohortMetrics:
         for o in with_counts
         for t, f in zip(o.sample_clones_true, o.sample_clones_fitted, strict=True)
     ]
-
-    def q(values: Sequence[int], level: float) -> float | None:
-        return float(np.quantile(values, level, method="lower")) if values else None
-
     return CohortMetrics(
         patients=len(outcomes),
         patient_years=years,
         clones=sum(o.clone is not None for o in outcomes),
-        clones_resisted=len(resisted),
-        visible=len(visible),
-        visible_before_last=len(before_last),
-        flagged=len(flagged),
-        flagged_before_last=sum(o.first_event_draw is not None for o in before_last),
-        sensitivity=len(flagged) / len(visible) if visible else math.nan,
+        clones_resisted=sum(o.resisted for o in outcomes),
+        visible=overall.visible,
+        visible_before_last=overall.visible_before_last,
+        flagged=overall.flagged,
+        flagged_before_last=overall.flagged_before_last,
+        sensitivity=overall.sensitivity,
         sensitivity_before_last=(
-            sum(o.first_event_draw is not None for o in before_last) / len(before_last)
-            if before_last
+            overall.flagged_before_last / overall.visible_before_last
+            if overall.visible_before_last
             else math.nan
         ),
-        sensitivity_ci95=_wilson(len(flagged), len(visible)),
-        median_delay_draws=float(np.median(delays)) if delays else None,
-        p90_delay_draws=q(delays, 0.9),
+        sensitivity_ci95=overall.sensitivity_ci95,
+        median_delay_draws=overall.median_delay_draws,
+        p90_delay_draws=overall.p90_delay_draws,
         median_delay_days=float(np.median(days)) if days else None,
-        p90_delay_days=q(days, 0.9),
-        flagged_before_visible=sum(d < 0 for d in delays),
+        p90_delay_days=_quantile(days, 0.9),
+        flagged_before_visible=overall.flagged_before_visible,
         false_events=false,
         false_events_per_patient_year=false / years if years else math.nan,
         false_events_per_patient_year_ci95=_poisson_ci(false, years),
@@ -448,7 +442,7 @@ def _gene_metrics(outcomes: Sequence[PatientOutcome]) -> GeneMetrics:
     ]
     before_last = [o for o in visible if o.oracle_draw is not None and o.oracle_draw < o.draws - 1]
     return GeneMetrics(
-        clones=len(outcomes),
+        clones=sum(o.clone is not None for o in outcomes),
         visible=len(visible),
         flagged=len(flagged),
         visible_before_last=len(before_last),
@@ -456,8 +450,13 @@ def _gene_metrics(outcomes: Sequence[PatientOutcome]) -> GeneMetrics:
         sensitivity=len(flagged) / len(visible) if visible else math.nan,
         sensitivity_ci95=_wilson(len(flagged), len(visible)),
         median_delay_draws=float(np.median(delays)) if delays else None,
-        p90_delay_draws=float(np.quantile(delays, 0.9, method="lower")) if delays else None,
+        p90_delay_draws=_quantile(delays, 0.9),
+        flagged_before_visible=sum(d < 0 for d in delays),
     )
+
+
+def _quantile(values: Sequence[int], level: float) -> float | None:
+    return float(np.quantile(values, level, method="lower")) if values else None
 
 
 def evaluate_cohort(
