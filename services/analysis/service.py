@@ -197,7 +197,7 @@ def recompute(session: Session, patient: Patient, reason: str) -> None:
         patient.id,
         "resistance",
         resistance_body,
-        "emerging" if resistance_body["events"] else None,
+        "emerging" if any(e.confirmation == "confirmed" for e in answer.held) else None,
     )
     _announce_mrd(session, patient, previous, mrd_body)
     resistance_answer.send(

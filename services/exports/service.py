@@ -242,7 +242,10 @@ def summary_row(export: PatientExport) -> dict[str, Any]:
         (statuses[s.sample_id] for s in reversed(export.samples) if s.sample_id in statuses),
         None,
     )
-    events = resistance.get("events", [])
+    # an event awaiting confirmation (thin evidence in one draw) is not a result yet
+    events = [
+        e for e in resistance.get("events", []) if e.get("confirmation", "confirmed") == "confirmed"
+    ]
     # Counted: processed samples (a failed one has no data); last draw: processed plasma.
     done = [s for s in export.samples if s.status == "processed"]
     return {
