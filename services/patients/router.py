@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from typing import Annotated, Literal, cast
+from typing import Annotated, cast
 
 from fastapi import APIRouter, Path, Request, Response, status
 
@@ -14,16 +14,13 @@ from schemas.patients import (
     EventRead,
     EventType,
     EventUpdate,
-    Her2Ihc,
-    Her2Ish,
     PatientCreate,
     PatientDetail,
     PatientList,
     PatientRead,
     SampleSummary,
-    Specimen,
 )
-from schemas.receptors import DiscordanceRead, ReceptorEventRead, ReceptorsRead
+from schemas.receptors import ReceptorsRead
 from services.analysis import service as analysis
 from services.api.deps import Ingestor, Page, Reader, SessionDep
 from services.audit.service import audit
@@ -159,44 +156,7 @@ def get_receptors(
     change with its implication and citations from the versioned rule table."""
     patient = service.get_patient_or_raise(session, principal.site, patient_id)
     audit(session, request, principal, patient_id=patient.patient_id)
-    history = service.receptor_history(session, patient)
-    return ReceptorsRead(
-        patient_id=patient.patient_id,
-        rules_version=history.rules_version,
-        params_version=history.params.version,
-        events=[
-            ReceptorEventRead(
-                event_id=event_id,
-                date=p.test.date,
-                specimen=cast(Specimen, p.test.specimen),
-                site=p.test.site,
-                er=p.test.er,
-                pr=p.test.pr,
-                her2_ihc=cast("Her2Ihc | None", p.test.her2_ihc),
-                her2_ish=cast("Her2Ish | None", p.test.her2_ish),
-                er_status=p.er_status,
-                pr_status=p.pr_status,
-                her2_category=p.her2_category,
-                subtype=p.subtype,
-                subtype_label=p.subtype_label,
-            )
-            for event_id, p in history.events
-        ],
-        discordance=[
-            DiscordanceRead(
-                receptor=cast(Literal["ER", "PR", "HER2"], d.receptor),
-                primary=d.primary,
-                latest=d.latest,
-                primary_date=d.primary_date,
-                latest_date=d.latest_date,
-                change=d.change,
-                rule_id=d.rule_id,
-                implication=d.implication,
-                citations=list(d.citations),
-            )
-            for d in history.discordance
-        ],
-    )
+    return service.receptors_read(session, patient)
 
 
 def _event_read(event: PatientEvent) -> EventRead:

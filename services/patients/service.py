@@ -6,11 +6,12 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 from functools import cache
-from typing import Any
+from typing import Any, Literal, cast
 
 from sqlalchemy.orm import Session
 
-from schemas.patients import EventCreate, EventUpdate
+from schemas.patients import EventCreate, EventUpdate, Her2Ihc, Her2Ish, Specimen
+from schemas.receptors import DiscordanceRead, ReceptorEventRead, ReceptorsRead
 from services.analysis import service as analysis
 from services.db import utcnow
 from services.errors import Conflict, InvalidInput, NotFound
@@ -290,4 +291,46 @@ def receptor_history(session: Session, patient: Patient) -> ReceptorHistory:
         rules_version=rules.version,
         events=read,
         discordance=discordance([p for _, p in read], rules),
+    )
+
+
+def receptors_read(session: Session, patient: Patient) -> ReceptorsRead:
+    """GET /receptors, the patient page and the report: the history as the API returns it."""
+    history = receptor_history(session, patient)
+    return ReceptorsRead(
+        patient_id=patient.patient_id,
+        rules_version=history.rules_version,
+        params_version=history.params.version,
+        events=[
+            ReceptorEventRead(
+                event_id=event_id,
+                date=p.test.date,
+                specimen=cast(Specimen, p.test.specimen),
+                site=p.test.site,
+                er=p.test.er,
+                pr=p.test.pr,
+                her2_ihc=cast("Her2Ihc | None", p.test.her2_ihc),
+                her2_ish=cast("Her2Ish | None", p.test.her2_ish),
+                er_status=p.er_status,
+                pr_status=p.pr_status,
+                her2_category=p.her2_category,
+                subtype=p.subtype,
+                subtype_label=p.subtype_label,
+            )
+            for event_id, p in history.events
+        ],
+        discordance=[
+            DiscordanceRead(
+                receptor=cast(Literal["ER", "PR", "HER2"], d.receptor),
+                primary=d.primary,
+                latest=d.latest,
+                primary_date=d.primary_date,
+                latest_date=d.latest_date,
+                change=d.change,
+                rule_id=d.rule_id,
+                implication=d.implication,
+                citations=list(d.citations),
+            )
+            for d in history.discordance
+        ],
     )

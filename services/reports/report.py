@@ -189,6 +189,35 @@ def _when(text: str | None) -> str:
         return text
 
 
+def _hormone_text(value: float | str | None, status: str) -> str:
+    if value is None:
+        return "–"
+    return f"{value:g}% ({status})" if isinstance(value, float | int) else status
+
+
+def receptor_rows(receptors: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """The receptor_status events of GET /receptors as the page and the report show them."""
+    rows = []
+    for e in (receptors or {}).get("events", []):
+        her2 = [
+            *([f"IHC {e['her2_ihc']}"] if e.get("her2_ihc") else []),
+            *([f"ISH {e['her2_ish'].replace('_', ' ')}"] if e.get("her2_ish") else []),
+        ]
+        rows.append(
+            {
+                "date": e["date"],
+                "specimen": e["specimen"],
+                "site": e.get("site") or "",
+                "er_text": _hormone_text(e.get("er"), e["er_status"]),
+                "pr_text": _hormone_text(e.get("pr"), e["pr_status"]),
+                "her2_text": ", ".join(her2) or "–",
+                "her2_category": e["her2_category"],
+                "subtype": e["subtype_label"],
+            }
+        )
+    return rows
+
+
 def report_context(
     bodies: dict[str, Any],
     *,
@@ -197,7 +226,9 @@ def report_context(
     samples: Sequence[Sample],
     generated_at: dt.datetime,
     amendments: Sequence[dict[str, Any]] = (),
+    receptors: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """The page's and the report's context; ``receptors`` is the GET /receptors body."""
     mrd, trends, clones, resistance = (
         bodies["mrd"],
         bodies["trends"],
@@ -281,6 +312,8 @@ def report_context(
         ],
         "clone_method": model.method,
         "responses": responses,
+        "receptors": receptors or {},
+        "receptor_rows": receptor_rows(receptors),
         "samples": sample_rows,
         "methods": _methods(bodies),
         "terms": TERMS,

@@ -119,6 +119,7 @@ def test_primary_and_liver_metastasis_make_a_receptor_history(stack: Stack) -> N
     events = stack.client.get(f"/v1/patients/{PATIENT}").json()["events"]
     assert [e["type"] for e in events] == ["receptor_status", "surgery", "receptor_status"]
     assert events[1]["specimen"] is None and events[2]["site"] == "liver"
+    check_the_patient_page_and_report(stack)
 
 
 @pytest.mark.parametrize(
@@ -165,6 +166,8 @@ def test_a_patient_without_receptor_events_has_an_empty_history(stack: Stack) ->
     assert stack.other.post("/v1/patients", json={"patient_id": "REC-OTHER"}).status_code == 201
     body = stack.other.get("/v1/patients/REC-OTHER/receptors").json()
     assert (body["events"], body["discordance"]) == ([], [])
+    page = stack.other.get("/ui/patients/REC-OTHER")
+    assert page.status_code == 200 and 'id="receptor-events"' not in page.text
 
 
 def test_a_correction_changes_the_history(stack: Stack) -> None:
@@ -196,3 +199,16 @@ def test_a_correction_changes_the_history(stack: Stack) -> None:
         f"{path}/events/{later['id']}", json={"reason": "wrong type", "type": "surgery"}
     )
     assert refused.status_code == 422 and "takes no specimen" in refused.json()["detail"]
+
+
+def check_the_patient_page_and_report(stack: Stack) -> None:
+    """The Receptors section of the page and the HTML report: the timeline and the ER loss."""
+    for path in (f"/ui/patients/{PATIENT}", f"/ui/patients/{PATIENT}/report"):
+        page = stack.client.get(path)
+        assert page.status_code == 200, page.text
+        table = page.text.split('id="receptor-events"', 1)[1].split("</table>", 1)[0]
+        assert "90% (positive)" in table and "IHC 2+, ISH not amplified" in table
+        assert "triple-negative (HER2-low)" in table
+        discordance = page.text.split('id="receptor-discordance"', 1)[1].split("</table>", 1)[0]
+        assert "ER loss" in discordance and "endocrine therapy is unlikely" in discordance
+        assert "Schrijver" in discordance
