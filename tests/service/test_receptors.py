@@ -212,3 +212,28 @@ def check_the_patient_page_and_report(stack: Stack) -> None:
         discordance = page.text.split('id="receptor-discordance"', 1)[1].split("</table>", 1)[0]
         assert "ER loss" in discordance and "endocrine therapy is unlikely" in discordance
         assert "Schrijver" in discordance
+
+
+def test_the_client_tells_two_receptor_events_of_a_day_apart() -> None:
+    from services.clientcli import _same_event, check_event
+
+    recorded = {
+        "type": "receptor_status",
+        "date": "2024-02-10",
+        "specimen": "metastasis",
+        "site": "liver",
+    }
+    body = {
+        "type": "receptor_status",
+        "date": "2024-02-10",
+        "specimen": "metastasis",
+        "site": "liver",
+    }
+    assert check_event(body) == []
+    assert _same_event(body, recorded)
+    assert not _same_event({**body, "site": "bone"}, recorded)
+    assert not _same_event({**body, "specimen": "recurrence"}, recorded)
+    assert _same_event(
+        {"type": "surgery", "date": "2024-01-01"},
+        {"type": "surgery", "date": "2024-01-01", "specimen": None},
+    )
