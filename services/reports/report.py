@@ -633,6 +633,38 @@ def report_pdf(bodies: dict[str, Any], context: dict[str, Any]) -> bytes:
             or [["No actionable variant detected", "", "", "", ""]],
             [1.6, 1.6, 0.9, 1.0, 0.8],
         )
+        if context["receptor_rows"]:
+            page.heading("Receptors (ER/PR ASCO/CAP 2020, HER2 ASCO/CAP 2023)")
+            page.table(
+                ["Date", "Specimen", "ER", "PR", "HER2", "Subtype"],
+                [
+                    [
+                        str(r["date"]),
+                        r["specimen"] + (f" ({r['site']})" if r["site"] else ""),
+                        r["er_text"],
+                        r["pr_text"],
+                        f"{r['her2_category']} ({r['her2_text']})",
+                        r["subtype"],
+                    ]
+                    for r in context["receptor_rows"]
+                ],
+                [0.8, 1.2, 0.9, 0.9, 1.7, 1.6],
+            )
+            for d in context["receptors"].get("discordance", []):
+                page.text(
+                    f"{d['receptor']} {d['change'].replace('_', ' ')}: {d['primary']} "
+                    f"({d['primary_date']}) → {d['latest']} ({d['latest_date']})",
+                    size=8.5,
+                    weight="bold",
+                )
+                page.text(d["implication"], size=8)
+                page.text(
+                    "\n".join(f"• {c}" for c in d["citations"]),
+                    size=7,
+                    colour="#444444",
+                    width=130,
+                    gap=0.15,
+                )
         if context["amendments"]:
             page.heading("Amendments of issued results")
             page.table(

@@ -212,6 +212,8 @@ def check_the_patient_page_and_report(stack: Stack) -> None:
         discordance = page.text.split('id="receptor-discordance"', 1)[1].split("</table>", 1)[0]
         assert "ER loss" in discordance and "endocrine therapy is unlikely" in discordance
         assert "Schrijver" in discordance
+    pdf = stack.client.get(f"/v1/patients/{PATIENT}/report.pdf")  # with its Receptors section
+    assert pdf.status_code == 200 and pdf.content.startswith(b"%PDF"), pdf.text[:300]
 
 
 def test_the_client_tells_two_receptor_events_of_a_day_apart() -> None:
