@@ -283,8 +283,7 @@ def receptor_history(session: Session, patient: Patient) -> ReceptorHistory:
                 params,
             ),
         )
-        for e in repository.events(session, patient.id)
-        if e.type == "receptor_status"
+        for e in repository.events(session, patient.id, "receptor_status")
     ]
     return ReceptorHistory(
         params=params,
