@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from schemas.common import ApiModel, Identifier, Reason
 
-EventType = Literal["surgery", "therapy_start", "therapy_stop", "clinical_relapse", "progression"]
+EventType = Literal[
+    "surgery", "therapy_start", "therapy_stop", "clinical_relapse", "progression", "receptor_status"
+]
+Specimen = Literal["primary", "recurrence", "metastasis"]
+Her2Ihc = Literal["0", "ultralow", "1+", "2+", "3+"]
+Her2Ish = Literal["amplified", "not_amplified", "equivocal"]
+HormoneReceptor = Annotated[float, Field(ge=0, le=100)] | Literal["positive", "low", "negative"]
+"""ER or PR: the percentage of stained tumour nuclei (0-100), or the word of the report."""
+AnatomicalSite = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[^\x00]*$")]
 DrugClass = Literal[
     "aromatase_inhibitor",
     "serd",
@@ -44,7 +52,28 @@ class PatientList(ApiModel):
     next_cursor: str | None = None
 
 
-class EventCreate(ApiModel):
+class ReceptorFields(ApiModel):
+    """The fields of a receptor_status event (refused on any other type)."""
+
+    specimen: Specimen | None = Field(
+        default=None, description="receptor_status: the tumour specimen tested"
+    )
+    site: AnatomicalSite | None = Field(
+        default=None, description="receptor_status: anatomical site of the specimen (e.g. liver)"
+    )
+    er: HormoneReceptor | None = None
+    pr: HormoneReceptor | None = None
+    her2_ihc: Her2Ihc | None = None
+    her2_ish: Her2Ish | None = None
+
+    @field_validator("her2_ihc", mode="before")
+    @classmethod
+    def _ihc_zero(cls, value: object) -> object:
+        # IHC 0 sent as the number 0 is the score "0".
+        return "0" if value == 0 and not isinstance(value, bool) else value
+
+
+class EventCreate(ReceptorFields):
     type: EventType
     date: dt.date
     drug: str | None = Field(default=None, max_length=128, pattern=r"^[^\x00]*$")
@@ -52,9 +81,9 @@ class EventCreate(ApiModel):
     note: str | None = Field(default=None, max_length=1000, pattern=r"^[^\x00]*$")
 
 
-class EventUpdate(ApiModel):
-    """A correction of an event: only the fields sent change (`null` clears drug, drug class
-    or note)."""
+class EventUpdate(ReceptorFields):
+    """A correction of an event: only the fields sent change (`null` clears drug, drug class,
+    note or a receptor field)."""
 
     reason: Reason
     type: EventType | None = None
@@ -75,6 +104,12 @@ class EventRead(ApiModel):
     drug: str | None
     drug_class: DrugClass | None
     note: str | None
+    specimen: Specimen | None = None
+    site: str | None = None
+    er: float | str | None = None
+    pr: float | str | None = None
+    her2_ihc: Her2Ihc | None = None
+    her2_ish: Her2Ish | None = None
 
 
 class PatientDetail(PatientRead):

@@ -905,12 +905,14 @@ def read_events(path: Path) -> list[ClinicalEvent]:
 
 def _same_event(body: dict[str, str], recorded: dict[str, Any]) -> bool:
     """Whether an event of the file is one the patient already has (the API stores drug
-    names in lower case and fills in the class a known drug implies)."""
+    names in lower case and fills in the class a known drug implies; two receptor_status
+    events of a day differ by specimen or site)."""
     return (
         recorded["type"] == body["type"]
         and recorded["date"] == body["date"]
         and (recorded.get("drug") or "") == body.get("drug", "").lower()
         and (not body.get("drug_class") or recorded.get("drug_class") == body["drug_class"])
+        and all((recorded.get(k) or "") == body.get(k, "") for k in ("specimen", "site"))
     )
 
 

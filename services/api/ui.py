@@ -34,7 +34,7 @@ from services.db import get_session_factory, unit_of_work
 from services.errors import NotFound
 from services.patients import repository
 from services.patients.models import Patient
-from services.patients.service import get_patient_or_raise
+from services.patients.service import get_patient_or_raise, receptors_read
 from services.reports import plots as static_plots
 from services.reports.figures import clones_model, plotly_clones, plotly_timeline, timeline_model
 from services.reports.labels import drug_class_label
@@ -307,6 +307,7 @@ def _report_context(
         samples=repository.samples(session, patient.id),
         generated_at=dt.datetime.now(dt.UTC),
         amendments=amendments.history_of(session, patient.id),
+        receptors=receptors_read(session, patient).model_dump(mode="json"),
     )
 
 

@@ -35,6 +35,14 @@ class PatientEvent(Base):
     drug: Mapped[str | None] = mapped_column(String(128))
     drug_class: Mapped[str | None] = mapped_column(String(32))
     note: Mapped[str | None] = mapped_column(String(1000))
+    # receptor_status only: the specimen tested, its anatomical site, ER and PR (a percentage
+    # of stained nuclei as text, e.g. "90", or positive / low / negative), HER2 IHC and ISH.
+    specimen: Mapped[str | None] = mapped_column(String(16))
+    specimen_site: Mapped[str | None] = mapped_column(String(128))
+    er: Mapped[str | None] = mapped_column(String(16))
+    pr: Mapped[str | None] = mapped_column(String(16))
+    her2_ihc: Mapped[str | None] = mapped_column(String(16))
+    her2_ish: Mapped[str | None] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 
     patient: Mapped[Patient] = relationship(back_populates="events", lazy="raise")

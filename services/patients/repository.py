@@ -62,12 +62,14 @@ def samples_by_status(session: Session, patient_pks: Sequence[int]) -> dict[int,
     return counts
 
 
-def events(session: Session, patient_pk: int) -> Sequence[PatientEvent]:
-    return session.scalars(
-        select(PatientEvent)
-        .where(PatientEvent.patient_pk == patient_pk)
-        .order_by(PatientEvent.event_date, PatientEvent.id)
-    ).all()
+def events(
+    session: Session, patient_pk: int, event_type: str | None = None
+) -> Sequence[PatientEvent]:
+    """The patient's events by date (of one type when given)."""
+    stmt = select(PatientEvent).where(PatientEvent.patient_pk == patient_pk)
+    if event_type is not None:
+        stmt = stmt.where(PatientEvent.type == event_type)
+    return session.scalars(stmt.order_by(PatientEvent.event_date, PatientEvent.id)).all()
 
 
 def samples(session: Session, patient_pk: int) -> Sequence[Sample]:

@@ -20,6 +20,7 @@ from schemas.patients import (
     PatientRead,
     SampleSummary,
 )
+from schemas.receptors import ReceptorsRead
 from services.analysis import service as analysis
 from services.api.deps import Ingestor, Page, Reader, SessionDep
 from services.audit.service import audit
@@ -145,6 +146,19 @@ def delete_event(
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
+@router.get("/{patient_id}/receptors", response_model=ReceptorsRead)
+def get_receptors(
+    patient_id: str, principal: Reader, session: SessionDep, request: Request
+) -> ReceptorsRead:
+    """ER, PR and HER2 of each receptor_status event by date, with the HER2 category (ASCO/CAP
+    2023, HER2-low and ultralow included), ER/PR status (ASCO/CAP 2020) and the subtype; and
+    the discordance between the first primary and the latest recurrence or metastasis, each
+    change with its implication and citations from the versioned rule table."""
+    patient = service.get_patient_or_raise(session, principal.site, patient_id)
+    audit(session, request, principal, patient_id=patient.patient_id)
+    return service.receptors_read(session, patient)
+
+
 def _event_read(event: PatientEvent) -> EventRead:
     # The stored type and drug class are the schema's Literals: validated on the way in.
     return EventRead(
@@ -154,4 +168,5 @@ def _event_read(event: PatientEvent) -> EventRead:
         drug=event.drug,
         drug_class=cast("DrugClass | None", event.drug_class),
         note=event.note,
+        **service.receptor_fields(event),
     )

@@ -189,6 +189,35 @@ def _when(text: str | None) -> str:
         return text
 
 
+def _hormone_text(value: float | str | None, status: str) -> str:
+    if value is None:
+        return "–"
+    return f"{value:g}% ({status})" if isinstance(value, float | int) else status
+
+
+def receptor_rows(receptors: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """The receptor_status events of GET /receptors as the page and the report show them."""
+    rows = []
+    for e in (receptors or {}).get("events", []):
+        her2 = [
+            *([f"IHC {e['her2_ihc']}"] if e.get("her2_ihc") else []),
+            *([f"ISH {e['her2_ish'].replace('_', ' ')}"] if e.get("her2_ish") else []),
+        ]
+        rows.append(
+            {
+                "date": e["date"],
+                "specimen": e["specimen"],
+                "site": e.get("site") or "",
+                "er_text": _hormone_text(e.get("er"), e["er_status"]),
+                "pr_text": _hormone_text(e.get("pr"), e["pr_status"]),
+                "her2_text": ", ".join(her2) or "–",
+                "her2_category": e["her2_category"],
+                "subtype": e["subtype_label"],
+            }
+        )
+    return rows
+
+
 def report_context(
     bodies: dict[str, Any],
     *,
@@ -197,7 +226,9 @@ def report_context(
     samples: Sequence[Sample],
     generated_at: dt.datetime,
     amendments: Sequence[dict[str, Any]] = (),
+    receptors: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """The page's and the report's context; ``receptors`` is the GET /receptors body."""
     mrd, trends, clones, resistance = (
         bodies["mrd"],
         bodies["trends"],
@@ -281,6 +312,8 @@ def report_context(
         ],
         "clone_method": model.method,
         "responses": responses,
+        "receptors": receptors or {},
+        "receptor_rows": receptor_rows(receptors),
         "samples": sample_rows,
         "methods": _methods(bodies),
         "terms": TERMS,
@@ -600,6 +633,38 @@ def report_pdf(bodies: dict[str, Any], context: dict[str, Any]) -> bytes:
             or [["No actionable variant detected", "", "", "", ""]],
             [1.6, 1.6, 0.9, 1.0, 0.8],
         )
+        if context["receptor_rows"]:
+            page.heading("Receptors (ER/PR ASCO/CAP 2020, HER2 ASCO/CAP 2023)")
+            page.table(
+                ["Date", "Specimen", "ER", "PR", "HER2", "Subtype"],
+                [
+                    [
+                        str(r["date"]),
+                        r["specimen"] + (f" ({r['site']})" if r["site"] else ""),
+                        r["er_text"],
+                        r["pr_text"],
+                        f"{r['her2_category']} ({r['her2_text']})",
+                        r["subtype"],
+                    ]
+                    for r in context["receptor_rows"]
+                ],
+                [0.8, 1.2, 0.9, 0.9, 1.7, 1.6],
+            )
+            for d in context["receptors"].get("discordance", []):
+                page.text(
+                    f"{d['receptor']} {d['change'].replace('_', ' ')}: {d['primary']} "
+                    f"({d['primary_date']}) → {d['latest']} ({d['latest_date']})",
+                    size=8.5,
+                    weight="bold",
+                )
+                page.text(d["implication"], size=8)
+                page.text(
+                    "\n".join(f"• {c}" for c in d["citations"]),
+                    size=7,
+                    colour="#444444",
+                    width=130,
+                    gap=0.15,
+                )
         if context["amendments"]:
             page.heading("Amendments of issued results")
             page.table(
