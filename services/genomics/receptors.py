@@ -31,13 +31,13 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Literal
 
 from services.errors import InvalidInput
+from services.genomics.tables import versioned_entries
 
 DEFAULT_RULES_PATH: Final[Path] = Path(__file__).resolve().parent / "data" / "receptor_rules.toml"
 
@@ -331,16 +331,7 @@ def load_receptor_rules(path: Path | str | None = None) -> ReceptorRules:
     duplicate id or (receptor, change), or a change the comparison can report without a rule.
     """
     source = Path(path) if path is not None else DEFAULT_RULES_PATH
-    try:
-        document = tomllib.loads(source.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise ReceptorError(f"{source}: cannot read the receptor rules: {exc}") from exc
-    version = document.get("version")
-    if not isinstance(version, str) or not version.strip():
-        raise ReceptorError(f"{source}: a non-empty string 'version' is required")
-    raw_entries = document.get("entry")
-    if not isinstance(raw_entries, list) or not raw_entries:
-        raise ReceptorError(f"{source}: no [[entry]] tables")
+    version, raw_entries = versioned_entries(source, ReceptorError, "the receptor rules")
     rules: list[ReceptorRule] = []
     for index, raw in enumerate(raw_entries, start=1):
         rule = _parse_rule(raw, f"{source}: entry {index}")

@@ -47,7 +47,6 @@ from __future__ import annotations
 import datetime as dt
 import math
 import re
-import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,6 +62,7 @@ from services.genomics.longitudinal import (
     locus_lod95,
     locus_p_value,
 )
+from services.genomics.tables import versioned_entries
 from services.genomics.therapy import (
     DRUG_CLASSES,
     TherapyLine,
@@ -293,16 +293,7 @@ def load_resistance_map(path: Path | str | None = None) -> ResistanceMap:
     implication or citations.
     """
     source = Path(path) if path is not None else DEFAULT_MAP_PATH
-    try:
-        document = tomllib.loads(source.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise ResistanceMapError(f"{source}: cannot read the resistance map: {exc}") from exc
-    version = document.get("version")
-    if not isinstance(version, str) or not version.strip():
-        raise ResistanceMapError(f"{source}: a non-empty string 'version' is required")
-    raw_entries = document.get("entry")
-    if not isinstance(raw_entries, list) or not raw_entries:
-        raise ResistanceMapError(f"{source}: no [[entry]] tables")
+    version, raw_entries = versioned_entries(source, ResistanceMapError, "the resistance map")
     hotspots = load_hotspot_proteins()
     entries: list[MapEntry] = []
     for index, raw in enumerate(raw_entries, start=1):
