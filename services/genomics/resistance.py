@@ -698,8 +698,7 @@ def _actionable(
             run_start = None
             continue
         run_start = run_start or call.collection_date
-        strong = call.p_value < params.alpha_alert and call.alt_reads >= params.min_alt_reads_alert
-        if strong or (index > 0 and evaluable[index - 1].detected):
+        if _strong(call, params) or (index > 0 and evaluable[index - 1].detected):
             established = call
             break
     if established is None or run_start is None:
@@ -897,8 +896,7 @@ def _confirmation(
     later = evaluable[index + 1 :]
     if status == "rising" or seen_before:
         return "confirmed", call
-    strong = call.p_value < params.alpha_alert and call.alt_reads >= params.min_alt_reads_alert
-    if strong:
+    if _strong(call, params):
         # One strong draw alerts at once; it is contradicted only if no later draw saw it
         # again while a draw on the same class was sensitive enough to.
         on_same = [
@@ -915,6 +913,11 @@ def _confirmation(
         if next_call.lod95 < call.vaf:
             return "contradicted", None
     return "awaiting_confirmation", None
+
+
+def _strong(call: LocusCall, params: ResistanceParams) -> bool:
+    """Evidence in one draw strong enough to alert on without a second draw."""
+    return call.p_value < params.alpha_alert and call.alt_reads >= params.min_alt_reads_alert
 
 
 def _finite(value: float) -> float | None:
